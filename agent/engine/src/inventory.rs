@@ -1,0 +1,111 @@
+//! Inventory: kube-proxy's iptables-mode rules (iptables-save text) → a typed model of every
+//! service port, its VIPs, endpoints and policies.
+//!
+//! Layers: [`save`] splits the dump into tables/chains/rules (format only), [`rule`] reads one
+//! rule's options order-independently, [`facts`] keeps what each KUBE-* rule says while the dump
+//! streams by, and [`resolve`] follows the jump graph from KUBE-SERVICES / KUBE-NODEPORTS to the
+//! endpoint chains and builds [`ServicePort`]s. Chain names are verified against kube-proxy's
+//! hash ([`hash`]); comments identify a service only where kube-proxy always writes them
+//! (KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, KUBE-NODEPORTS), never on endpoint chains.
+//!
+//! Invariant: every rule in a KUBE-* chain, and every jump into one, is either placed in the
+//! model or reported as a [`Warning`] with its line number.
+
+pub(crate) mod facts;
+pub mod hash;
+pub mod model;
+pub(crate) mod resolve;
+pub(crate) mod rule;
+pub mod save;
+
+use std::io::Read;
+
+pub use facts::{format_endpoint, normalize_probability};
+pub use model::*;
+
+/// Errors reading a dump. Each names the input and, where there is one, the line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InventoryError {
+    /// The text is not a well-formed iptables-save dump.
+    #[error("{input}:{line}: {message}")]
+    Malformed {
+        /// File name, `-` for stdin, or `iptables-save (live)`.
+        input: String,
+        /// 1-based line.
+        line: u32,
+        /// What is wrong.
+        message: String,
+    },
+    /// A table was opened and never committed: the dump was cut short.
+    #[error("{input}: table {table} opened at line {line} has no COMMIT: the dump is truncated")]
+    Truncated {
+        /// Input name.
+        input: String,
+        /// Table left open.
+        table: String,
+        /// Line of its `*table` header.
+        line: u32,
+    },
+    /// Reading the input failed.
+    #[error("{input}: read error: {error}")]
+    Io {
+        /// Input name.
+        input: String,
+        /// The I/O error.
+        error: String,
+    },
+}
+
+impl InventoryError {
+    pub(crate) fn malformed(source: &str, line: u32, message: impl Into<String>) -> InventoryError {
+        InventoryError::Malformed { input: source.to_owned(), line, message: message.into() }
+    }
+}
+
+/// One dump to read: its name (for messages), family, where it came from, and its bytes.
+pub struct DumpInput<R> {
+    /// Name used in errors and warnings.
+    pub name: String,
+    /// IP family of the rules.
+    pub family: IpFamily,
+    /// Where the dump came from.
+    pub source: SourceKind,
+    /// The text.
+    pub reader: R,
+}
+
+/// Tables the inventory reads; others (raw, security) are passed over.
+pub const TABLES: [&str; 3] = ["nat", "filter", "mangle"];
+
+/// Reads one family's dump into its facts, service ports and warnings.
+pub fn read_family<R: Read>(input: DumpInput<R>) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
+    let mut collector = facts::Collector::new(&input.name, input.family);
+    save::read_dump(&input.name, input.reader, &TABLES, |event, line| collector.event(event, line))?;
+    Ok(resolve::resolve(collector, input.source))
+}
+
+/// Reads dumps (typically one IPv4 and optionally one IPv6) into one inventory.
+pub fn inventory<R: Read>(inputs: Vec<DumpInput<R>>) -> Result<Inventory, InventoryError> {
+    let mut inv = Inventory { families: Vec::new(), service_ports: Vec::new(), warnings: Vec::new() };
+    for input in inputs {
+        let (facts, ports, warnings) = read_family(input)?;
+        inv.families.push(facts);
+        inv.service_ports.extend(ports);
+        inv.warnings.extend(warnings);
+    }
+    inv.normalize();
+    Ok(inv)
+}
+
+/// Convenience: inventory of one in-memory IPv4 dump.
+pub fn inventory_from_str(name: &str, text: &str) -> Result<Inventory, InventoryError> {
+    inventory(vec![DumpInput {
+        name: name.to_owned(),
+        family: IpFamily::IPv4,
+        source: SourceKind::File { path: name.to_owned() },
+        reader: text.as_bytes(),
+    }])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,577 @@
+//! Resolves collected facts into service ports by following the jump graph:
+//! KUBE-SERVICES / KUBE-NODEPORTS entries → KUBE-FW → KUBE-EXT → KUBE-SVC / KUBE-SVL (or legacy
+//! KUBE-XLB) → KUBE-SEP → DNAT. Service identity comes from the entry comments; every per-service
+//! and per-endpoint chain name is checked against kube-proxy's hash of that identity.
+//!
+//! Whatever does not fit becomes a warning naming its line; chains nothing reaches are
+//! reported as stale.
+
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+
+use super::facts::{
+    ChainFacts, Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
+    format_endpoint,
+};
+use super::hash::port_proto_hash;
+use super::model::*;
+
+#[derive(Default)]
+struct Builder {
+    name: Option<ServicePortName>,
+    spn: String,
+    proto: Option<Protocol>,
+    hash: Option<Hash>,
+    cluster_ip: Option<IpAddr>,
+    port: Option<u16>,
+    node_port: Option<u16>,
+    localhost_node_port: bool,
+    external_ips: Vec<IpAddr>,
+    lb_ips: Vec<IpAddr>,
+    ext_or_lb: Vec<IpAddr>,
+    internal_target: Option<HKind>,
+    legacy_masq: bool,
+    roots: Vec<(HKind, Hash)>,
+    internal_verdict: Option<NoEndpointVerdict>,
+    external_verdict: Option<NoEndpointVerdict>,
+    hc_port: Option<u16>,
+    fw_drop_ips: Vec<IpAddr>,
+    first_line: u32,
+}
+
+type Key = (String, Protocol);
+
+struct Ctx<'c> {
+    c: &'c mut Collector,
+    detector: Option<LocalDetector>,
+    masquerade_all: bool,
+}
+
+/// Resolves one family's facts.
+pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<ServicePort>, Vec<Warning>) {
+    let mut order: Vec<Key> = Vec::new();
+    let mut builders: FxHashMap<Key, Builder> = FxHashMap::default();
+    let mut by_hash: FxHashMap<Hash, Key> = FxHashMap::default();
+
+    let entries = std::mem::take(&mut c.entries);
+    for e in entries {
+        let key = (e.spn.clone(), e.proto);
+        let b = builder(&mut builders, &mut order, &key, e.line);
+        let target_hash = match e.target {
+            EntryTarget::Chain(k, h) => Some((k, h)),
+            EntryTarget::MarkMasq => None,
+        };
+        if let Some((k, h)) = target_hash {
+            if let Some(prev) = b.hash.filter(|p| *p != h) {
+                let msg = format!(
+                    "{} jumps to {} but an earlier rule of the same service jumps to a chain with hash {}",
+                    e.spn,
+                    k.chain(&h),
+                    String::from_utf8_lossy(&prev)
+                );
+                c.warn_in("unplaced-rule", "nat", e.line, "KUBE-SERVICES", msg);
+                continue;
+            }
+            b.hash = Some(h);
+            b.roots.push((k, h));
+            by_hash.insert(h, key.clone());
+        }
+        match e.kind {
+            EntryKind::ClusterIp => {
+                if b.cluster_ip.is_some_and(|ip| ip != e.ip) {
+                    c.warn_in("unplaced-rule", "nat", e.line, "KUBE-SERVICES", format!("second ClusterIP {} for {}", e.ip, e.spn));
+                    continue;
+                }
+                b.cluster_ip = Some(e.ip);
+                b.port = Some(e.port);
+                match target_hash {
+                    Some((k, _)) => b.internal_target = Some(k),
+                    None => {
+                        b.legacy_masq = true;
+                        if let Cond::NotLocal(d) = e.cond {
+                            c.node_detector_hint(d);
+                        } else if e.cond == Cond::Always {
+                            c.node_masquerade_all_hint();
+                        }
+                    }
+                }
+            }
+            EntryKind::ExternalIp => {
+                b.port.get_or_insert(e.port);
+                if !b.external_ips.contains(&e.ip) {
+                    b.external_ips.push(e.ip);
+                }
+            }
+            EntryKind::LoadBalancerIp => {
+                b.port.get_or_insert(e.port);
+                if !b.lb_ips.contains(&e.ip) {
+                    b.lb_ips.push(e.ip);
+                }
+            }
+        }
+    }
+
+    let nodeports = std::mem::take(&mut c.nodeports);
+    for np in nodeports {
+        let key = match np.target {
+            EntryTarget::Chain(_, h) => by_hash.get(&h).cloned(),
+            EntryTarget::MarkMasq => None,
+        }
+        .or_else(|| np.spn.as_ref().map(|s| (s.clone(), np.proto)).filter(|k| builders.contains_key(k)));
+        let Some(key) = key else {
+            let msg = if matches!(np.target, EntryTarget::MarkMasq) {
+                "legacy NodePort masquerade rule".to_owned()
+            } else {
+                "NodePort rule whose target no KUBE-SERVICES rule reaches".to_owned()
+            };
+            c.warn_in("unplaced-rule", "nat", np.line, "KUBE-NODEPORTS", msg);
+            continue;
+        };
+        let Some(b) = builders.get_mut(&key) else { continue };
+        if b.node_port.is_some_and(|p| p != np.port) {
+            c.warn_in("unplaced-rule", "nat", np.line, "KUBE-NODEPORTS", format!("second NodePort {} for {}", np.port, key.0));
+            continue;
+        }
+        b.node_port = Some(np.port);
+        b.localhost_node_port |= np.localhost;
+        if let EntryTarget::Chain(k, h) = np.target {
+            b.roots.push((k, h));
+        }
+    }
+
+    let filters = std::mem::take(&mut c.filters);
+    for f in filters {
+        match f {
+            FilterFact::NoEndpoints { spn, proto, at, ip, port, drop, line } => {
+                let key = (spn, proto);
+                let b = builder(&mut builders, &mut order, &key, line);
+                let verdict = if drop { NoEndpointVerdict::Drop } else { NoEndpointVerdict::Reject };
+                match at {
+                    FilterWhere::Services => {
+                        if let Some(ip) = ip {
+                            if b.cluster_ip.is_some_and(|c| c != ip) {
+                                c.warn_in("unplaced-rule", "filter", line, "KUBE-SERVICES", format!("verdict for {ip}, not the ClusterIP of {}", key.0));
+                                continue;
+                            }
+                            b.cluster_ip = Some(ip);
+                        }
+                        b.port.get_or_insert(port);
+                        b.internal_verdict = Some(verdict);
+                    }
+                    FilterWhere::ExternalIp => {
+                        if let Some(ip) = ip {
+                            let known = b.external_ips.contains(&ip) || b.lb_ips.contains(&ip);
+                            if !known && !b.ext_or_lb.contains(&ip) {
+                                b.ext_or_lb.push(ip);
+                            }
+                        }
+                        b.port.get_or_insert(port);
+                        b.external_verdict = Some(verdict);
+                    }
+                    FilterWhere::NodePort => {
+                        b.node_port = Some(port);
+                        b.external_verdict = Some(verdict);
+                    }
+                }
+            }
+            FilterFact::HealthCheck { spn, port, line } => {
+                let hit = order.iter().find(|k| k.0 == spn).cloned();
+                match hit.and_then(|k| builders.get_mut(&k)) {
+                    Some(b) => b.hc_port = Some(port),
+                    None => c.warn_in("unplaced-rule", "filter", line, "KUBE-NODEPORTS", format!("health check node port for unknown service {spn}")),
+                }
+            }
+            FilterFact::FirewallDrop { spn, proto, ip, port: _, line } => match builders.get_mut(&(spn.clone(), proto)) {
+                Some(b) => b.fw_drop_ips.push(ip),
+                None => c.warn_in("unplaced-rule", "filter", line, "KUBE-PROXY-FIREWALL", format!("firewall rule for unknown service {spn}")),
+            },
+        }
+    }
+
+    let mut ctx = Ctx { c: &mut c, detector: None, masquerade_all: false };
+    let mut ports = Vec::with_capacity(order.len());
+    for key in &order {
+        let Some(b) = builders.remove(key) else { continue };
+        if let Some(sp) = build_port(&mut ctx, key, b) {
+            ports.push(sp);
+        }
+    }
+    let (detector, masquerade_all) = (ctx.detector.take(), ctx.masquerade_all);
+    stale_chains(&mut c);
+    let facts = family_facts(&mut c, source, detector, masquerade_all);
+    let warnings = std::mem::take(&mut c.warnings);
+    (facts, ports, warnings)
+}
+
+fn builder<'b>(builders: &'b mut FxHashMap<Key, Builder>, order: &mut Vec<Key>, key: &Key, line: u32) -> &'b mut Builder {
+    if !builders.contains_key(key) {
+        order.push(key.clone());
+    }
+    builders.entry(key.clone()).or_insert_with(|| Builder {
+        name: ServicePortName::parse(&key.0),
+        spn: key.0.clone(),
+        proto: Some(key.1),
+        first_line: line,
+        ..Builder::default()
+    })
+}
+
+impl Collector {
+    /// Legacy layouts put the masquerade rule in KUBE-SERVICES; remember its detector.
+    fn node_detector_hint(&mut self, d: LocalDetector) {
+        self.node_hint_detector.get_or_insert(d);
+    }
+    fn node_masquerade_all_hint(&mut self) {
+        self.node_hint_masq_all = true;
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    cluster: Option<Dispatch>,
+    local: Option<Dispatch>,
+    affinity: Option<u32>,
+    masq_cluster: bool,
+    ext_local_markers: bool,
+    ext_policy: Option<HKind>,
+    source_ranges: Vec<ipnet::IpNet>,
+    fw_sources_hosts: Vec<IpAddr>,
+    legacy_no_local: bool,
+    hairpin_all: bool,
+    endpoint_count: usize,
+    mismatches: Vec<String>,
+}
+
+fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
+    let proto = key.1;
+    let Some(name) = b.name.clone() else {
+        ctx.c.warn_in("unplaced-rule", "nat", b.first_line, "KUBE-SERVICES", format!("{:?} is not a namespace/name[:port] service name", b.spn));
+        return None;
+    };
+    let Some(cluster_ip) = b.cluster_ip else {
+        ctx.c.warn_in("unplaced-rule", "nat", b.first_line, "KUBE-SERVICES", format!("{} has external rules but no ClusterIP rule", b.spn));
+        return None;
+    };
+    let port = b.port.unwrap_or(0);
+    let mut w = Walk { hairpin_all: true, ..Walk::default() };
+    let mut mismatches = Vec::new();
+    if let Some(h) = b.hash {
+        let expect = port_proto_hash(&b.spn, proto.as_str(), "");
+        if expect != h {
+            let msg = format!(
+                "chains of {} use hash {} but kube-proxy's hash of \"{}{}\" is {}",
+                b.spn,
+                String::from_utf8_lossy(&h),
+                b.spn,
+                proto.as_str(),
+                String::from_utf8_lossy(&expect)
+            );
+            ctx.c.warn_in("hash-mismatch", "nat", b.first_line, "KUBE-SERVICES", msg);
+            mismatches.push(HKind::Svc.chain(&h));
+        }
+        // Walk every per-service chain this service's entries reach.
+        let mut stack: Vec<(HKind, Hash)> = b.roots.clone();
+        let mut seen: Vec<(HKind, Hash)> = Vec::new();
+        while let Some((k, hh)) = stack.pop() {
+            if seen.contains(&(k, hh)) {
+                continue;
+            }
+            seen.push((k, hh));
+            if hh != h {
+                let chain = k.chain(&hh);
+                ctx.c.warn_in("unplaced-rule", "nat", b.first_line, &chain, format!("{} reaches {chain}, a chain of another service", b.spn));
+                continue;
+            }
+            let Some(chain) = ctx.c.chains.get_mut(&(k, hh)) else { continue };
+            chain.referenced = true;
+            let facts = std::mem::take(&mut chain.facts);
+            walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
+            if let Some(chain) = ctx.c.chains.get_mut(&(k, hh)) {
+                chain.facts = facts;
+            }
+        }
+    }
+    mismatches.append(&mut w.mismatches);
+    if b.legacy_masq {
+        w.masq_cluster = true;
+    }
+    // Endpoints: the Cluster chain's, then local-only ones.
+    let local_set: Option<Vec<(IpAddr, u16)>> = w.local.as_ref().map(|d| d.endpoints.iter().filter_map(|e| facts_endpoint(&e.endpoint)).collect());
+    let policy_local_any = b.internal_target == Some(HKind::Svl)
+        || matches!(b.internal_verdict, Some(NoEndpointVerdict::Drop))
+        || w.ext_local_markers
+        || matches!(b.external_verdict, Some(NoEndpointVerdict::Drop));
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let push = |endpoints: &mut Vec<Endpoint>, ip: IpAddr, port: u16, local: Option<bool>| {
+        if !endpoints.iter().any(|e| e.ip == ip && e.port == port) {
+            endpoints.push(Endpoint { ip, port, local });
+        }
+    };
+    if let Some(d) = &w.cluster {
+        for e in &d.endpoints {
+            if let Some((ip, p)) = facts_endpoint(&e.endpoint) {
+                let local = match &local_set {
+                    Some(set) => Some(set.contains(&(ip, p))),
+                    None if policy_local_any => Some(false),
+                    None => None,
+                };
+                push(&mut endpoints, ip, p, local);
+            }
+        }
+    }
+    if let Some(set) = &local_set {
+        for (ip, p) in set {
+            push(&mut endpoints, *ip, *p, Some(true));
+        }
+    }
+    let internal_traffic_policy = if b.internal_target == Some(HKind::Svl) || b.internal_verdict == Some(NoEndpointVerdict::Drop) {
+        TrafficPolicy::Local
+    } else {
+        TrafficPolicy::Cluster
+    };
+    let external_traffic_policy = if w.ext_local_markers || w.ext_policy == Some(HKind::Svl) || b.external_verdict == Some(NoEndpointVerdict::Drop) {
+        TrafficPolicy::Local
+    } else {
+        TrafficPolicy::Cluster
+    };
+    let load_balancer_allows_node = w.fw_sources_hosts.iter().any(|h| b.lb_ips.contains(h));
+    let mut ranges = w.source_ranges;
+    for h in &w.fw_sources_hosts {
+        if !b.lb_ips.contains(h) {
+            ranges.push(ipnet::IpNet::from(*h));
+        }
+    }
+    for ip in &b.fw_drop_ips {
+        if !b.lb_ips.contains(ip) {
+            ctx.c.warn_in("unplaced-rule", "filter", b.first_line, "KUBE-PROXY-FIREWALL", format!("firewall drop for {ip}, not a load-balancer IP of {}", b.spn));
+        }
+    }
+    let internal_no_endpoints = b.internal_verdict;
+    let external_no_endpoints = b.external_verdict.or(if w.legacy_no_local { Some(NoEndpointVerdict::Drop) } else { None });
+    Some(ServicePort {
+        name,
+        protocol: proto,
+        family: ctx.c.family,
+        cluster_ip,
+        port,
+        node_port: b.node_port,
+        localhost_node_port: b.localhost_node_port,
+        external_ips: b.external_ips,
+        load_balancer_ips: b.lb_ips,
+        external_or_load_balancer_ips: b.ext_or_lb,
+        load_balancer_source_ranges: ranges,
+        load_balancer_allows_node,
+        session_affinity_seconds: w.affinity,
+        internal_traffic_policy,
+        external_traffic_policy,
+        health_check_node_port: b.hc_port,
+        endpoints,
+        cluster_dispatch: w.cluster,
+        local_dispatch: w.local,
+        internal_no_endpoints,
+        external_no_endpoints,
+        masquerade_cluster_ip: w.masq_cluster,
+        hairpin_masquerade: w.hairpin_all && w.endpoint_count > 0,
+        hash_mismatches: mismatches,
+    })
+}
+
+fn facts_endpoint(s: &str) -> Option<(IpAddr, u16)> {
+    super::facts::parse_endpoint(s)
+}
+
+fn walk_chain(
+    ctx: &mut Ctx<'_>,
+    b: &Builder,
+    k: HKind,
+    h: &Hash,
+    facts: &[super::facts::PlacedFact],
+    w: &mut Walk,
+    stack: &mut Vec<(HKind, Hash)>,
+) {
+    let chain = k.chain(h);
+    let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
+        ctx.c.warn_in("unplaced-rule", "nat", line, &chain, format!("{why} (service {})", b.spn));
+    };
+    match k {
+        HKind::Svc | HKind::Svl | HKind::Xlb => {
+            let mut d = Dispatch { chain: chain.clone(), endpoints: Vec::new() };
+            for f in facts {
+                match &f.fact {
+                    Fact::MarkMasq { cond: Cond::Always } if k != HKind::Xlb => {
+                        w.masq_cluster = true;
+                        ctx.masquerade_all = true;
+                    }
+                    Fact::MarkMasq { cond: Cond::NotLocal(det) } if k != HKind::Xlb => {
+                        w.masq_cluster = true;
+                        if ctx.detector.is_none() {
+                            ctx.detector = Some(det.clone());
+                        }
+                    }
+                    Fact::MarkMasq { cond: Cond::SrcTypeLocal } if k == HKind::Xlb => w.ext_local_markers = true,
+                    Fact::Jump { kind: HKind::Svc, cond: Cond::Local(_) | Cond::SrcTypeLocal, probability: None, .. } if k == HKind::Xlb => {
+                        w.ext_local_markers = true;
+                        stack.push((HKind::Svc, *h));
+                    }
+                    Fact::MarkDrop if k == HKind::Xlb => w.legacy_no_local = true,
+                    Fact::Affinity { seconds, .. } => {
+                        if w.affinity.is_some_and(|s| s != *seconds) {
+                            unplaced(ctx, f.line, "affinity timeout differs from the service's other affinity rules");
+                        }
+                        w.affinity = Some(*seconds);
+                    }
+                    Fact::Jump { kind: HKind::Sep, to, probability, cond: Cond::Always } => {
+                        match endpoint_of(ctx, b, to, w) {
+                            Some(ep) => d.endpoints.push(WeightedEndpoint { endpoint: ep, probability: probability.unwrap_or(1.0) }),
+                            None => unplaced(ctx, f.line, "jump to an endpoint chain without a DNAT rule"),
+                        }
+                    }
+                    _ => unplaced(ctx, f.line, "rule that does not belong in a dispatch chain"),
+                }
+            }
+            match k {
+                HKind::Svc => w.cluster = Some(d),
+                _ => {
+                    if k == HKind::Xlb && d.endpoints.is_empty() {
+                        w.ext_local_markers = true;
+                    } else {
+                        w.local = Some(d);
+                    }
+                }
+            }
+        }
+        HKind::Ext => {
+            for f in facts {
+                match &f.fact {
+                    Fact::MarkMasq { cond: Cond::Always } => {}
+                    Fact::MarkMasq { cond: Cond::SrcTypeLocal } => w.ext_local_markers = true,
+                    Fact::Jump { kind: HKind::Svc, cond: Cond::Local(_) | Cond::SrcTypeLocal, probability: None, to } => {
+                        w.ext_local_markers = true;
+                        stack.push((HKind::Svc, *to));
+                    }
+                    Fact::Jump { kind: kk @ (HKind::Svc | HKind::Svl), cond: Cond::Always, probability: None, to } => {
+                        w.ext_policy = Some(*kk);
+                        stack.push((*kk, *to));
+                    }
+                    _ => unplaced(ctx, f.line, "rule that does not belong in an external-destinations chain"),
+                }
+            }
+        }
+        HKind::Fw => {
+            for f in facts {
+                match &f.fact {
+                    Fact::FwSource { src, kind, to } => {
+                        if src.prefix_len() == src.max_prefix_len() && b.lb_ips.contains(&src.addr()) {
+                            w.fw_sources_hosts.push(src.addr());
+                        } else {
+                            w.source_ranges.push(*src);
+                        }
+                        stack.push((*kind, *to));
+                    }
+                    Fact::FallThrough | Fact::MarkDrop => {}
+                    Fact::MarkMasq { cond: Cond::Always } => {}
+                    Fact::Jump { kind: kk @ (HKind::Svc | HKind::Xlb | HKind::Ext), cond: Cond::Always, probability: None, to } => {
+                        stack.push((*kk, *to));
+                    }
+                    _ => unplaced(ctx, f.line, "rule that does not belong in a firewall chain"),
+                }
+            }
+        }
+        HKind::Sep => {}
+    }
+}
+
+/// Resolves an endpoint chain to `ip:port`, checking its hash and marking it referenced.
+fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Option<String> {
+    let chain: &mut ChainFacts = ctx.c.chains.get_mut(&(HKind::Sep, *to))?;
+    let first_visit = !chain.referenced;
+    chain.referenced = true;
+    let mut dnat = None;
+    let mut hairpin = false;
+    let mut bad_lines = Vec::new();
+    for f in &chain.facts {
+        match &f.fact {
+            Fact::Dnat { ip, port, .. } => dnat = Some((*ip, *port)),
+            Fact::Hairpin { .. } => hairpin = true,
+            _ => bad_lines.push(f.line),
+        }
+    }
+    let (ip, port) = dnat?;
+    let ep = format_endpoint(&ip, port);
+    if first_visit {
+        let sep_name = HKind::Sep.chain(to);
+        for line in bad_lines {
+            ctx.c.warn_in("unplaced-rule", "nat", line, &sep_name, format!("rule that does not belong in an endpoint chain (service {})", b.spn));
+        }
+        w.endpoint_count += 1;
+        if !hairpin {
+            w.hairpin_all = false;
+        }
+        if let Some(proto) = b.proto {
+            let expect = port_proto_hash(&b.spn, proto.as_str(), &ep);
+            if &expect != to {
+                ctx.c.warn_in(
+                    "hash-mismatch",
+                    "nat",
+                    0,
+                    &sep_name,
+                    format!("{sep_name} DNATs to {ep}, but kube-proxy's chain for that endpoint of {} is {}", b.spn, HKind::Sep.chain(&expect)),
+                );
+                w.mismatches.push(sep_name);
+            }
+        }
+    }
+    Some(ep)
+}
+
+fn stale_chains(c: &mut Collector) {
+    let mut stale: Vec<(u32, String, Vec<u32>)> = Vec::new();
+    for ((k, h), chain) in &c.chains {
+        if chain.referenced {
+            continue;
+        }
+        let lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
+        stale.push((chain.decl_line, k.chain(h), lines));
+    }
+    stale.sort();
+    for (decl, name, lines) in stale {
+        let why = format!("{name} is not reachable from KUBE-SERVICES or KUBE-NODEPORTS (a stale chain: kube-proxy deletes unused chains at most once per sync period in large clusters)");
+        if lines.is_empty() {
+            c.warn_in("stale-chain", "nat", decl, &name, why.clone());
+        }
+        for line in lines {
+            c.warn_in("stale-chain", "nat", line, &name, why.clone());
+        }
+    }
+}
+
+fn family_facts(c: &mut Collector, source: SourceKind, detector: Option<LocalDetector>, masquerade_all: bool) -> FamilyFacts {
+    let detector = detector.or_else(|| c.node_hint_detector.take());
+    let masquerade = c.node.masq_mark.map(|mark| Masquerade {
+        mark,
+        bit: if mark.is_power_of_two() { Some(mark.trailing_zeros() as u8) } else { None },
+        masquerade_all: masquerade_all || c.node_hint_masq_all,
+        local_detector: detector,
+        random_fully: c.node.random_fully,
+    });
+    let node_port_addresses = match (&c.node.nodeport_all_local, c.node.nodeport_addresses.is_empty()) {
+        (Some(ex), _) => Some(NodePortAddresses::AllLocal { excluded: ex.clone() }),
+        (None, false) => Some(NodePortAddresses::Addresses { addresses: c.node.nodeport_addresses.clone() }),
+        (None, true) => None,
+    };
+    FamilyFacts {
+        family: c.family,
+        source,
+        tables: c.tables.clone(),
+        kube_rules: c.kube_rules,
+        kube_chains: c.kube_chains,
+        masquerade,
+        node_port_addresses,
+        drops_invalid: c.node.drops_invalid,
+        marker_chains: c.node.markers.clone(),
+        legacy_chains: c.node.legacy.clone(),
+        ipvs_mode_chains: c.node.ipvs_mode.clone(),
+        hooks: std::mem::take(&mut c.hooks),
+    }
+}

@@ -1,0 +1,441 @@
+//! The `iptables-save` / `iptables-restore` document: tables, chain declarations, rule lines.
+//!
+//! This layer knows the file format only (iptables-save(8), iptables-restore(8)); it knows
+//! nothing about kube-proxy. It borrows from the input and never allocates per line, so a
+//! 36 MB dump is split in a few milliseconds. Errors name the line.
+
+use std::io::Read;
+
+use memchr::memchr;
+
+use super::InventoryError;
+
+/// Longest line accepted. iptables-restore itself reads rules into a fixed buffer; kube-proxy's
+/// longest lines are a few hundred bytes. Anything this long is not an iptables dump.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// One structural event of a dump, borrowed from the current line.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// `*name`
+    Table {
+        /// Table name.
+        name: &'a str,
+    },
+    /// `:NAME POLICY [p:b]` or `-N NAME`.
+    Chain {
+        /// Chain name.
+        name: &'a str,
+        /// A built-in chain has a policy other than `-`.
+        builtin: bool,
+    },
+    /// `-A CHAIN rest…` (counters stripped), `rest` not yet tokenised.
+    Rule {
+        /// Chain the rule is appended to.
+        chain: &'a str,
+        /// Everything after the chain name.
+        rest: &'a [u8],
+    },
+    /// `-X CHAIN` (restore input of a partial sync).
+    Delete {
+        /// Chain deleted.
+        chain: &'a str,
+    },
+    /// `COMMIT`
+    Commit,
+}
+
+/// Reads a dump line by line from `input` (any `Read`: a file, stdin, a pipe from
+/// iptables-save) and calls `visit` with each event and its 1-based line number. Only a chunk
+/// of the input is in memory at a time. Events of tables not in `keep` are not reported, but
+/// their structure is still checked.
+pub fn read_dump<R: Read>(
+    source: &str,
+    mut input: R,
+    keep: &[&str],
+    mut visit: impl FnMut(Event<'_>, u32) -> Result<(), InventoryError>,
+) -> Result<u64, InventoryError> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf: Vec<u8> = vec![0; CHUNK + MAX_LINE + 1];
+    let mut filled = 0usize;
+    let mut eof = false;
+    let mut state = ReaderState { line_no: 0, open: None, keeping: false };
+    let mut total: u64 = 0;
+    loop {
+        if !eof && filled < buf.len() {
+            let n = loop {
+                match input.read(&mut buf[filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(InventoryError::Io { input: source.to_owned(), error: e.to_string() }),
+                }
+            };
+            if n == 0 {
+                eof = true;
+            }
+            filled += n;
+            total += n as u64;
+        }
+        let mut pos = 0usize;
+        while let Some(i) = memchr(b'\n', &buf[pos..filled]) {
+            state.line(source, keep, &buf[pos..pos + i], &mut visit)?;
+            pos += i + 1;
+        }
+        if eof {
+            if pos < filled {
+                state.line(source, keep, &buf[pos..filled], &mut visit)?;
+            }
+            break;
+        }
+        if pos == 0 && filled == buf.len() {
+            return Err(InventoryError::malformed(
+                source,
+                state.line_no + 1,
+                format!("line is longer than {MAX_LINE} bytes; this is not an iptables-save dump"),
+            ));
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        if filled > MAX_LINE {
+            return Err(InventoryError::malformed(
+                source,
+                state.line_no + 1,
+                format!("line is longer than {MAX_LINE} bytes; this is not an iptables-save dump"),
+            ));
+        }
+    }
+    if let Some((name, line)) = state.open {
+        return Err(InventoryError::Truncated { input: source.to_owned(), table: name, line });
+    }
+    Ok(total)
+}
+
+struct ReaderState {
+    line_no: u32,
+    open: Option<(String, u32)>,
+    keeping: bool,
+}
+
+impl ReaderState {
+    fn line(
+        &mut self,
+        source: &str,
+        keep: &[&str],
+        mut line: &[u8],
+        visit: &mut impl FnMut(Event<'_>, u32) -> Result<(), InventoryError>,
+    ) -> Result<(), InventoryError> {
+        self.line_no = self.line_no.saturating_add(1);
+        let line_no = self.line_no;
+        if line.len() > MAX_LINE {
+            return Err(InventoryError::malformed(
+                source,
+                line_no,
+                format!("line is {} bytes long (limit {MAX_LINE}); this is not an iptables-save dump", line.len()),
+            ));
+        }
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        let Some(&first) = line.first() else { return Ok(()) };
+        match first {
+            b'#' => Ok(()),
+            b'*' => {
+                if let Some((name, at)) = &self.open {
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        format!("table {name} (opened at line {at}) has no COMMIT before the next table"),
+                    ));
+                }
+                let name = ascii(source, line_no, &line[1..])?.trim_end();
+                if name.is_empty() || name.contains(' ') {
+                    return Err(InventoryError::malformed(source, line_no, "malformed table header"));
+                }
+                self.keeping = keep.contains(&name);
+                self.open = Some((name.to_owned(), line_no));
+                if self.keeping { visit(Event::Table { name }, line_no) } else { Ok(()) }
+            }
+            b':' => {
+                if self.open.is_none() {
+                    return Err(InventoryError::malformed(source, line_no, "chain declared outside a table (no *table line before it)"));
+                }
+                if !self.keeping {
+                    return Ok(());
+                }
+                let body = &line[1..];
+                let name_end = memchr(b' ', body).unwrap_or(body.len());
+                let name = ascii(source, line_no, &body[..name_end])?;
+                if name.is_empty() {
+                    return Err(InventoryError::malformed(source, line_no, "chain declaration without a name"));
+                }
+                let policy = body[name_end..].split(|&b| b == b' ').find(|p| !p.is_empty()).unwrap_or(b"-");
+                visit(Event::Chain { name, builtin: policy != b"-" }, line_no)
+            }
+            b'C' if line.starts_with(b"COMMIT") && line[6..].iter().all(|b| *b == b' ') => {
+                if self.open.take().is_none() {
+                    return Err(InventoryError::malformed(source, line_no, "COMMIT without a table"));
+                }
+                let k = std::mem::take(&mut self.keeping);
+                if k { visit(Event::Commit, line_no) } else { Ok(()) }
+            }
+            b'-' | b'[' => {
+                if self.open.is_none() {
+                    return Err(InventoryError::malformed(source, line_no, "rule outside a table (no *table line before it)"));
+                }
+                if !self.keeping {
+                    return Ok(());
+                }
+                let body = strip_counters(source, line_no, line)?;
+                let (cmd, after) = split_word(body);
+                let (chain_b, rest) = split_word(after);
+                let chain = ascii(source, line_no, chain_b)?;
+                if chain.is_empty() {
+                    return Err(InventoryError::malformed(source, line_no, "command without a chain name"));
+                }
+                match cmd {
+                    b"-A" | b"--append" => visit(Event::Rule { chain, rest }, line_no),
+                    b"-X" | b"--delete-chain" => visit(Event::Delete { chain }, line_no),
+                    b"-N" | b"--new-chain" => visit(Event::Chain { name: chain, builtin: false }, line_no),
+                    _ => Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        format!(
+                            "unsupported command {:?} (an iptables-save dump has only -A lines)",
+                            String::from_utf8_lossy(&cmd[..cmd.len().min(32)])
+                        ),
+                    )),
+                }
+            }
+            _ => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(40)]).into_owned();
+                Err(InventoryError::malformed(
+                    source,
+                    line_no,
+                    format!("unrecognised line {shown:?} (expected *table, :chain, -A rule, COMMIT or # comment)"),
+                ))
+            }
+        }
+    }
+}
+
+fn strip_counters<'a>(source: &str, line_no: u32, line: &'a [u8]) -> Result<&'a [u8], InventoryError> {
+    if line.first() == Some(&b'[') {
+        // `[packets:bytes] -A …` (iptables-save -c)
+        let Some(close) = memchr(b']', line) else {
+            return Err(InventoryError::malformed(source, line_no, "unterminated [packets:bytes] counter"));
+        };
+        return Ok(trim_start(&line[close + 1..]));
+    }
+    if let Some(rest) = line.strip_prefix(b"-c ") {
+        // `-c packets bytes -A …` (iptables-restore input)
+        let (_, r) = split_word(rest);
+        let (_, r) = split_word(r);
+        return Ok(r);
+    }
+    Ok(line)
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| **c == b' ').count();
+    &b[n..]
+}
+
+/// Splits off the first space-separated word; the rest has leading spaces removed.
+pub fn split_word(b: &[u8]) -> (&[u8], &[u8]) {
+    let b = trim_start(b);
+    match memchr(b' ', b) {
+        Some(i) => (&b[..i], trim_start(&b[i + 1..])),
+        None => (b, &[]),
+    }
+}
+
+fn ascii<'a>(source: &str, line_no: u32, b: &'a [u8]) -> Result<&'a str, InventoryError> {
+    if !b.is_ascii() {
+        return Err(InventoryError::malformed(source, line_no, "non-ASCII bytes in a table or chain name"));
+    }
+    // ASCII is valid UTF-8.
+    std::str::from_utf8(b).map_err(|_| InventoryError::malformed(source, line_no, "invalid UTF-8"))
+}
+
+/// One token of a rule: its bytes with surrounding quotes removed. `escaped` tells the caller
+/// that backslash escapes remain to be undone (see [`unescape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a> {
+    /// Raw bytes (quotes stripped when the whole token was quoted).
+    pub raw: &'a [u8],
+    /// The token contained quotes or backslashes beyond a simple `"…"` wrapper.
+    pub escaped: bool,
+}
+
+/// Splits a rule's text the way iptables-restore does: spaces separate tokens, `"…"` groups,
+/// and inside quotes a backslash escapes the next byte (xtables_save_string quotes any value
+/// with a byte outside `[A-Za-z0-9_-]` and escapes `"`, `\` and `'`).
+pub fn tokenize<'a>(rest: &'a [u8], out: &mut Vec<Token<'a>>) -> Result<(), &'static str> {
+    out.clear();
+    let mut i = 0usize;
+    let n = rest.len();
+    while i < n {
+        while i < n && rest[i] == b' ' {
+            i += 1;
+        }
+        if i >= n {
+            break;
+        }
+        if rest[i] == b'"' {
+            // Common case: a wholly quoted token.
+            let start = i + 1;
+            let mut j = start;
+            let mut escaped = false;
+            loop {
+                if j >= n {
+                    return Err("unterminated quote");
+                }
+                match rest[j] {
+                    b'\\' => {
+                        escaped = true;
+                        j += 2;
+                    }
+                    b'"' => break,
+                    _ => j += 1,
+                }
+            }
+            if j > n {
+                return Err("unterminated quote");
+            }
+            let end = j;
+            j += 1;
+            if j < n && rest[j] != b' ' {
+                // Quote followed by more text: treat the whole run as one escaped token.
+                let tok_start = i;
+                let tok_end = scan_mixed(rest, i)?;
+                out.push(Token { raw: &rest[tok_start..tok_end], escaped: true });
+                i = tok_end;
+                continue;
+            }
+            out.push(Token { raw: &rest[start..end], escaped });
+            i = j;
+        } else {
+            let start = i;
+            while i < n && rest[i] != b' ' && rest[i] != b'"' {
+                i += 1;
+            }
+            if i < n && rest[i] == b'"' {
+                let tok_end = scan_mixed(rest, start)?;
+                out.push(Token { raw: &rest[start..tok_end], escaped: true });
+                i = tok_end;
+                continue;
+            }
+            out.push(Token { raw: &rest[start..i], escaped: false });
+        }
+    }
+    Ok(())
+}
+
+/// Scans a token mixing quoted and unquoted parts; returns its end.
+fn scan_mixed(rest: &[u8], mut i: usize) -> Result<usize, &'static str> {
+    let mut quoted = false;
+    while i < rest.len() {
+        match rest[i] {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => i += 1,
+            b' ' if !quoted => return Ok(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted { Err("unterminated quote") } else { Ok(rest.len()) }
+}
+
+/// Undoes quoting of an `escaped` token: removes quote characters and backslash escapes.
+pub fn unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut quoted = false;
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted && i + 1 < raw.len() => {
+                out.push(raw[i + 1]);
+                i += 1;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        tokenize(s.as_bytes(), &mut v).unwrap();
+        v.iter()
+            .map(|t| {
+                let b = if t.escaped { unescape(t.raw) } else { t.raw.to_vec() };
+                String::from_utf8(b).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quoted_comment_is_one_token() {
+        assert_eq!(
+            toks(r#"-m comment --comment "ns1/svc1:p80 cluster IP" -j X"#),
+            ["-m", "comment", "--comment", "ns1/svc1:p80 cluster IP", "-j", "X"]
+        );
+    }
+
+    #[test]
+    fn escapes_inside_quotes_are_undone() {
+        assert_eq!(toks(r#"--comment "a \"b\" \\ c""#), ["--comment", r#"a "b" \ c"#]);
+    }
+
+    #[test]
+    fn runs_of_spaces_separate_tokens() {
+        // iptables-save prints `--nfacct-name  NAME` with two spaces.
+        assert_eq!(toks("-m nfacct --nfacct-name  localhost_nps_accepted_pkts"), ["-m", "nfacct", "--nfacct-name", "localhost_nps_accepted_pkts"]);
+    }
+
+    #[test]
+    fn unterminated_quote_is_an_error() {
+        let mut v = Vec::new();
+        assert!(tokenize(br#"--comment "abc"#, &mut v).is_err());
+    }
+
+    fn events(input: &str) -> Result<Vec<String>, InventoryError> {
+        let mut v = Vec::new();
+        read_dump("f", input.as_bytes(), &["nat"], |e, line| {
+            v.push(format!("{line}:{e:?}"));
+            Ok(())
+        })?;
+        Ok(v)
+    }
+
+    #[test]
+    fn missing_commit_is_a_truncation_error() {
+        let e = events("*nat\n:KUBE-SERVICES - [0:0]\n").unwrap_err();
+        assert!(matches!(e, InventoryError::Truncated { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn counters_prefix_is_stripped() {
+        let v = events("*nat\n:A - [0:0]\n[5:300] -A A -j B\nCOMMIT\n").unwrap();
+        assert_eq!(v[2], r#"3:Rule { chain: "A", rest: [45, 106, 32, 66] }"#);
+    }
+
+    #[test]
+    fn other_tables_are_checked_but_not_reported() {
+        let v = events("*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
+        assert_eq!(v, ["5:Table { name: \"nat\" }", "6:Commit"]);
+    }
+
+    #[test]
+    fn lines_longer_than_the_limit_are_rejected_with_their_number() {
+        let long = format!("*nat\n-A X {}\nCOMMIT\n", "a".repeat(MAX_LINE + 10));
+        let e = events(&long).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+}

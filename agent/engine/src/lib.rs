@@ -1,0 +1,7 @@
+//! Pure core of ipvs-migrate.
+//!
+//! No I/O beyond reading from a caller-supplied `Read`, no processes, no sockets, no clocks:
+//! everything here is a function of its inputs so that it can be tested on fixtures and fuzzed.
+//! The host crate gathers inputs; the binary prints results.
+
+pub mod inventory;
