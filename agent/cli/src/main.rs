@@ -1,1 +1,62 @@
-fn main() {}
+//! `ipvs-migrate`: thin main. Parses the command line, sets up logging, runs one command and
+//! maps its error to a documented exit code (with a JSON error object on stderr under `-o json`).
+
+mod cli;
+mod commands;
+mod exit;
+mod inputs;
+mod table;
+
+use std::process::ExitCode as ProcessExit;
+
+use clap::Parser;
+
+use crate::exit::{CliError, ExitCode};
+
+fn main() -> ProcessExit {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { ExitCode::Usage.code() } else { 0 };
+            let _ = e.print();
+            return ProcessExit::from(code);
+        }
+    };
+    init_logging(cli.common.verbose);
+    let json = commands::wants_json(&cli.command);
+    match commands::run(&cli) {
+        Ok(code) => ProcessExit::from(code.code()),
+        Err(e) => {
+            report(&e, json);
+            ProcessExit::from(e.code.code())
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn report(e: &CliError, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "apiVersion": ipvsmig_engine::inventory::API_VERSION,
+            "kind": "Error",
+            "exitCode": e.code.code(),
+            "reason": e.code.as_str(),
+            "message": e.message,
+            "input": e.input,
+            "line": e.line,
+        });
+        eprintln!("{v}");
+    } else {
+        eprintln!("ipvs-migrate: error: {}", e.message);
+    }
+}

@@ -38,6 +38,7 @@ struct Builder {
     hc_port: Option<u16>,
     fw_drop_ips: Vec<IpAddr>,
     first_line: u32,
+    nat_node_port: bool,
 }
 
 type Key = (String, Protocol);
@@ -135,6 +136,7 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
         }
         b.node_port = Some(np.port);
         b.localhost_node_port |= np.localhost;
+        b.nat_node_port = true;
         if let EntryTarget::Chain(k, h) = np.target {
             b.roots.push((k, h));
         }
@@ -182,13 +184,30 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
                     None => c.warn_in("unplaced-rule", "filter", line, "KUBE-NODEPORTS", format!("health check node port for unknown service {spn}")),
                 }
             }
-            FilterFact::FirewallDrop { spn, proto, ip, port: _, line } => match builders.get_mut(&(spn.clone(), proto)) {
+            FilterFact::FirewallDrop { spn, proto, ip, port, line } => match builders.get_mut(&(spn.clone(), proto)) {
+                Some(b) if b.port.is_some_and(|p| p != port) => {
+                    c.warn_in("unplaced-rule", "filter", line, "KUBE-PROXY-FIREWALL", format!("firewall rule for port {port}, not the port of {spn}"));
+                }
                 Some(b) => b.fw_drop_ips.push(ip),
                 None => c.warn_in("unplaced-rule", "filter", line, "KUBE-PROXY-FIREWALL", format!("firewall rule for unknown service {spn}")),
             },
         }
     }
 
+    // NodePorts reach localhost when the KUBE-SERVICES nodeports rule does not exclude
+    // 127.0.0.0/8 (localhost NodePorts on, or kube-proxy ≤ 1.25 which always allowed them with
+    // route_localnet) or nodePortAddresses lists a loopback address. IPv4 only.
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let localhost_open = c.family == IpFamily::IPv4
+        && (c.node.nodeport_all_local.as_ref().is_some_and(|ex| !ex.iter().any(|n| n.contains(&loopback)))
+            || c.node.nodeport_addresses.iter().any(|a| a.is_loopback()));
+    if localhost_open {
+        for b in builders.values_mut() {
+            if b.nat_node_port {
+                b.localhost_node_port = true;
+            }
+        }
+    }
     let mut ctx = Ctx { c: &mut c, detector: None, masquerade_all: false };
     let mut ports = Vec::with_capacity(order.len());
     for key in &order {
@@ -410,7 +429,10 @@ fn walk_chain(
                         }
                     }
                     Fact::MarkMasq { cond: Cond::SrcTypeLocal } if k == HKind::Xlb => w.ext_local_markers = true,
-                    Fact::Jump { kind: HKind::Svc, cond: Cond::Local(_) | Cond::SrcTypeLocal, probability: None, .. } if k == HKind::Xlb => {
+                    Fact::Jump { kind: HKind::Svc, cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal), probability: None, .. } if k == HKind::Xlb => {
+                        if let Cond::Local(det) = cond {
+                            ctx.detector.get_or_insert_with(|| det.clone());
+                        }
                         w.ext_local_markers = true;
                         stack.push((HKind::Svc, *h));
                     }
@@ -433,11 +455,11 @@ fn walk_chain(
             match k {
                 HKind::Svc => w.cluster = Some(d),
                 _ => {
-                    if k == HKind::Xlb && d.endpoints.is_empty() {
+                    // A legacy XLB chain is the local dispatch even when it only drops.
+                    if k == HKind::Xlb {
                         w.ext_local_markers = true;
-                    } else {
-                        w.local = Some(d);
                     }
+                    w.local = Some(d);
                 }
             }
         }
@@ -446,7 +468,12 @@ fn walk_chain(
                 match &f.fact {
                     Fact::MarkMasq { cond: Cond::Always } => {}
                     Fact::MarkMasq { cond: Cond::SrcTypeLocal } => w.ext_local_markers = true,
-                    Fact::Jump { kind: HKind::Svc, cond: Cond::Local(_) | Cond::SrcTypeLocal, probability: None, to } => {
+                    Fact::Jump { kind: HKind::Svc, cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal), probability: None, to } => {
+                        // The pod short-circuit (`-s podCIDR -j KUBE-SVC`) shows the detector even
+                        // where masqueradeAll hides it from the dispatch chains.
+                        if let Cond::Local(det) = cond {
+                            ctx.detector.get_or_insert_with(|| det.clone());
+                        }
                         w.ext_local_markers = true;
                         stack.push((HKind::Svc, *to));
                     }

@@ -312,7 +312,9 @@ pub fn tokenize<'a>(rest: &'a [u8], out: &mut Vec<Token<'a>>) -> Result<(), &'st
                 i = tok_end;
                 continue;
             }
-            out.push(Token { raw: &rest[start..end], escaped });
+            // With escapes inside, keep the quotes so `unescape` sees where quoting starts.
+            let raw = if escaped { &rest[i..j] } else { &rest[start..end] };
+            out.push(Token { raw, escaped });
             i = j;
         } else {
             let start = i;
@@ -436,6 +438,6 @@ mod tests {
     fn lines_longer_than_the_limit_are_rejected_with_their_number() {
         let long = format!("*nat\n-A X {}\nCOMMIT\n", "a".repeat(MAX_LINE + 10));
         let e = events(&long).unwrap_err();
-        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(e.to_string().starts_with("f:2: "), "{e}");
     }
 }

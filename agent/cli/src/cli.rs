@@ -1,0 +1,240 @@
+//! The command line (DESIGN.md "Command line"): one clap definition, the single source of the
+//! CLI reference in docs/cli.md.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Moves a Kubernetes node from kube-proxy's iptables mode to IPVS mode, one namespace at a time,
+/// with automatic rollback.
+///
+/// Start with `ipvs-migrate audit` on the node (or `audit --demo` to see a report for a bundled
+/// node snapshot). Exit codes: 0 ok/ready · 1 not ready, check or verification failed · 2 usage ·
+/// 3 operation failed · 65 bad input data · 66 input missing · 69 required tool or kernel feature
+/// unavailable.
+#[derive(Debug, Parser)]
+#[command(name = "ipvs-migrate", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// State directory (journal and lock), shared by the CLI and the daemon.
+    #[arg(long, global = true, default_value = "/var/lib/ipvs-migrate", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// iptables backend to read and write; `auto` detects the one kube-proxy uses (kubelet's
+    /// KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY marker chains).
+    #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
+    pub iptables_backend: BackendArg,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `--iptables-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Detect.
+    Auto,
+    /// iptables-legacy.
+    Legacy,
+    /// iptables-nft.
+    Nft,
+}
+
+/// Where the node's facts come from. Without any of these, the live node.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Inputs {
+    /// Read IPv4 rules from an iptables-save file (`-` for stdin) instead of the live node.
+    #[arg(long, value_name = "FILE")]
+    pub iptables_save: Option<PathBuf>,
+    /// Read IPv6 rules from an ip6tables-save file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub ip6tables_save: Option<PathBuf>,
+    /// Root of the host's filesystem (/proc, /sys, /etc are read below it).
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// kube-proxy's KubeProxyConfiguration (config.conf) instead of the ConfigMap.
+    #[arg(long, value_name = "FILE")]
+    pub kube_proxy_config: Option<PathBuf>,
+    /// The node's IPs (for NodePort virtual servers); repeatable.
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<IpAddr>,
+}
+
+impl Inputs {
+    /// True if any file input was given (the live node is not read then).
+    pub fn from_files(&self) -> bool {
+        self.iptables_save.is_some() || self.ip6tables_save.is_some()
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable table.
+    Table,
+    /// JSON (apiVersion ipvs-migrate/v1; schemas in docs/schemas/).
+    Json,
+    /// A self-contained HTML page.
+    Html,
+}
+
+/// Plan output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Human-readable table.
+    Table,
+    /// JSON.
+    Json,
+    /// `ipvsadm -R` input.
+    Ipvsadm,
+    /// `iptables-restore --noflush` input.
+    Iptables,
+    /// KubeProxyConfiguration with mode ipvs.
+    KubeProxyConfig,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inventory + preflight + plan summary in one verdict: "is this node ready, and what would
+    /// move?" The main job.
+    Audit {
+        /// Audit the node snapshot bundled with ipvs-migrate (a realistic cluster of a few hundred
+        /// service ports) instead of this node.
+        #[arg(long)]
+        demo: bool,
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Every service port kube-proxy serves through iptables: VIPs, NodePorts, endpoints,
+    /// policies, affinity, masquerade settings; every KUBE-* rule not understood is listed.
+    Inventory {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls, tools, kube-proxy config.
+    Preflight {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Also create and delete a throw-away IPVS virtual server, as kube-proxy does.
+        #[arg(long)]
+        probe: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// The exact IPVS configuration kube-proxy's IPVS mode would program, and the hybrid state
+    /// for migrated namespaces.
+    Plan {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Limit the hybrid plan to these namespaces (repeatable or comma-separated).
+        #[arg(long = "namespace", value_delimiter = ',', value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Check the plan against the rules by tracing packets through both.
+        #[arg(long)]
+        verify: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = PlanFormat::Table)]
+        output: PlanFormat,
+    },
+    /// Program IPVS and hybrid admission for namespaces.
+    Apply {
+        /// Namespaces (repeatable or comma-separated).
+        #[arg(long = "namespace", value_delimiter = ',', required = true, value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Keep a service on iptables (NS/SVC; repeatable).
+        #[arg(long, value_name = "NS/SVC")]
+        exclude: Vec<String>,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow leaving namespaces migrated without a daemon refreshing the dead man's switch.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Staged cutover with soak and automatic rollback.
+    Cutover {
+        /// Namespaces (repeatable or comma-separated).
+        #[arg(long = "namespace", value_delimiter = ',', value_name = "NS")]
+        namespaces: Vec<String>,
+        /// Waves file (namespace groups, in order).
+        #[arg(long, value_name = "FILE")]
+        waves: Option<PathBuf>,
+        /// Soak time per wave (e.g. 10m).
+        #[arg(long, value_name = "DUR")]
+        soak: Option<String>,
+        /// Proceed despite a blocker finding (recorded in the journal).
+        #[arg(long = "allow", value_name = "CHECK_ID")]
+        allow: Vec<String>,
+        /// Show what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Return namespaces to kube-proxy's iptables path.
+    Rollback {
+        /// Namespaces (repeatable or comma-separated).
+        #[arg(long = "namespace", value_delimiter = ',', value_name = "NS", conflicts_with = "all")]
+        namespaces: Vec<String>,
+        /// Every migrated namespace.
+        #[arg(long)]
+        all: bool,
+        /// How long established IPVS connections may drain (e.g. 5m).
+        #[arg(long, value_name = "DUR")]
+        drain: Option<String>,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What is migrated on this node.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Hand the node to kube-proxy in IPVS mode and clean iptables-mode leftovers.
+    Finalize {
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the node agent (HTTP report, metrics, reconcile loop).
+    Serve {
+        /// Listen address.
+        #[arg(long, default_value = "0.0.0.0:9964", value_name = "ADDR")]
+        listen: String,
+        /// Config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Cluster-wide view through the Kubernetes API.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+/// `fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Every node's phase and verdict.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}

@@ -1,0 +1,148 @@
+//! Command implementations. Each returns the exit code for success paths (0, or 1 for "not
+//! ready") or a [`CliError`].
+
+use std::io::Write;
+
+use ipvsmig_engine::inventory::{API_VERSION, Inventory};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, FleetCommand, Format, PlanFormat};
+use crate::exit::{CliError, ExitCode};
+use crate::{inputs, table};
+
+/// True if the command was asked for JSON (errors then go to stderr as JSON).
+pub fn wants_json(cmd: &Command) -> bool {
+    match cmd {
+        Command::Audit { output, .. } | Command::Inventory { output, .. } | Command::Preflight { output, .. } => *output == Format::Json,
+        Command::Status { output } => *output == Format::Json,
+        Command::Plan { output, .. } => *output == PlanFormat::Json,
+        Command::Fleet { command: FleetCommand::Status { output } } => *output == Format::Json,
+        _ => false,
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
+    match &cli.command {
+        Command::Inventory { inputs: i, output } => {
+            let inv = inputs::inventory(i, cli.common.iptables_backend)?;
+            match output {
+                Format::Json => print_json(&Document::inventory(&inv))?,
+                Format::Table => write_out(&table::inventory(&inv))?,
+                Format::Html => return Err(CliError::new(ExitCode::Usage, "inventory has no html output; use `audit -o html`")),
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Audit { demo, inputs: i, output } => {
+            let inv = if *demo {
+                if i.from_files() {
+                    return Err(CliError::new(ExitCode::Usage, "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save"));
+                }
+                inputs::demo_inventory()?
+            } else {
+                inputs::inventory(i, cli.common.iptables_backend)?
+            };
+            let audit = Audit::new(&inv, *demo);
+            match output {
+                Format::Json => print_json(&audit)?,
+                Format::Table => write_out(&table::audit(&audit.verdict, &inv, *demo))?,
+                Format::Html => return Err(unavailable("audit -o html", 7)),
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Preflight { .. } => Err(unavailable("preflight", 3)),
+        Command::Plan { .. } => Err(unavailable("plan", 4)),
+        Command::Apply { .. } | Command::Status { .. } => Err(unavailable("apply/status", 5)),
+        Command::Cutover { .. } | Command::Rollback { .. } | Command::Finalize { .. } | Command::Serve { .. } => {
+            Err(unavailable("cutover/rollback/finalize/serve", 6))
+        }
+        Command::Fleet { .. } => Err(unavailable("fleet", 7)),
+    }
+}
+
+/// A command from DESIGN.md's surface that this build does not carry yet. Exit 69 ("feature
+/// unavailable"), never a pretend success.
+fn unavailable(what: &str, issue: u32) -> CliError {
+    CliError::new(
+        ExitCode::Unavailable,
+        format!("`{what}` is not available in this build of ipvs-migrate yet (tracked as issue {issue}); nothing was changed"),
+    )
+}
+
+fn write_out(s: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(ExitCode::OperationFailed, format!("writing output: {e}"))),
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    s.push('\n');
+    write_out(&s)
+}
+
+/// `kind: Inventory` document.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    #[serde(flatten)]
+    inventory: &'a Inventory,
+}
+
+impl<'a> Document<'a> {
+    fn inventory(inv: &'a Inventory) -> Document<'a> {
+        Document { api_version: API_VERSION, kind: "Inventory", inventory: inv }
+    }
+}
+
+/// `kind: Audit` document: the verdict and its parts.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    /// The snapshot bundled with ipvs-migrate was audited, not this node.
+    demo: bool,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Inventory summary.
+    summary: table::Summary,
+    /// The full inventory.
+    inventory: &'a Inventory,
+}
+
+/// The audit verdict.
+#[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    /// `ready`, `not-ready`, or `not-evaluated` while checks are missing from this build.
+    pub status: &'static str,
+    /// Why.
+    pub reasons: Vec<String>,
+}
+
+impl<'a> Audit<'a> {
+    fn new(inv: &'a Inventory, demo: bool) -> Audit<'a> {
+        let mut reasons = vec![
+            "preflight checks (kernel, modules, OS, CNI, sysctls) are not in this build yet (issue 3)".to_owned(),
+            "the IPVS plan and its equivalence check are not in this build yet (issue 4)".to_owned(),
+        ];
+        if !inv.warnings.is_empty() {
+            reasons.push(format!("{} KUBE-* rules or chains were not understood (see warnings)", inv.warnings.len()));
+        }
+        Audit {
+            api_version: API_VERSION,
+            kind: "Audit",
+            demo,
+            verdict: Verdict { status: "not-evaluated", reasons },
+            summary: table::Summary::of(inv),
+            inventory: inv,
+        }
+    }
+}

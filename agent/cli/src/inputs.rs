@@ -1,0 +1,108 @@
+//! Turns the command line's INPUTS into an inventory: files (or stdin), the bundled demo
+//! snapshot, or the live node through the host crate.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use ipvsmig_engine::inventory::{Backend, DumpInput, Inventory, IpFamily, SourceKind, read_family};
+use ipvsmig_host::iptables::{SaveTools, detect_backend, read_live};
+
+use crate::cli::{BackendArg, Inputs};
+use crate::exit::{CliError, ExitCode};
+
+/// The demo node snapshot bundled in the binary (demo/node-snapshot/).
+pub const DEMO_IPV4: &[u8] = include_bytes!("../../../demo/node-snapshot/iptables-save.txt");
+/// IPv6 side of the demo snapshot.
+pub const DEMO_IPV6: &[u8] = include_bytes!("../../../demo/node-snapshot/ip6tables-save.txt");
+
+fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    match File::open(path) {
+        Ok(f) => {
+            if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(CliError::new(ExitCode::NoInput, format!("{}: is a directory, not an iptables-save file", path.display())));
+            }
+            Ok(Box::new(f))
+        }
+        Err(e) => {
+            let mut err = CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display()));
+            err.input = Some(path.display().to_string());
+            Err(err)
+        }
+    }
+}
+
+fn empty() -> Inventory {
+    Inventory { families: Vec::new(), service_ports: Vec::new(), warnings: Vec::new() }
+}
+
+fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError> {
+    let (facts, ports, warnings) = read_family(input)?;
+    inv.families.push(facts);
+    inv.service_ports.extend(ports);
+    inv.warnings.extend(warnings);
+    Ok(())
+}
+
+/// The bundled demo snapshot.
+pub fn demo_inventory() -> Result<Inventory, CliError> {
+    let mut inv = empty();
+    for (name, family, bytes) in [("demo/iptables-save.txt", IpFamily::IPv4, DEMO_IPV4), ("demo/ip6tables-save.txt", IpFamily::IPv6, DEMO_IPV6)] {
+        add(&mut inv, DumpInput { name: name.into(), family, source: SourceKind::File { path: name.into() }, reader: bytes })?;
+    }
+    inv.normalize();
+    Ok(inv)
+}
+
+/// Reads the inventory the inputs describe.
+pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliError> {
+    let mut inv = empty();
+    if inputs.from_files() {
+        if inputs.iptables_save.as_deref().is_some_and(|p| p.as_os_str() == "-")
+            && inputs.ip6tables_save.as_deref().is_some_and(|p| p.as_os_str() == "-")
+        {
+            return Err(CliError::new(ExitCode::Usage, "only one of --iptables-save and --ip6tables-save can read stdin"));
+        }
+        for (path, family) in [(&inputs.iptables_save, IpFamily::IPv4), (&inputs.ip6tables_save, IpFamily::IPv6)] {
+            let Some(path) = path else { continue };
+            let name = path.display().to_string();
+            let reader = open(path)?;
+            add(&mut inv, DumpInput { name: name.clone(), family, source: SourceKind::File { path: name }, reader })?;
+        }
+        inv.normalize();
+        return Ok(inv);
+    }
+    let forced = match backend {
+        BackendArg::Auto => None,
+        BackendArg::Legacy => Some(Backend::Legacy),
+        BackendArg::Nft => Some(Backend::Nft),
+    };
+    // IPv4 always; IPv6 when its tools exist and kube-proxy wrote rules there.
+    let tools4 = SaveTools::discover(IpFamily::IPv4);
+    let choice = detect_backend(&tools4, IpFamily::IPv4, forced)?;
+    tracing::info!(backend = ?choice.backend, reason = %choice.reason, "reading live IPv4 rules");
+    let (f, p, w) = read_live(&tools4, IpFamily::IPv4, &choice)?;
+    inv.families.push(f);
+    inv.service_ports.extend(p);
+    inv.warnings.extend(w);
+    let tools6 = SaveTools::discover(IpFamily::IPv6);
+    if tools6.legacy.is_some() || tools6.nft.is_some() {
+        match detect_backend(&tools6, IpFamily::IPv6, forced) {
+            Ok(c6) if c6.legacy_kube_chains.unwrap_or(0) + c6.nft_kube_chains.unwrap_or(0) > 0 || forced.is_some() => {
+                let (f, p, w) = read_live(&tools6, IpFamily::IPv6, &c6)?;
+                if f.kube_chains > 0 {
+                    inv.families.push(f);
+                    inv.service_ports.extend(p);
+                    inv.warnings.extend(w);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "IPv6 rules not read"),
+        }
+    }
+    inv.normalize();
+    Ok(inv)
+}

@@ -1,0 +1,261 @@
+//! Human-readable output: the inventory table and the audit report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use ipvsmig_engine::inventory::{
+    FamilyFacts, Inventory, LocalDetector, NoEndpointVerdict, NodePortAddresses, ServicePort, SourceKind, TrafficPolicy,
+};
+use serde::Serialize;
+
+use crate::commands::Verdict;
+
+/// Counts for the summary line and the audit document.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Service ports (all families).
+    pub service_ports: usize,
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Endpoints (sum over service ports).
+    pub endpoints: usize,
+    /// Service ports with no endpoints (REJECT).
+    pub without_endpoints: usize,
+    /// KUBE-* rules.
+    pub kube_rules: usize,
+    /// Warnings.
+    pub warnings: usize,
+    /// Service ports per namespace.
+    pub per_namespace: BTreeMap<String, NamespaceCount>,
+}
+
+/// Per-namespace counts.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceCount {
+    /// Service ports.
+    pub service_ports: usize,
+    /// Endpoints.
+    pub endpoints: usize,
+}
+
+impl Summary {
+    /// Summarizes an inventory.
+    pub fn of(inv: &Inventory) -> Summary {
+        let mut per_namespace: BTreeMap<String, NamespaceCount> = BTreeMap::new();
+        for sp in &inv.service_ports {
+            let c = per_namespace.entry(sp.name.namespace.clone()).or_default();
+            c.service_ports += 1;
+            c.endpoints += sp.endpoints.len();
+        }
+        Summary {
+            service_ports: inv.service_ports.len(),
+            namespaces: per_namespace.len(),
+            endpoints: inv.service_ports.iter().map(|s| s.endpoints.len()).sum(),
+            without_endpoints: inv.service_ports.iter().filter(|s| s.has_no_endpoints()).count(),
+            kube_rules: inv.families.iter().map(|f| f.kube_rules).sum(),
+            warnings: inv.warnings.len(),
+            per_namespace,
+        }
+    }
+}
+
+fn family_line(out: &mut String, f: &FamilyFacts) {
+    let src = match &f.source {
+        SourceKind::File { path } => format!("file {path}"),
+        SourceKind::Live { backend } => format!("live node, iptables-{}", match backend {
+            ipvsmig_engine::inventory::Backend::Legacy => "legacy",
+            ipvsmig_engine::inventory::Backend::Nft => "nft",
+        }),
+    };
+    let _ = writeln!(out, "{:?}: {} KUBE-* rules in {} chains ({src})", f.family, f.kube_rules, f.kube_chains);
+    match &f.masquerade {
+        Some(m) => {
+            let det = match &m.local_detector {
+                None => "none seen".to_owned(),
+                Some(LocalDetector::None) => "none".to_owned(),
+                Some(LocalDetector::Cidr { cidr }) => format!("cluster/node CIDR {cidr}"),
+                Some(LocalDetector::InterfaceNamePrefix { prefix }) => format!("interface prefix {prefix}+"),
+                Some(LocalDetector::BridgeInterface { interface }) => format!("bridge {interface}"),
+            };
+            let _ = writeln!(
+                out,
+                "  masquerade: mark {:#x}{}, local-traffic detector {det}, masqueradeAll {}, random-fully {}",
+                m.mark,
+                m.bit.map(|b| format!(" (bit {b})")).unwrap_or_default(),
+                m.masquerade_all,
+                m.random_fully
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  masquerade: KUBE-MARK-MASQ not found");
+        }
+    }
+    if let Some(np) = &f.node_port_addresses {
+        let s = match np {
+            NodePortAddresses::AllLocal { excluded } if excluded.is_empty() => "all local addresses (localhost too)".to_owned(),
+            NodePortAddresses::AllLocal { excluded } => format!(
+                "all local addresses except {}",
+                excluded.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            NodePortAddresses::Addresses { addresses } => addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        };
+        let _ = writeln!(out, "  NodePorts accepted on: {s}");
+    }
+    if !f.legacy_chains.is_empty() {
+        let _ = writeln!(out, "  legacy chains: {}", f.legacy_chains.join(", "));
+    }
+    if !f.ipvs_mode_chains.is_empty() {
+        let _ = writeln!(out, "  IPVS-mode kube-proxy chains present: {}", f.ipvs_mode_chains.join(", "));
+    }
+}
+
+fn notes(sp: &ServicePort) -> String {
+    let mut n: Vec<String> = Vec::new();
+    if let Some(t) = sp.session_affinity_seconds {
+        n.push(format!("affinity {t}s"));
+    }
+    if sp.internal_traffic_policy == TrafficPolicy::Local {
+        n.push("iTP=Local".into());
+    }
+    if sp.external_traffic_policy == TrafficPolicy::Local {
+        n.push("eTP=Local".into());
+    }
+    if let Some(hc) = sp.health_check_node_port {
+        n.push(format!("hc {hc}"));
+    }
+    if !sp.load_balancer_source_ranges.is_empty() {
+        n.push(format!("{} source ranges", sp.load_balancer_source_ranges.len()));
+    }
+    match sp.internal_no_endpoints {
+        Some(NoEndpointVerdict::Reject) => n.push("no endpoints (REJECT)".into()),
+        Some(NoEndpointVerdict::Drop) => n.push("no local endpoints (DROP)".into()),
+        None => {}
+    }
+    if sp.external_no_endpoints == Some(NoEndpointVerdict::Drop) {
+        n.push("external: no local endpoints (DROP)".into());
+    }
+    if !sp.hash_mismatches.is_empty() {
+        n.push("HASH MISMATCH".into());
+    }
+    n.join(", ")
+}
+
+fn pad(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, |r| r.len());
+    let mut w = vec![0usize; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The inventory as a table.
+pub fn inventory(inv: &Inventory) -> String {
+    let mut out = String::new();
+    for f in &inv.families {
+        family_line(&mut out, f);
+    }
+    let s = Summary::of(inv);
+    let _ = writeln!(
+        out,
+        "\n{} service ports in {} namespaces, {} endpoints, {} without endpoints\n",
+        s.service_ports, s.namespaces, s.endpoints, s.without_endpoints
+    );
+    let mut rows = vec![["NAMESPACE", "SERVICE", "PORT", "PROTO", "CLUSTER-IP", "NODEPORT", "EXTERNAL/LB", "ENDPOINTS", "NOTES"]
+        .map(String::from)
+        .to_vec()];
+    for sp in &inv.service_ports {
+        let port = if sp.name.port_name.is_empty() { sp.port.to_string() } else { format!("{}({})", sp.port, sp.name.port_name) };
+        let mut ext: Vec<String> = sp.external_ips.iter().map(|i| i.to_string()).collect();
+        ext.extend(sp.load_balancer_ips.iter().map(|i| format!("lb:{i}")));
+        ext.extend(sp.external_or_load_balancer_ips.iter().map(|i| format!("{i}?")));
+        let local = sp.endpoints.iter().filter(|e| e.local == Some(true)).count();
+        let eps = if sp.endpoints.iter().any(|e| e.local.is_some()) {
+            format!("{} ({} local)", sp.endpoints.len(), local)
+        } else {
+            sp.endpoints.len().to_string()
+        };
+        rows.push(vec![
+            sp.name.namespace.clone(),
+            sp.name.name.clone(),
+            port,
+            sp.protocol.as_str().to_owned(),
+            sp.cluster_ip.to_string(),
+            sp.node_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            if ext.is_empty() { "-".into() } else { ext.join(",") },
+            eps,
+            notes(sp),
+        ]);
+    }
+    out.push_str(&pad(&rows));
+    warnings(&mut out, inv);
+    out
+}
+
+fn warnings(out: &mut String, inv: &Inventory) {
+    if inv.warnings.is_empty() {
+        let _ = writeln!(out, "\nEvery KUBE-* rule was placed.");
+        return;
+    }
+    let mut by_code: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in &inv.warnings {
+        *by_code.entry(&w.code).or_default() += 1;
+    }
+    let counts: Vec<String> = by_code.iter().map(|(c, n)| format!("{n} {c}")).collect();
+    let _ = writeln!(out, "\n{} warnings ({}):", inv.warnings.len(), counts.join(", "));
+    for w in inv.warnings.iter().take(20) {
+        let _ = writeln!(out, "  {:?} line {} [{}/{}] {}: {}", w.family, w.line, w.table, w.chain, w.code, w.message);
+    }
+    if inv.warnings.len() > 20 {
+        let _ = writeln!(out, "  … {} more (all of them with -o json)", inv.warnings.len() - 20);
+    }
+}
+
+/// The audit report as text.
+pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
+    let mut out = String::new();
+    if demo {
+        let _ = writeln!(out, "ipvs-migrate audit — DEMO: the node snapshot bundled with ipvs-migrate, not this node\n");
+    } else {
+        let _ = writeln!(out, "ipvs-migrate audit\n");
+    }
+    let _ = writeln!(out, "VERDICT: {}", verdict.status.to_uppercase());
+    for r in &verdict.reasons {
+        let _ = writeln!(out, "  - {r}");
+    }
+    let s = Summary::of(inv);
+    let _ = writeln!(out, "\nINVENTORY");
+    for f in &inv.families {
+        family_line(&mut out, f);
+    }
+    let _ = writeln!(
+        out,
+        "{} service ports in {} namespaces, {} endpoints, {} without endpoints\n",
+        s.service_ports, s.namespaces, s.endpoints, s.without_endpoints
+    );
+    let mut rows = vec![vec!["NAMESPACE".to_owned(), "SERVICE PORTS".to_owned(), "ENDPOINTS".to_owned()]];
+    for (ns, c) in &s.per_namespace {
+        rows.push(vec![ns.clone(), c.service_ports.to_string(), c.endpoints.to_string()]);
+    }
+    out.push_str(&pad(&rows));
+    warnings(&mut out, inv);
+    let _ = writeln!(out, "\nEvery service port: `ipvs-migrate inventory`{}; machine-readable: -o json", if demo { " --iptables-save demo/node-snapshot/iptables-save.txt" } else { "" });
+    out
+}
