@@ -79,10 +79,18 @@ fn write_out(s: &str) -> Result<(), CliError> {
     }
 }
 
+/// Streams JSON to stdout (a 20k-service inventory is tens of MB; it is never held as a string).
 fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
-    let mut s = serde_json::to_string_pretty(v).map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
-    s.push('\n');
-    write_out(&s)
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let res = serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(ExitCode::OperationFailed, format!("writing output: {e}"))),
+    }
 }
 
 /// `kind: Inventory` document.

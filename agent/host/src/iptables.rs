@@ -61,8 +61,17 @@ fn is_executable(p: &Path) -> bool {
 }
 
 impl SaveTools {
-    /// Finds the binaries for a family in `PATH` (plus /usr/sbin, /sbin).
+    /// Finds the binaries for a family in `PATH` (plus /usr/sbin, /sbin), or only in
+    /// `IPVS_MIGRATE_TOOLS_PATH` when that is set (e.g. the host's binaries mounted in a pod).
     pub fn discover(family: IpFamily) -> SaveTools {
+        if let Ok(only) = std::env::var("IPVS_MIGRATE_TOOLS_PATH") {
+            let find = |name: &str| std::env::split_paths(&only).map(|d| d.join(name)).find(|p| is_executable(p));
+            let prefix = match family {
+                IpFamily::IPv4 => "iptables",
+                IpFamily::IPv6 => "ip6tables",
+            };
+            return SaveTools { legacy: find(&format!("{prefix}-legacy-save")), nft: find(&format!("{prefix}-nft-save")) };
+        }
         let path = std::env::var("PATH").ok();
         let prefix = match family {
             IpFamily::IPv4 => "iptables",

@@ -145,9 +145,9 @@ pub enum Cond {
     /// None beyond destination/port matches.
     Always,
     /// Traffic the local detector says is *not* local (`! -s CIDR`, `! -i PREFIX+`).
-    NotLocal(LocalDetector),
+    NotLocal(Box<LocalDetector>),
     /// Traffic the local detector says *is* local (`-s CIDR`, `-i PREFIX+`).
-    Local(LocalDetector),
+    Local(Box<LocalDetector>),
     /// `-m addrtype --src-type LOCAL` (node-originated).
     SrcTypeLocal,
 }
@@ -158,7 +158,7 @@ pub enum Fact {
     /// `-j KUBE-MARK-MASQ`.
     MarkMasq { cond: Cond },
     /// `-j KUBE-{SVC,SVL,EXT,FW,XLB,SEP}-…`, optionally with `--probability`.
-    Jump { kind: HKind, to: Hash, probability: Option<f64>, cond: Cond },
+    Jump { kind: HKind, to: Hash, probability: Option<u32>, cond: Cond },
     /// `-m recent --name SEP --rcheck --seconds N --reap -j SEP`.
     Affinity { to: Hash, seconds: u32 },
     /// `-j DNAT --to-destination ip:port`.
@@ -191,10 +191,16 @@ pub struct ChainFacts {
     pub declared: bool,
     /// Rules.
     pub facts: Vec<PlacedFact>,
-    /// Referenced from somewhere (set by the resolver).
+    /// Reached from a KUBE-SERVICES / KUBE-NODEPORTS entry (set by the resolver).
     pub referenced: bool,
-    /// The comment of the chain's first rule, if any (small-cluster mode has comments here).
-    pub comment: Option<Box<str>>,
+    /// First line of a rule jumping here (0: none), to report jumps to undeclared chains.
+    pub first_ref_line: u32,
+    /// Endpoint chains keep their two rules inline instead of in `facts`: the DNAT target…
+    pub dnat: Option<(IpAddr, u16)>,
+    /// …its line…
+    pub dnat_line: u32,
+    /// …and the line of the hairpin `-s <ip> -j KUBE-MARK-MASQ` rule (0: none).
+    pub hairpin_line: u32,
 }
 
 /// Kind of ClusterIP/external entry in nat KUBE-SERVICES.
@@ -335,7 +341,7 @@ pub struct NodeFacts {
 pub struct Collector {
     pub(crate) source: String,
     pub(crate) family: IpFamily,
-    table: String,
+    table: &'static str,
     pub(crate) tables: Vec<String>,
     /// Per-service and per-endpoint chains of the nat table.
     pub(crate) chains: FxHashMap<(HKind, Hash), ChainFacts>,
@@ -352,7 +358,7 @@ pub struct Collector {
     /// Hashed chains declared in the current non-nat table (rare).
     other_hashed: FxHashSet<(HKind, Hash)>,
     /// KUBE-* jump targets of the current table, checked at COMMIT.
-    pending_targets: Vec<(String, u32)>,
+    pending_targets: FxHashMap<String, u32>,
     builtin_positions: FxHashMap<String, usize>,
     scratch: Vec<Token<'static>>,
     pub(crate) node_hint_detector: Option<LocalDetector>,
@@ -365,7 +371,7 @@ impl Collector {
         Collector {
             source: source.to_owned(),
             family,
-            table: String::new(),
+            table: "",
             tables: Vec::new(),
             chains: FxHashMap::default(),
             entries: Vec::new(),
@@ -378,7 +384,7 @@ impl Collector {
             kube_chains: 0,
             declared: FxHashSet::default(),
             other_hashed: FxHashSet::default(),
-            pending_targets: Vec::new(),
+            pending_targets: FxHashMap::default(),
             builtin_positions: FxHashMap::default(),
             scratch: Vec::new(),
             node_hint_detector: None,
@@ -390,8 +396,12 @@ impl Collector {
     pub fn event(&mut self, event: Event<'_>, line: u32) -> Result<(), InventoryError> {
         match event {
             Event::Table { name } => {
-                self.table.clear();
-                self.table.push_str(name);
+                self.table = match name {
+                    "nat" => "nat",
+                    "filter" => "filter",
+                    "mangle" => "mangle",
+                    _ => "other",
+                };
                 self.tables.push(name.to_owned());
                 self.declared.clear();
                 self.other_hashed.clear();
@@ -469,7 +479,24 @@ impl Collector {
     }
 
     fn commit(&mut self) -> Result<(), InventoryError> {
-        for (target, line) in std::mem::take(&mut self.pending_targets) {
+        if self.table == "nat" {
+            let mut missing: Option<(u32, String)> = None;
+            for ((k, h), c) in &self.chains {
+                if !c.declared && c.first_ref_line != 0 && missing.as_ref().is_none_or(|m| c.first_ref_line < m.0) {
+                    missing = Some((c.first_ref_line, k.chain(h)));
+                }
+            }
+            if let Some((line, target)) = missing {
+                return Err(InventoryError::malformed(
+                    &self.source,
+                    line,
+                    format!("rule jumps to chain {target}, which is not declared in table nat (iptables-restore would reject this dump)"),
+                ));
+            }
+        }
+        let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets).into_iter().collect();
+        pending.sort_by_key(|p| p.1);
+        for (target, line) in pending {
             let class = classify(&target);
             if !self.is_declared(&target, class) {
                 return Err(InventoryError::malformed(
@@ -483,8 +510,8 @@ impl Collector {
     }
 
     pub(crate) fn warn(&mut self, code: &str, line: u32, chain: &str, message: String) {
-        let table = self.table.clone();
-        self.warn_in(code, &table, line, chain, message);
+        let table = self.table;
+        self.warn_in(code, table, line, chain, message);
     }
 
     pub(crate) fn warn_in(&mut self, code: &str, table: &str, line: u32, chain: &str, message: String) {
@@ -534,7 +561,14 @@ impl Collector {
             Ok(r) => {
                 self.kube_rules += 1;
                 if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
-                    self.pending_targets.push((t.to_owned(), line));
+                    match classify(t) {
+                        ChainClass::Hashed(k, h) if self.table == "nat" => self.reference((k, h), line),
+                        _ => {
+                            if !self.pending_targets.contains_key(t) {
+                                self.pending_targets.insert(t.to_owned(), line);
+                            }
+                        }
+                    }
                 }
                 self.place(chain, class, &r, rest, line, builtin_pos);
                 Ok(())
@@ -546,13 +580,13 @@ impl Collector {
     }
 
     fn place(&mut self, chain: &str, class: ChainClass, r: &Rule<'_>, rest: &[u8], line: u32, builtin_pos: Option<usize>) {
-        let table = self.table.clone();
-        let placed: Result<(), String> = match (table.as_str(), class) {
+        let table = self.table;
+        let placed: Result<(), String> = match (table, class) {
             (_, ChainClass::Other) => {
                 let target = r.target();
                 if target.starts_with("KUBE-") {
                     self.hooks.push(super::model::Hook {
-                        table: table.clone(),
+                        table: table.to_owned(),
                         chain: chain.to_owned(),
                         target: target.to_owned(),
                         position: builtin_pos.unwrap_or(0),
@@ -600,15 +634,38 @@ impl Collector {
 
     fn place_hashed(&mut self, k: HKind, h: Hash, r: &Rule<'_>, line: u32) -> Result<(), String> {
         let fact = hashed_fact(k, r)?;
-        let comment = r.comment.as_deref();
+        let target = match &fact {
+            Fact::Jump { kind, to, .. } => Some((*kind, *to)),
+            Fact::Affinity { to, .. } => Some((HKind::Sep, *to)),
+            Fact::FwSource { kind, to, .. } => Some((*kind, *to)),
+            _ => None,
+        };
+        if let Some(t) = target {
+            self.reference(t, line);
+        }
         let c = self.chains.entry((k, h)).or_default();
-        if c.facts.is_empty() {
-            if let Some(cm) = comment {
-                c.comment = Some(cm.into());
+        if k == HKind::Sep {
+            match fact {
+                Fact::Dnat { ip, port, .. } if c.dnat.is_none() => {
+                    c.dnat = Some((ip, port));
+                    c.dnat_line = line;
+                }
+                Fact::Hairpin { .. } if c.hairpin_line == 0 => c.hairpin_line = line,
+                Fact::Dnat { .. } | Fact::Hairpin { .. } => return Err("second rule of the same kind in an endpoint chain".into()),
+                _ => return Err("rule that does not belong in an endpoint chain".into()),
             }
+            return Ok(());
         }
         c.facts.push(PlacedFact { fact, line });
         Ok(())
+    }
+
+    /// Records a jump to a per-service / per-endpoint chain (checked for a declaration at COMMIT).
+    fn reference(&mut self, target: (HKind, Hash), line: u32) {
+        let c = self.chains.entry(target).or_default();
+        if c.first_ref_line == 0 {
+            c.first_ref_line = line;
+        }
     }
 
     fn place_nat_services(&mut self, r: &Rule<'_>, line: u32) -> Result<(), String> {
@@ -787,7 +844,7 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
         }
     }
     let probability = match r.probability {
-        Some(p) => Some(normalize_probability(p.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or("bad --probability")?)),
+        Some(p) => Some(quantize_probability(p.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or("bad --probability")?)),
         None => None,
     };
     Ok(Fact::Jump { kind: tk, to: th, probability, cond: cond_of(r)? })
@@ -813,7 +870,7 @@ fn cond_of(r: &Rule<'_>) -> Result<Cond, String> {
         }
         (Some(_), Some(_)) => return Err("both -s and -i".into()),
     };
-    Ok(if det.0 { Cond::NotLocal(det.1) } else { Cond::Local(det.1) })
+    Ok(if det.0 { Cond::NotLocal(Box::new(det.1)) } else { Cond::Local(Box::new(det.1)) })
 }
 
 fn place_postrouting(node: &mut NodeFacts, r: &Rule<'_>) -> Result<(), String> {
@@ -910,7 +967,16 @@ pub fn format_endpoint(ip: &IpAddr, port: u16) -> String {
 /// `0.3333333333` comes back as `0.33333333349`. Both map to the same quantum here, rounded to
 /// kube-proxy's 10 decimals for display.
 pub fn normalize_probability(p: f64) -> f64 {
-    let q = (p * 2_147_483_648.0).round();
-    let v = q / 2_147_483_648.0;
+    probability_of_quantum(quantize_probability(p))
+}
+
+/// `lround(p * 2^31)`, as xt_statistic stores it.
+pub fn quantize_probability(p: f64) -> u32 {
+    (p.clamp(0.0, 1.0) * 2_147_483_648.0).round() as u32
+}
+
+/// The probability of a quantum, rounded to kube-proxy's 10 decimals.
+pub fn probability_of_quantum(q: u32) -> f64 {
+    let v = f64::from(q) / 2_147_483_648.0;
     (v * 1e10).round() / 1e10
 }

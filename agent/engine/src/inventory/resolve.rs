@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::facts::{
     ChainFacts, Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
-    format_endpoint,
+    format_endpoint, probability_of_quantum,
 };
 use super::hash::port_proto_hash;
 use super::model::*;
@@ -91,7 +91,7 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
                     None => {
                         b.legacy_masq = true;
                         if let Cond::NotLocal(d) = e.cond {
-                            c.node_detector_hint(d);
+                            c.node_detector_hint(*d);
                         } else if e.cond == Cond::Always {
                             c.node_masquerade_all_hint();
                         }
@@ -425,13 +425,13 @@ fn walk_chain(
                     Fact::MarkMasq { cond: Cond::NotLocal(det) } if k != HKind::Xlb => {
                         w.masq_cluster = true;
                         if ctx.detector.is_none() {
-                            ctx.detector = Some(det.clone());
+                            ctx.detector = Some((**det).clone());
                         }
                     }
                     Fact::MarkMasq { cond: Cond::SrcTypeLocal } if k == HKind::Xlb => w.ext_local_markers = true,
                     Fact::Jump { kind: HKind::Svc, cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal), probability: None, .. } if k == HKind::Xlb => {
                         if let Cond::Local(det) = cond {
-                            ctx.detector.get_or_insert_with(|| det.clone());
+                            ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
                         stack.push((HKind::Svc, *h));
@@ -445,7 +445,7 @@ fn walk_chain(
                     }
                     Fact::Jump { kind: HKind::Sep, to, probability, cond: Cond::Always } => {
                         match endpoint_of(ctx, b, to, w) {
-                            Some(ep) => d.endpoints.push(WeightedEndpoint { endpoint: ep, probability: probability.unwrap_or(1.0) }),
+                            Some(ep) => d.endpoints.push(WeightedEndpoint { endpoint: ep, probability: probability.map_or(1.0, probability_of_quantum) }),
                             None => unplaced(ctx, f.line, "jump to an endpoint chain without a DNAT rule"),
                         }
                     }
@@ -472,7 +472,7 @@ fn walk_chain(
                         // The pod short-circuit (`-s podCIDR -j KUBE-SVC`) shows the detector even
                         // where masqueradeAll hides it from the dispatch chains.
                         if let Cond::Local(det) = cond {
-                            ctx.detector.get_or_insert_with(|| det.clone());
+                            ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
                         stack.push((HKind::Svc, *to));
@@ -514,23 +514,10 @@ fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Optio
     let chain: &mut ChainFacts = ctx.c.chains.get_mut(&(HKind::Sep, *to))?;
     let first_visit = !chain.referenced;
     chain.referenced = true;
-    let mut dnat = None;
-    let mut hairpin = false;
-    let mut bad_lines = Vec::new();
-    for f in &chain.facts {
-        match &f.fact {
-            Fact::Dnat { ip, port, .. } => dnat = Some((*ip, *port)),
-            Fact::Hairpin { .. } => hairpin = true,
-            _ => bad_lines.push(f.line),
-        }
-    }
-    let (ip, port) = dnat?;
+    let (ip, port) = chain.dnat?;
+    let hairpin = chain.hairpin_line != 0;
     let ep = format_endpoint(&ip, port);
     if first_visit {
-        let sep_name = HKind::Sep.chain(to);
-        for line in bad_lines {
-            ctx.c.warn_in("unplaced-rule", "nat", line, &sep_name, format!("rule that does not belong in an endpoint chain (service {})", b.spn));
-        }
         w.endpoint_count += 1;
         if !hairpin {
             w.hairpin_all = false;
@@ -538,6 +525,7 @@ fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Optio
         if let Some(proto) = b.proto {
             let expect = port_proto_hash(&b.spn, proto.as_str(), &ep);
             if &expect != to {
+                let sep_name = HKind::Sep.chain(to);
                 ctx.c.warn_in(
                     "hash-mismatch",
                     "nat",
@@ -558,7 +546,9 @@ fn stale_chains(c: &mut Collector) {
         if chain.referenced {
             continue;
         }
-        let lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
+        let mut lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
+        lines.extend([chain.dnat_line, chain.hairpin_line].into_iter().filter(|l| *l != 0));
+        lines.sort_unstable();
         stale.push((chain.decl_line, k.chain(h), lines));
     }
     stale.sort();

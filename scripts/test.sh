@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md documents it and .ci/run calls it.
+# Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct.
+# Tests that change iptables run only in network namespaces they create themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if ((${#need[@]})); then
+  echo "test.sh: installing packages for: ${need[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: need root to install iptables/ipset/nfacct (and to create network namespaces)" >&2
+    exit 69
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux >/dev/null
+fi
+
+# Every suite must run: a test that cannot (no root, a tool missing) fails instead of skipping.
+export IPVSMIG_REQUIRE_ALL=1
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-fail-fast
