@@ -83,7 +83,7 @@ struct Out {
 }
 
 fn mark(node: &Node) -> String {
-    format!("{:#08x}", 1u32 << node.mark_bit)
+    format!("0x{:08x}", 1u32 << node.mark_bit)
 }
 
 fn if_not_local(d: &Detector) -> Option<String> {
