@@ -127,6 +127,7 @@ pub enum Command {
         output: Format,
     },
     /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls, tools, kube-proxy config.
+    /// [not in this build yet: exits 69]
     Preflight {
         #[command(flatten)]
         inputs: Inputs,
@@ -138,7 +139,7 @@ pub enum Command {
         output: Format,
     },
     /// The exact IPVS configuration kube-proxy's IPVS mode would program, and the hybrid state
-    /// for migrated namespaces.
+    /// for migrated namespaces. [not in this build yet: exits 69]
     Plan {
         #[command(flatten)]
         inputs: Inputs,
@@ -152,7 +153,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = PlanFormat::Table)]
         output: PlanFormat,
     },
-    /// Program IPVS and hybrid admission for namespaces.
+    /// Program IPVS and hybrid admission for namespaces. [not in this build yet: exits 69]
     Apply {
         /// Namespaces (repeatable or comma-separated).
         #[arg(long = "namespace", value_delimiter = ',', required = true, value_name = "NS")]
@@ -167,7 +168,7 @@ pub enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Staged cutover with soak and automatic rollback.
+    /// Staged cutover with soak and automatic rollback. [not in this build yet: exits 69]
     Cutover {
         /// Namespaces (repeatable or comma-separated).
         #[arg(long = "namespace", value_delimiter = ',', value_name = "NS")]
@@ -185,7 +186,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Return namespaces to kube-proxy's iptables path.
+    /// Return namespaces to kube-proxy's iptables path. [not in this build yet: exits 69]
     Rollback {
         /// Namespaces (repeatable or comma-separated).
         #[arg(long = "namespace", value_delimiter = ',', value_name = "NS", conflicts_with = "all")]
@@ -200,19 +201,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// What is migrated on this node.
+    /// What is migrated on this node. [not in this build yet: exits 69]
     Status {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Hand the node to kube-proxy in IPVS mode and clean iptables-mode leftovers.
+    /// Hand the node to kube-proxy in IPVS mode and clean iptables-mode leftovers. [not in this
+    /// build yet: exits 69]
     Finalize {
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run the node agent (HTTP report, metrics, reconcile loop).
+    /// Run the node agent (HTTP report, metrics, reconcile loop). [not in this build yet: exits 69]
     Serve {
         /// Listen address.
         #[arg(long, default_value = "0.0.0.0:9964", value_name = "ADDR")]
@@ -221,7 +223,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Cluster-wide view through the Kubernetes API.
+    /// Cluster-wide view through the Kubernetes API. [not in this build yet: exits 69]
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,

@@ -345,7 +345,8 @@ pub fn expected(cluster: &Cluster) -> Vec<ServicePort> {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| WeightedEndpoint {
-                    endpoint: format_endpoint(&e.ip, e.port),
+                    ip: e.ip,
+                    port: e.port,
                     probability: if i + 1 < eps.len() {
                         normalize_probability(probability(eps.len() - i).parse().unwrap_or(0.0))
                     } else {

@@ -11,6 +11,7 @@
 //! Invariant: every rule in a KUBE-* chain, and every jump into one, is either placed in the
 //! model or reported as a [`Warning`] with its line number.
 
+pub(crate) mod chains;
 pub(crate) mod facts;
 pub mod hash;
 pub mod model;

@@ -344,7 +344,7 @@ pub struct Collector {
     table: &'static str,
     pub(crate) tables: Vec<String>,
     /// Per-service and per-endpoint chains of the nat table.
-    pub(crate) chains: FxHashMap<(HKind, Hash), ChainFacts>,
+    pub(crate) chains: super::chains::ChainTable,
     pub(crate) entries: Vec<Entry>,
     pub(crate) nodeports: Vec<NodePortEntry>,
     pub(crate) filters: Vec<FilterFact>,
@@ -373,7 +373,7 @@ impl Collector {
             family,
             table: "",
             tables: Vec::new(),
-            chains: FxHashMap::default(),
+            chains: super::chains::ChainTable::default(),
             entries: Vec::new(),
             nodeports: Vec::new(),
             filters: Vec::new(),
@@ -415,7 +415,7 @@ impl Collector {
             Event::Delete { chain } => {
                 if let ChainClass::Hashed(k, h) = classify(chain) {
                     if self.table == "nat" {
-                        self.chains.remove(&(k, h));
+                        self.chains.remove(k, &h);
                     } else {
                         self.other_hashed.remove(&(k, h));
                     }
@@ -436,7 +436,7 @@ impl Collector {
         }
         match class {
             ChainClass::Hashed(k, h) if self.table == "nat" => {
-                let c = self.chains.entry((k, h)).or_default();
+                let c = self.chains.entry(k, &h);
                 c.decl_line = line;
                 c.declared = true;
                 if k == HKind::Xlb && !self.node.legacy.iter().any(|l| l == "KUBE-XLB-*") {
@@ -472,7 +472,7 @@ impl Collector {
 
     fn is_declared(&self, name: &str, class: ChainClass) -> bool {
         match class {
-            ChainClass::Hashed(k, h) if self.table == "nat" => self.chains.get(&(k, h)).is_some_and(|c| c.declared),
+            ChainClass::Hashed(k, h) if self.table == "nat" => self.chains.get(k, &h).is_some_and(|c| c.declared),
             ChainClass::Hashed(k, h) => self.other_hashed.contains(&(k, h)),
             _ => self.declared.contains(name) || is_builtin(name),
         }
@@ -481,7 +481,7 @@ impl Collector {
     fn commit(&mut self) -> Result<(), InventoryError> {
         if self.table == "nat" {
             let mut missing: Option<(u32, String)> = None;
-            for ((k, h), c) in &self.chains {
+            for (k, h, c) in self.chains.iter() {
                 if !c.declared && c.first_ref_line != 0 && missing.as_ref().is_none_or(|m| c.first_ref_line < m.0) {
                     missing = Some((c.first_ref_line, k.chain(h)));
                 }
@@ -548,7 +548,8 @@ impl Collector {
         };
         // The tokenizer's scratch buffer outlives single rules; re-borrow it for this one.
         let mut scratch: Vec<Token<'_>> = std::mem::take(&mut self.scratch).into_iter().map(|_| unreachable_token()).collect();
-        let parsed = parse_rule(rest, &mut scratch);
+        let mut r = Rule::default();
+        let parsed = parse_rule(rest, &mut scratch, &mut r);
         let result = match parsed {
             Err(e) => {
                 if builtin_pos.is_some() {
@@ -558,7 +559,7 @@ impl Collector {
                     Err(InventoryError::malformed(&self.source, line, format!("chain {chain}: {}", e.0)))
                 }
             }
-            Ok(r) => {
+            Ok(()) => {
                 self.kube_rules += 1;
                 if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
                     match classify(t) {
@@ -633,17 +634,9 @@ impl Collector {
     }
 
     fn place_hashed(&mut self, k: HKind, h: Hash, r: &Rule<'_>, line: u32) -> Result<(), String> {
+        // Jump targets were recorded by `rule` (every `-j KUBE-…` in nat is).
         let fact = hashed_fact(k, r)?;
-        let target = match &fact {
-            Fact::Jump { kind, to, .. } => Some((*kind, *to)),
-            Fact::Affinity { to, .. } => Some((HKind::Sep, *to)),
-            Fact::FwSource { kind, to, .. } => Some((*kind, *to)),
-            _ => None,
-        };
-        if let Some(t) = target {
-            self.reference(t, line);
-        }
-        let c = self.chains.entry((k, h)).or_default();
+        let c = self.chains.entry(k, &h);
         if k == HKind::Sep {
             match fact {
                 Fact::Dnat { ip, port, .. } if c.dnat.is_none() => {
@@ -662,7 +655,7 @@ impl Collector {
 
     /// Records a jump to a per-service / per-endpoint chain (checked for a declaration at COMMIT).
     fn reference(&mut self, target: (HKind, Hash), line: u32) {
-        let c = self.chains.entry(target).or_default();
+        let c = self.chains.entry(target.0, &target.1);
         if c.first_ref_line == 0 {
             c.first_ref_line = line;
         }

@@ -152,13 +152,44 @@ pub struct Dispatch {
     pub endpoints: Vec<WeightedEndpoint>,
 }
 
-/// One `-j KUBE-SEP-…` rule of a dispatch chain.
+/// One `-j KUBE-SEP-…` rule of a dispatch chain. In JSON the endpoint is one string,
+/// `ip:port` as kube-proxy formats it (`[v6]:port` for IPv6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WeightedEndpointJson", try_from = "WeightedEndpointJson")]
 pub struct WeightedEndpoint {
-    /// `ip:port` as kube-proxy formats it (`[v6]:port` for IPv6).
-    pub endpoint: String,
+    /// Endpoint address.
+    pub ip: IpAddr,
+    /// Endpoint port.
+    pub port: u16,
     /// `--probability` of the rule; 1.0 for the final, unconditional rule.
     pub probability: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WeightedEndpointJson {
+    endpoint: String,
+    probability: f64,
+}
+
+impl From<WeightedEndpoint> for WeightedEndpointJson {
+    fn from(w: WeightedEndpoint) -> Self {
+        let endpoint = match w.ip {
+            IpAddr::V4(v4) => format!("{v4}:{}", w.port),
+            IpAddr::V6(v6) => format!("[{v6}]:{}", w.port),
+        };
+        WeightedEndpointJson { endpoint, probability: w.probability }
+    }
+}
+
+impl TryFrom<WeightedEndpointJson> for WeightedEndpoint {
+    type Error = String;
+    fn try_from(j: WeightedEndpointJson) -> Result<Self, String> {
+        let (host, port) = j.endpoint.rsplit_once(':').ok_or_else(|| format!("{:?} is not ip:port", j.endpoint))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ip = host.parse().map_err(|_| format!("{:?}: bad address", j.endpoint))?;
+        let port = port.parse().map_err(|_| format!("{:?}: bad port", j.endpoint))?;
+        Ok(WeightedEndpoint { ip, port, probability: j.probability })
+    }
 }
 
 /// How kube-proxy decides which traffic is "local" (from pods on this node / in the cluster)

@@ -302,11 +302,11 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
                 ctx.c.warn_in("unplaced-rule", "nat", b.first_line, &chain, format!("{} reaches {chain}, a chain of another service", b.spn));
                 continue;
             }
-            let Some(chain) = ctx.c.chains.get_mut(&(k, hh)) else { continue };
+            let Some(chain) = ctx.c.chains.get_mut(k, &hh) else { continue };
             chain.referenced = true;
             let facts = std::mem::take(&mut chain.facts);
             walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
-            if let Some(chain) = ctx.c.chains.get_mut(&(k, hh)) {
+            if let Some(chain) = ctx.c.chains.get_mut(k, &hh) {
                 chain.facts = facts;
             }
         }
@@ -316,7 +316,7 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
         w.masq_cluster = true;
     }
     // Endpoints: the Cluster chain's, then local-only ones.
-    let local_set: Option<Vec<(IpAddr, u16)>> = w.local.as_ref().map(|d| d.endpoints.iter().filter_map(|e| facts_endpoint(&e.endpoint)).collect());
+    let local_set: Option<Vec<(IpAddr, u16)>> = w.local.as_ref().map(|d| d.endpoints.iter().map(|e| (e.ip, e.port)).collect());
     let policy_local_any = b.internal_target == Some(HKind::Svl)
         || matches!(b.internal_verdict, Some(NoEndpointVerdict::Drop))
         || w.ext_local_markers
@@ -329,14 +329,12 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
     };
     if let Some(d) = &w.cluster {
         for e in &d.endpoints {
-            if let Some((ip, p)) = facts_endpoint(&e.endpoint) {
-                let local = match &local_set {
-                    Some(set) => Some(set.contains(&(ip, p))),
-                    None if policy_local_any => Some(false),
-                    None => None,
-                };
-                push(&mut endpoints, ip, p, local);
-            }
+            let local = match &local_set {
+                Some(set) => Some(set.contains(&(e.ip, e.port))),
+                None if policy_local_any => Some(false),
+                None => None,
+            };
+            push(&mut endpoints, e.ip, e.port, local);
         }
     }
     if let Some(set) = &local_set {
@@ -396,10 +394,6 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
     })
 }
 
-fn facts_endpoint(s: &str) -> Option<(IpAddr, u16)> {
-    super::facts::parse_endpoint(s)
-}
-
 fn walk_chain(
     ctx: &mut Ctx<'_>,
     b: &Builder,
@@ -445,7 +439,7 @@ fn walk_chain(
                     }
                     Fact::Jump { kind: HKind::Sep, to, probability, cond: Cond::Always } => {
                         match endpoint_of(ctx, b, to, w) {
-                            Some(ep) => d.endpoints.push(WeightedEndpoint { endpoint: ep, probability: probability.map_or(1.0, probability_of_quantum) }),
+                            Some((ip, port)) => d.endpoints.push(WeightedEndpoint { ip, port, probability: probability.map_or(1.0, probability_of_quantum) }),
                             None => unplaced(ctx, f.line, "jump to an endpoint chain without a DNAT rule"),
                         }
                     }
@@ -509,15 +503,15 @@ fn walk_chain(
     }
 }
 
-/// Resolves an endpoint chain to `ip:port`, checking its hash and marking it referenced.
-fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Option<String> {
-    let chain: &mut ChainFacts = ctx.c.chains.get_mut(&(HKind::Sep, *to))?;
+/// Resolves an endpoint chain to its DNAT target, checking its hash and marking it referenced.
+fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Option<(IpAddr, u16)> {
+    let chain: &mut ChainFacts = ctx.c.chains.get_mut(HKind::Sep, to)?;
     let first_visit = !chain.referenced;
     chain.referenced = true;
     let (ip, port) = chain.dnat?;
     let hairpin = chain.hairpin_line != 0;
-    let ep = format_endpoint(&ip, port);
     if first_visit {
+        let ep = format_endpoint(&ip, port);
         w.endpoint_count += 1;
         if !hairpin {
             w.hairpin_all = false;
@@ -537,12 +531,12 @@ fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Optio
             }
         }
     }
-    Some(ep)
+    Some((ip, port))
 }
 
 fn stale_chains(c: &mut Collector) {
     let mut stale: Vec<(u32, String, Vec<u32>)> = Vec::new();
-    for ((k, h), chain) in &c.chains {
+    for (k, h, chain) in c.chains.iter() {
         if chain.referenced {
             continue;
         }

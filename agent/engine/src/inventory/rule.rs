@@ -76,10 +76,11 @@ pub struct Rule<'a> {
 pub struct RuleError(pub String);
 
 /// Parses the text after `-A CHAIN`. `scratch` is reused between calls to avoid allocation.
-pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>) -> Result<Rule<'a>, RuleError> {
+/// Fills `r` (which must be `Rule::default()`) in place: a rule is a few hundred bytes and
+/// there are hundreds of thousands of them, so it is not returned by value.
+pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule<'a>) -> Result<(), RuleError> {
     tokenize(rest, scratch).map_err(|e| RuleError(e.to_owned()))?;
     let toks = &scratch[..];
-    let mut r = Rule::default();
     let mut i = 0usize;
     let mut negate = false;
 
@@ -184,7 +185,7 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>) -> Result<Ru
     if negate {
         return Err(RuleError("dangling '!' at the end of the rule".into()));
     }
-    Ok(r)
+    Ok(())
 }
 
 impl Rule<'_> {
@@ -210,7 +211,9 @@ mod tests {
 
     fn p(s: &str) -> Rule<'_> {
         let mut scratch = Vec::new();
-        parse_rule(s.as_bytes(), &mut scratch).unwrap()
+        let mut r = Rule::default();
+        parse_rule(s.as_bytes(), &mut scratch, &mut r).unwrap();
+        r
     }
 
     #[test]
@@ -250,6 +253,6 @@ mod tests {
     #[test]
     fn option_without_value_is_an_error() {
         let mut scratch = Vec::new();
-        assert!(parse_rule(b"-d", &mut scratch).is_err());
+        assert!(parse_rule(b"-d", &mut scratch, &mut Rule::default()).is_err());
     }
 }
