@@ -14,7 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// 3 operation failed · 65 bad input data · 66 input missing · 69 required tool or kernel feature
 /// unavailable.
 #[derive(Debug, Parser)]
-#[command(name = "ipvs-migrate", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "ipvs-migrate",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -26,7 +31,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct Common {
     /// State directory (journal and lock), shared by the CLI and the daemon.
-    #[arg(long, global = true, default_value = "/var/lib/ipvs-migrate", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/ipvs-migrate",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
     /// iptables backend to read and write; `auto` detects the one kube-proxy uses (kubelet's
     /// KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY marker chains).
@@ -70,7 +80,7 @@ pub struct Inputs {
 
 impl Inputs {
     /// True if any file input was given (the live node is not read then).
-    pub fn from_files(&self) -> bool {
+    pub fn has_files(&self) -> bool {
         self.iptables_save.is_some() || self.ip6tables_save.is_some()
     }
 }
@@ -156,7 +166,12 @@ pub enum Command {
     /// Program IPVS and hybrid admission for namespaces. [not in this build yet: exits 69]
     Apply {
         /// Namespaces (repeatable or comma-separated).
-        #[arg(long = "namespace", value_delimiter = ',', required = true, value_name = "NS")]
+        #[arg(
+            long = "namespace",
+            value_delimiter = ',',
+            required = true,
+            value_name = "NS"
+        )]
         namespaces: Vec<String>,
         /// Keep a service on iptables (NS/SVC; repeatable).
         #[arg(long, value_name = "NS/SVC")]
@@ -189,7 +204,12 @@ pub enum Command {
     /// Return namespaces to kube-proxy's iptables path. [not in this build yet: exits 69]
     Rollback {
         /// Namespaces (repeatable or comma-separated).
-        #[arg(long = "namespace", value_delimiter = ',', value_name = "NS", conflicts_with = "all")]
+        #[arg(
+            long = "namespace",
+            value_delimiter = ',',
+            value_name = "NS",
+            conflicts_with = "all"
+        )]
         namespaces: Vec<String>,
         /// Every migrated namespace.
         #[arg(long)]

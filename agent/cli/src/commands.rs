@@ -13,10 +13,14 @@ use crate::{inputs, table};
 /// True if the command was asked for JSON (errors then go to stderr as JSON).
 pub fn wants_json(cmd: &Command) -> bool {
     match cmd {
-        Command::Audit { output, .. } | Command::Inventory { output, .. } | Command::Preflight { output, .. } => *output == Format::Json,
+        Command::Audit { output, .. }
+        | Command::Inventory { output, .. }
+        | Command::Preflight { output, .. } => *output == Format::Json,
         Command::Status { output } => *output == Format::Json,
         Command::Plan { output, .. } => *output == PlanFormat::Json,
-        Command::Fleet { command: FleetCommand::Status { output } } => *output == Format::Json,
+        Command::Fleet {
+            command: FleetCommand::Status { output },
+        } => *output == Format::Json,
         _ => false,
     }
 }
@@ -29,14 +33,26 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             match output {
                 Format::Json => print_json(&Document::inventory(&inv))?,
                 Format::Table => write_out(&table::inventory(&inv))?,
-                Format::Html => return Err(CliError::new(ExitCode::Usage, "inventory has no html output; use `audit -o html`")),
+                Format::Html => {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        "inventory has no html output; use `audit -o html`",
+                    ));
+                }
             }
             Ok(ExitCode::Ok)
         }
-        Command::Audit { demo, inputs: i, output } => {
+        Command::Audit {
+            demo,
+            inputs: i,
+            output,
+        } => {
             let inv = if *demo {
-                if i.from_files() {
-                    return Err(CliError::new(ExitCode::Usage, "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save"));
+                if i.has_files() {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save",
+                    ));
                 }
                 inputs::demo_inventory()?
             } else {
@@ -53,9 +69,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Preflight { .. } => Err(unavailable("preflight", 3)),
         Command::Plan { .. } => Err(unavailable("plan", 4)),
         Command::Apply { .. } | Command::Status { .. } => Err(unavailable("apply/status", 5)),
-        Command::Cutover { .. } | Command::Rollback { .. } | Command::Finalize { .. } | Command::Serve { .. } => {
-            Err(unavailable("cutover/rollback/finalize/serve", 6))
-        }
+        Command::Cutover { .. }
+        | Command::Rollback { .. }
+        | Command::Finalize { .. }
+        | Command::Serve { .. } => Err(unavailable("cutover/rollback/finalize/serve", 6)),
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
     }
 }
@@ -65,7 +82,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
 fn unavailable(what: &str, issue: u32) -> CliError {
     CliError::new(
         ExitCode::Unavailable,
-        format!("`{what}` is not available in this build of ipvs-migrate yet (tracked as issue {issue}); nothing was changed"),
+        format!(
+            "`{what}` is not available in this build of ipvs-migrate yet (tracked as issue {issue}); nothing was changed"
+        ),
     )
 }
 
@@ -75,7 +94,10 @@ fn write_out(s: &str) -> Result<(), CliError> {
         Ok(()) => Ok(()),
         // A closed pipe (`| head`) is not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::new(ExitCode::OperationFailed, format!("writing output: {e}"))),
+        Err(e) => Err(CliError::new(
+            ExitCode::OperationFailed,
+            format!("writing output: {e}"),
+        )),
     }
 }
 
@@ -89,7 +111,10 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     match res {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::new(ExitCode::OperationFailed, format!("writing output: {e}"))),
+        Err(e) => Err(CliError::new(
+            ExitCode::OperationFailed,
+            format!("writing output: {e}"),
+        )),
     }
 }
 
@@ -105,7 +130,11 @@ struct Document<'a> {
 
 impl<'a> Document<'a> {
     fn inventory(inv: &'a Inventory) -> Document<'a> {
-        Document { api_version: API_VERSION, kind: "Inventory", inventory: inv }
+        Document {
+            api_version: API_VERSION,
+            kind: "Inventory",
+            inventory: inv,
+        }
     }
 }
 
@@ -142,13 +171,19 @@ impl<'a> Audit<'a> {
             "the IPVS plan and its equivalence check are not in this build yet (issue 4)".to_owned(),
         ];
         if !inv.warnings.is_empty() {
-            reasons.push(format!("{} KUBE-* rules or chains were not understood (see warnings)", inv.warnings.len()));
+            reasons.push(format!(
+                "{} KUBE-* rules or chains were not understood (see warnings)",
+                inv.warnings.len()
+            ));
         }
         Audit {
             api_version: API_VERSION,
             kind: "Audit",
             demo,
-            verdict: Verdict { status: "not-evaluated", reasons },
+            verdict: Verdict {
+                status: "not-evaluated",
+                reasons,
+            },
             summary: table::Summary::of(inv),
             inventory: inv,
         }

@@ -8,6 +8,7 @@ pub enum ExitCode {
     /// 0: ok / ready.
     Ok = 0,
     /// 1: not ready, a check or verification failed.
+    #[allow(dead_code)] // returned by verdicts once preflight and plan exist (issues 3, 4)
     NotReady = 1,
     /// 2: usage error.
     Usage = 2,
@@ -57,7 +58,12 @@ pub struct CliError {
 impl CliError {
     /// A new error.
     pub fn new(code: ExitCode, message: impl Into<String>) -> CliError {
-        CliError { code, message: message.into(), input: None, line: None }
+        CliError {
+            code,
+            message: message.into(),
+            input: None,
+            line: None,
+        }
     }
 }
 
@@ -75,8 +81,17 @@ impl From<ipvsmig_engine::inventory::InventoryError> for CliError {
             E::Truncated { input, line, .. } => (Some(input.clone()), Some(*line)),
             E::Io { input, .. } => (Some(input.clone()), None),
         };
-        let code = if matches!(e, E::Io { .. }) { ExitCode::NoInput } else { ExitCode::DataErr };
-        CliError { code, message: e.to_string(), input, line }
+        let code = if matches!(e, E::Io { .. }) {
+            ExitCode::NoInput
+        } else {
+            ExitCode::DataErr
+        };
+        CliError {
+            code,
+            message: e.to_string(),
+            input,
+            line,
+        }
     }
 }
 

@@ -23,7 +23,13 @@ fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {
     match File::open(path) {
         Ok(f) => {
             if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                return Err(CliError::new(ExitCode::NoInput, format!("{}: is a directory, not an iptables-save file", path.display())));
+                return Err(CliError::new(
+                    ExitCode::NoInput,
+                    format!(
+                        "{}: is a directory, not an iptables-save file",
+                        path.display()
+                    ),
+                ));
             }
             Ok(Box::new(f))
         }
@@ -36,7 +42,11 @@ fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {
 }
 
 fn empty() -> Inventory {
-    Inventory { families: Vec::new(), service_ports: Vec::new(), warnings: Vec::new() }
+    Inventory {
+        families: Vec::new(),
+        service_ports: Vec::new(),
+        warnings: Vec::new(),
+    }
 }
 
 fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError> {
@@ -50,8 +60,19 @@ fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError>
 /// The bundled demo snapshot.
 pub fn demo_inventory() -> Result<Inventory, CliError> {
     let mut inv = empty();
-    for (name, family, bytes) in [("demo/iptables-save.txt", IpFamily::IPv4, DEMO_IPV4), ("demo/ip6tables-save.txt", IpFamily::IPv6, DEMO_IPV6)] {
-        add(&mut inv, DumpInput { name: name.into(), family, source: SourceKind::File { path: name.into() }, reader: bytes })?;
+    for (name, family, bytes) in [
+        ("demo/iptables-save.txt", IpFamily::IPv4, DEMO_IPV4),
+        ("demo/ip6tables-save.txt", IpFamily::IPv6, DEMO_IPV6),
+    ] {
+        add(
+            &mut inv,
+            DumpInput {
+                name: name.into(),
+                family,
+                source: SourceKind::File { path: name.into() },
+                reader: bytes,
+            },
+        )?;
     }
     inv.normalize();
     Ok(inv)
@@ -60,17 +81,37 @@ pub fn demo_inventory() -> Result<Inventory, CliError> {
 /// Reads the inventory the inputs describe.
 pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliError> {
     let mut inv = empty();
-    if inputs.from_files() {
-        if inputs.iptables_save.as_deref().is_some_and(|p| p.as_os_str() == "-")
-            && inputs.ip6tables_save.as_deref().is_some_and(|p| p.as_os_str() == "-")
+    if inputs.has_files() {
+        if inputs
+            .iptables_save
+            .as_deref()
+            .is_some_and(|p| p.as_os_str() == "-")
+            && inputs
+                .ip6tables_save
+                .as_deref()
+                .is_some_and(|p| p.as_os_str() == "-")
         {
-            return Err(CliError::new(ExitCode::Usage, "only one of --iptables-save and --ip6tables-save can read stdin"));
+            return Err(CliError::new(
+                ExitCode::Usage,
+                "only one of --iptables-save and --ip6tables-save can read stdin",
+            ));
         }
-        for (path, family) in [(&inputs.iptables_save, IpFamily::IPv4), (&inputs.ip6tables_save, IpFamily::IPv6)] {
+        for (path, family) in [
+            (&inputs.iptables_save, IpFamily::IPv4),
+            (&inputs.ip6tables_save, IpFamily::IPv6),
+        ] {
             let Some(path) = path else { continue };
             let name = path.display().to_string();
             let reader = open(path)?;
-            add(&mut inv, DumpInput { name: name.clone(), family, source: SourceKind::File { path: name }, reader })?;
+            add(
+                &mut inv,
+                DumpInput {
+                    name: name.clone(),
+                    family,
+                    source: SourceKind::File { path: name },
+                    reader,
+                },
+            )?;
         }
         inv.normalize();
         return Ok(inv);
@@ -91,7 +132,10 @@ pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliE
     let tools6 = SaveTools::discover(IpFamily::IPv6);
     if tools6.legacy.is_some() || tools6.nft.is_some() {
         match detect_backend(&tools6, IpFamily::IPv6, forced) {
-            Ok(c6) if c6.legacy_kube_chains.unwrap_or(0) + c6.nft_kube_chains.unwrap_or(0) > 0 || forced.is_some() => {
+            Ok(c6)
+                if c6.legacy_kube_chains.unwrap_or(0) + c6.nft_kube_chains.unwrap_or(0) > 0
+                    || forced.is_some() =>
+            {
                 let (f, p, w) = read_live(&tools6, IpFamily::IPv6, &c6)?;
                 if f.kube_chains > 0 {
                     inv.families.push(f);

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ipvsmig_engine::inventory::{
-    FamilyFacts, Inventory, LocalDetector, NoEndpointVerdict, NodePortAddresses, ServicePort, SourceKind, TrafficPolicy,
+    FamilyFacts, Inventory, LocalDetector, NoEndpointVerdict, NodePortAddresses, ServicePort,
+    SourceKind, TrafficPolicy,
 };
 use serde::Serialize;
 
@@ -53,7 +54,11 @@ impl Summary {
             service_ports: inv.service_ports.len(),
             namespaces: per_namespace.len(),
             endpoints: inv.service_ports.iter().map(|s| s.endpoints.len()).sum(),
-            without_endpoints: inv.service_ports.iter().filter(|s| s.has_no_endpoints()).count(),
+            without_endpoints: inv
+                .service_ports
+                .iter()
+                .filter(|s| s.has_no_endpoints())
+                .count(),
             kube_rules: inv.families.iter().map(|f| f.kube_rules).sum(),
             warnings: inv.warnings.len(),
             per_namespace,
@@ -64,19 +69,28 @@ impl Summary {
 fn family_line(out: &mut String, f: &FamilyFacts) {
     let src = match &f.source {
         SourceKind::File { path } => format!("file {path}"),
-        SourceKind::Live { backend } => format!("live node, iptables-{}", match backend {
-            ipvsmig_engine::inventory::Backend::Legacy => "legacy",
-            ipvsmig_engine::inventory::Backend::Nft => "nft",
-        }),
+        SourceKind::Live { backend } => format!(
+            "live node, iptables-{}",
+            match backend {
+                ipvsmig_engine::inventory::Backend::Legacy => "legacy",
+                ipvsmig_engine::inventory::Backend::Nft => "nft",
+            }
+        ),
     };
-    let _ = writeln!(out, "{:?}: {} KUBE-* rules in {} chains ({src})", f.family, f.kube_rules, f.kube_chains);
+    let _ = writeln!(
+        out,
+        "{:?}: {} KUBE-* rules in {} chains ({src})",
+        f.family, f.kube_rules, f.kube_chains
+    );
     match &f.masquerade {
         Some(m) => {
             let det = match &m.local_detector {
                 None => "none seen".to_owned(),
                 Some(LocalDetector::None) => "none".to_owned(),
                 Some(LocalDetector::Cidr { cidr }) => format!("cluster/node CIDR {cidr}"),
-                Some(LocalDetector::InterfaceNamePrefix { prefix }) => format!("interface prefix {prefix}+"),
+                Some(LocalDetector::InterfaceNamePrefix { prefix }) => {
+                    format!("interface prefix {prefix}+")
+                }
                 Some(LocalDetector::BridgeInterface { interface }) => format!("bridge {interface}"),
             };
             let _ = writeln!(
@@ -94,12 +108,22 @@ fn family_line(out: &mut String, f: &FamilyFacts) {
     }
     if let Some(np) = &f.node_port_addresses {
         let s = match np {
-            NodePortAddresses::AllLocal { excluded } if excluded.is_empty() => "all local addresses (localhost too)".to_owned(),
+            NodePortAddresses::AllLocal { excluded } if excluded.is_empty() => {
+                "all local addresses (localhost too)".to_owned()
+            }
             NodePortAddresses::AllLocal { excluded } => format!(
                 "all local addresses except {}",
-                excluded.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                excluded
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            NodePortAddresses::Addresses { addresses } => addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            NodePortAddresses::Addresses { addresses } => addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let _ = writeln!(out, "  NodePorts accepted on: {s}");
     }
@@ -107,7 +131,11 @@ fn family_line(out: &mut String, f: &FamilyFacts) {
         let _ = writeln!(out, "  legacy chains: {}", f.legacy_chains.join(", "));
     }
     if !f.ipvs_mode_chains.is_empty() {
-        let _ = writeln!(out, "  IPVS-mode kube-proxy chains present: {}", f.ipvs_mode_chains.join(", "));
+        let _ = writeln!(
+            out,
+            "  IPVS-mode kube-proxy chains present: {}",
+            f.ipvs_mode_chains.join(", ")
+        );
     }
 }
 
@@ -126,7 +154,10 @@ fn notes(sp: &ServicePort) -> String {
         n.push(format!("hc {hc}"));
     }
     if !sp.load_balancer_source_ranges.is_empty() {
-        n.push(format!("{} source ranges", sp.load_balancer_source_ranges.len()));
+        n.push(format!(
+            "{} source ranges",
+            sp.load_balancer_source_ranges.len()
+        ));
     }
     match sp.internal_no_endpoints {
         Some(NoEndpointVerdict::Reject) => n.push("no endpoints (REJECT)".into()),
@@ -178,15 +209,39 @@ pub fn inventory(inv: &Inventory) -> String {
         "\n{} service ports in {} namespaces, {} endpoints, {} without endpoints\n",
         s.service_ports, s.namespaces, s.endpoints, s.without_endpoints
     );
-    let mut rows = vec![["NAMESPACE", "SERVICE", "PORT", "PROTO", "CLUSTER-IP", "NODEPORT", "EXTERNAL/LB", "ENDPOINTS", "NOTES"]
+    let mut rows = vec![
+        [
+            "NAMESPACE",
+            "SERVICE",
+            "PORT",
+            "PROTO",
+            "CLUSTER-IP",
+            "NODEPORT",
+            "EXTERNAL/LB",
+            "ENDPOINTS",
+            "NOTES",
+        ]
         .map(String::from)
-        .to_vec()];
+        .to_vec(),
+    ];
     for sp in &inv.service_ports {
-        let port = if sp.name.port_name.is_empty() { sp.port.to_string() } else { format!("{}({})", sp.port, sp.name.port_name) };
+        let port = if sp.name.port_name.is_empty() {
+            sp.port.to_string()
+        } else {
+            format!("{}({})", sp.port, sp.name.port_name)
+        };
         let mut ext: Vec<String> = sp.external_ips.iter().map(|i| i.to_string()).collect();
         ext.extend(sp.load_balancer_ips.iter().map(|i| format!("lb:{i}")));
-        ext.extend(sp.external_or_load_balancer_ips.iter().map(|i| format!("{i}?")));
-        let local = sp.endpoints.iter().filter(|e| e.local == Some(true)).count();
+        ext.extend(
+            sp.external_or_load_balancer_ips
+                .iter()
+                .map(|i| format!("{i}?")),
+        );
+        let local = sp
+            .endpoints
+            .iter()
+            .filter(|e| e.local == Some(true))
+            .count();
         let eps = if sp.endpoints.iter().any(|e| e.local.is_some()) {
             format!("{} ({} local)", sp.endpoints.len(), local)
         } else {
@@ -198,8 +253,14 @@ pub fn inventory(inv: &Inventory) -> String {
             port,
             sp.protocol.as_str().to_owned(),
             sp.cluster_ip.to_string(),
-            sp.node_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            if ext.is_empty() { "-".into() } else { ext.join(",") },
+            sp.node_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            if ext.is_empty() {
+                "-".into()
+            } else {
+                ext.join(",")
+            },
             eps,
             notes(sp),
         ]);
@@ -219,12 +280,25 @@ fn warnings(out: &mut String, inv: &Inventory) {
         *by_code.entry(&w.code).or_default() += 1;
     }
     let counts: Vec<String> = by_code.iter().map(|(c, n)| format!("{n} {c}")).collect();
-    let _ = writeln!(out, "\n{} warnings ({}):", inv.warnings.len(), counts.join(", "));
+    let _ = writeln!(
+        out,
+        "\n{} warnings ({}):",
+        inv.warnings.len(),
+        counts.join(", ")
+    );
     for w in inv.warnings.iter().take(20) {
-        let _ = writeln!(out, "  {:?} line {} [{}/{}] {}: {}", w.family, w.line, w.table, w.chain, w.code, w.message);
+        let _ = writeln!(
+            out,
+            "  {:?} line {} [{}/{}] {}: {}",
+            w.family, w.line, w.table, w.chain, w.code, w.message
+        );
     }
     if inv.warnings.len() > 20 {
-        let _ = writeln!(out, "  … {} more (all of them with -o json)", inv.warnings.len() - 20);
+        let _ = writeln!(
+            out,
+            "  … {} more (all of them with -o json)",
+            inv.warnings.len() - 20
+        );
     }
 }
 
@@ -232,7 +306,10 @@ fn warnings(out: &mut String, inv: &Inventory) {
 pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
     let mut out = String::new();
     if demo {
-        let _ = writeln!(out, "ipvs-migrate audit — DEMO: the node snapshot bundled with ipvs-migrate, not this node\n");
+        let _ = writeln!(
+            out,
+            "ipvs-migrate audit — DEMO: the node snapshot bundled with ipvs-migrate, not this node\n"
+        );
     } else {
         let _ = writeln!(out, "ipvs-migrate audit\n");
     }
@@ -250,12 +327,28 @@ pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
         "{} service ports in {} namespaces, {} endpoints, {} without endpoints\n",
         s.service_ports, s.namespaces, s.endpoints, s.without_endpoints
     );
-    let mut rows = vec![vec!["NAMESPACE".to_owned(), "SERVICE PORTS".to_owned(), "ENDPOINTS".to_owned()]];
+    let mut rows = vec![vec![
+        "NAMESPACE".to_owned(),
+        "SERVICE PORTS".to_owned(),
+        "ENDPOINTS".to_owned(),
+    ]];
     for (ns, c) in &s.per_namespace {
-        rows.push(vec![ns.clone(), c.service_ports.to_string(), c.endpoints.to_string()]);
+        rows.push(vec![
+            ns.clone(),
+            c.service_ports.to_string(),
+            c.endpoints.to_string(),
+        ]);
     }
     out.push_str(&pad(&rows));
     warnings(&mut out, inv);
-    let _ = writeln!(out, "\nEvery service port: `ipvs-migrate inventory`{}; machine-readable: -o json", if demo { " --iptables-save demo/node-snapshot/iptables-save.txt" } else { "" });
+    let _ = writeln!(
+        out,
+        "\nEvery service port: `ipvs-migrate inventory`{}; machine-readable: -o json",
+        if demo {
+            " --iptables-save demo/node-snapshot/iptables-save.txt"
+        } else {
+            ""
+        }
+    );
     out
 }

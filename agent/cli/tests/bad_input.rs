@@ -1,20 +1,23 @@
 //! Bad input gets a clear error naming the file and line, and the documented exit code
 //! (DESIGN.md): 65 bad data, 66 missing input, 69 tool unavailable, 2 usage. Never a panic.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 fn run(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"));
-    cmd.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut si) = child.stdin.take() {
-        if let Some(data) = stdin {
-            let _ = si.write_all(data);
-        }
+    if let (Some(mut si), Some(data)) = (child.stdin.take(), stdin) {
+        let _ = si.write_all(data);
     }
     child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -29,12 +32,20 @@ fn check(input: &[u8], code: i32, needle: &str) {
 
 #[test]
 fn a_dump_without_commit_is_truncated_data() {
-    check(b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j RETURN\n", 65, "-: table nat opened at line 1 has no COMMIT");
+    check(
+        b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j RETURN\n",
+        65,
+        "-: table nat opened at line 1 has no COMMIT",
+    );
 }
 
 #[test]
 fn garbage_bytes_are_bad_data_with_their_line() {
-    check(b"*nat\n:KUBE-SERVICES - [0:0]\n\xff\xfe\x00garbage\nCOMMIT\n", 65, "-:3: unrecognised line");
+    check(
+        b"*nat\n:KUBE-SERVICES - [0:0]\n\xff\xfe\x00garbage\nCOMMIT\n",
+        65,
+        "-:3: unrecognised line",
+    );
 }
 
 #[test]
@@ -47,7 +58,11 @@ fn an_absurdly_long_line_is_bad_data() {
 
 #[test]
 fn a_rule_in_an_undeclared_chain_is_bad_data() {
-    check(b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-NOPE -j RETURN\nCOMMIT\n", 65, "-:3: rule appended to chain KUBE-NOPE, which is not declared");
+    check(
+        b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-NOPE -j RETURN\nCOMMIT\n",
+        65,
+        "-:3: rule appended to chain KUBE-NOPE, which is not declared",
+    );
 }
 
 #[test]
@@ -61,21 +76,40 @@ fn a_jump_to_an_undeclared_chain_is_bad_data() {
 
 #[test]
 fn an_unterminated_quote_in_a_kube_rule_is_bad_data() {
-    check(b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -m comment --comment \"open\nCOMMIT\n", 65, "-:3: chain KUBE-SERVICES: unterminated quote");
+    check(
+        b"*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -m comment --comment \"open\nCOMMIT\n",
+        65,
+        "-:3: chain KUBE-SERVICES: unterminated quote",
+    );
 }
 
 #[test]
 fn a_missing_file_is_missing_input() {
-    let out = run(&["inventory", "--iptables-save", "/nonexistent/dump.txt"], None, &[]);
+    let out = run(
+        &["inventory", "--iptables-save", "/nonexistent/dump.txt"],
+        None,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(66));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dump.txt"));
 }
 
 #[test]
 fn a_missing_file_under_json_output_is_a_json_error_on_stderr() {
-    let out = run(&["inventory", "--iptables-save", "/nonexistent/dump.txt", "-o", "json"], None, &[]);
+    let out = run(
+        &[
+            "inventory",
+            "--iptables-save",
+            "/nonexistent/dump.txt",
+            "-o",
+            "json",
+        ],
+        None,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(66));
-    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("stderr is not JSON: {e}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("stderr is not JSON: {e}"));
     assert_eq!(v["apiVersion"], "ipvs-migrate/v1");
     assert_eq!(v["kind"], "Error");
     assert_eq!(v["exitCode"], 66);
@@ -103,9 +137,19 @@ fn a_usage_error_exits_2() {
 #[test]
 fn other_tables_and_non_kube_chains_are_passed_over() {
     let dump = b"*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A DOCKER -m weird --stuff \"x y\" -j RETURN\nCOMMIT\n";
-    let out = run(&["inventory", "--iptables-save", "-", "-o", "json"], Some(dump), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let out = run(
+        &["inventory", "--iptables-save", "-", "-o", "json"],
+        Some(dump),
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["kind"], "Inventory");
     assert_eq!(v["warnings"].as_array().map(|a| a.len()), Some(0));
 }
@@ -113,12 +157,18 @@ fn other_tables_and_non_kube_chains_are_passed_over() {
 #[test]
 fn the_demo_audit_names_itself_a_demo_and_lists_the_inventory() {
     let out = run(&["audit", "--demo"], None, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("DEMO"), "{s}");
     assert!(s.contains("service ports in"), "{s}");
     let out = run(&["audit", "--demo", "-o", "json"], None, &[]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["kind"], "Audit");
     assert!(v["summary"]["servicePorts"].as_u64().unwrap_or(0) > 200);
 }

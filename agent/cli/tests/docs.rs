@@ -1,6 +1,8 @@
 //! docs/cli.md is generated from the CLI definition (each command's `--help`); this test fails
 //! when they drift. Regenerate with `IPVSMIG_UPDATE_DOCS=1 cargo test -p ipvs-migrate --test docs`.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 
@@ -36,7 +38,11 @@ fn render() -> String {
          Exit codes, JSON conventions and the commands' status: README.md and DESIGN.md.\n",
     );
     for args in COMMANDS {
-        let title = if args.is_empty() { "ipvs-migrate".to_owned() } else { format!("ipvs-migrate {}", args.join(" ")) };
+        let title = if args.is_empty() {
+            "ipvs-migrate".to_owned()
+        } else {
+            format!("ipvs-migrate {}", args.join(" "))
+        };
         s.push_str(&format!("\n## {title}\n\n```text\n{}```\n", help(args)));
     }
     s
@@ -50,5 +56,8 @@ fn the_cli_reference_matches_the_cli_definition() {
         std::fs::write(&path, &want).unwrap_or_else(|e| panic!("{e}"));
     }
     let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(have == want, "docs/cli.md is out of date: run IPVSMIG_UPDATE_DOCS=1 cargo test -p ipvs-migrate --test docs");
+    assert!(
+        have == want,
+        "docs/cli.md is out of date: run IPVSMIG_UPDATE_DOCS=1 cargo test -p ipvs-migrate --test docs"
+    );
 }

@@ -56,7 +56,10 @@ impl Node {
     /// kube-proxy's test conventions: pod CIDR 10.0.0.0/8 (fd00:10::/64), node 192.168.0.2.
     pub fn default_for(family: IpFamily) -> Node {
         let (cidr, node_ip): (IpNet, IpAddr) = match family {
-            IpFamily::IPv4 => (IpNet::V4("10.0.0.0/8".parse().unwrap_or_default()), IpAddr::from([192, 168, 0, 2])),
+            IpFamily::IPv4 => (
+                IpNet::V4("10.0.0.0/8".parse().unwrap_or_default()),
+                IpAddr::from([192, 168, 0, 2]),
+            ),
             IpFamily::IPv6 => (
                 IpNet::V6("fd00:10::/64".parse().unwrap_or_default()),
                 IpAddr::from([0xfd00, 0x192, 0x168, 0, 0, 0, 0, 2]),

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use ipvsmig_engine::inventory::hash::chain_name;
 use ipvsmig_engine::inventory::{
-    Dispatch, Endpoint, IpFamily, NoEndpointVerdict, ServicePort, ServicePortName, TrafficPolicy, WeightedEndpoint,
-    format_endpoint, normalize_probability,
+    Dispatch, Endpoint, IpFamily, NoEndpointVerdict, ServicePort, ServicePortName, TrafficPolicy,
+    WeightedEndpoint, format_endpoint, normalize_probability,
 };
 
 use crate::{Cluster, Detector, EndpointSpec, Node, ServicePortSpec};
@@ -32,8 +32,16 @@ fn categorize(sp: &ServicePortSpec) -> Categorized<'_> {
     let etp_local = sp.etp_local && ext;
     let uses_cluster = !sp.itp_local || ext;
     let uses_local = sp.itp_local || etp_local;
-    let cluster: Vec<&EndpointSpec> = if uses_cluster { sp.endpoints.iter().collect() } else { Vec::new() };
-    let local: Vec<&EndpointSpec> = if uses_local { sp.endpoints.iter().filter(|e| e.local).collect() } else { Vec::new() };
+    let cluster: Vec<&EndpointSpec> = if uses_cluster {
+        sp.endpoints.iter().collect()
+    } else {
+        Vec::new()
+    };
+    let local: Vec<&EndpointSpec> = if uses_local {
+        sp.endpoints.iter().filter(|e| e.local).collect()
+    } else {
+        Vec::new()
+    };
     // With a Local policy in use, any ready endpoint anywhere counts as "has endpoints".
     let has_endpoints = !cluster.is_empty() || (uses_local && !sp.endpoints.is_empty());
     let mut reachable = cluster.clone();
@@ -48,7 +56,14 @@ fn categorize(sp: &ServicePortSpec) -> Categorized<'_> {
             reachable = local.clone();
         }
     }
-    Categorized { cluster, local, reachable, has_endpoints, uses_cluster, uses_local }
+    Categorized {
+        cluster,
+        local,
+        reachable,
+        has_endpoints,
+        uses_cluster,
+        uses_local,
+    }
 }
 
 struct Decisions {
@@ -113,23 +128,48 @@ fn probability(n: usize) -> String {
 /// kube-proxy's and kubelet's jump rules and chains, and every service.
 pub fn render(cluster: &Cluster) -> String {
     let node = &cluster.node;
-    let mut o = Out { filter_chains: String::new(), filter_rules: String::new(), nat_chains: String::new(), nat_rules: String::new() };
+    let mut o = Out {
+        filter_chains: String::new(),
+        filter_rules: String::new(),
+        nat_chains: String::new(),
+        nat_rules: String::new(),
+    };
     let m = mark(node);
-    for c in ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL"] {
+    for c in [
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+    ] {
         let _ = writeln!(o.filter_chains, ":{c} - [0:0]");
     }
-    for c in ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"] {
+    for c in [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ] {
         let _ = writeln!(o.nat_chains, ":{c} - [0:0]");
     }
-    let _ = writeln!(o.nat_rules, "-A KUBE-POSTROUTING -m mark ! --mark {m}/{m} -j RETURN");
+    let _ = writeln!(
+        o.nat_rules,
+        "-A KUBE-POSTROUTING -m mark ! --mark {m}/{m} -j RETURN"
+    );
     let _ = writeln!(o.nat_rules, "-A KUBE-POSTROUTING -j MARK --xor-mark {m}");
-    let _ = writeln!(o.nat_rules, "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully");
+    let _ = writeln!(
+        o.nat_rules,
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+    );
     let _ = writeln!(o.nat_rules, "-A KUBE-MARK-MASQ -j MARK --or-mark {m}");
     let v4 = node.family == IpFamily::IPv4;
     let localhost = v4 && node.localhost_node_ports;
     if localhost {
         let _ = writeln!(o.filter_chains, ":KUBE-FIREWALL - [0:0]");
-        let _ = writeln!(o.filter_rules, "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP");
+        let _ = writeln!(
+            o.filter_rules,
+            "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+        );
     }
     for sp in &cluster.ports {
         render_port(node, sp, &mut o);
@@ -137,23 +177,43 @@ pub fn render(cluster: &Cluster) -> String {
     match &node.node_port_addresses {
         None => {
             let excl = if v4 {
-                if localhost { String::new() } else { " ! -d 127.0.0.0/8".to_owned() }
+                if localhost {
+                    String::new()
+                } else {
+                    " ! -d 127.0.0.0/8".to_owned()
+                }
             } else {
                 " ! -d ::1/128".to_owned()
             };
-            let _ = writeln!(o.nat_rules, "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL{excl} -j KUBE-NODEPORTS");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL{excl} -j KUBE-NODEPORTS"
+            );
         }
         Some(addrs) => {
             for a in addrs {
-                let _ = writeln!(o.nat_rules, "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -d {a} -j KUBE-NODEPORTS");
+                let _ = writeln!(
+                    o.nat_rules,
+                    "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -d {a} -j KUBE-NODEPORTS"
+                );
             }
         }
     }
-    let _ = writeln!(o.filter_rules, "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP");
-    let _ = writeln!(o.filter_rules, "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT");
-    let _ = writeln!(o.filter_rules, "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+    let _ = writeln!(
+        o.filter_rules,
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"
+    );
+    let _ = writeln!(
+        o.filter_rules,
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT"
+    );
+    let _ = writeln!(
+        o.filter_rules,
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    );
 
-    let mut s = String::with_capacity(o.nat_rules.len() + o.nat_chains.len() + o.filter_rules.len() + 4096);
+    let mut s =
+        String::with_capacity(o.nat_rules.len() + o.nat_chains.len() + o.filter_rules.len() + 4096);
     s.push_str("*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n");
     s.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n");
     s.push_str(&o.filter_chains);
@@ -175,7 +235,9 @@ pub fn render(cluster: &Cluster) -> String {
     s.push_str("COMMIT\n");
     s.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n");
     s.push_str(&o.nat_chains);
-    s.push_str("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n");
+    s.push_str(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
+    );
     s.push_str("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n");
     s.push_str("-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n");
     s.push_str(&o.nat_rules);
@@ -207,64 +269,113 @@ fn render_port(node: &Node, sp: &ServicePortSpec, o: &mut Out) {
     let pp = format!("-m {proto} -p {proto}");
 
     if d.has_internal {
-        let _ = writeln!(o.nat_rules, "-A KUBE-SERVICES -m comment --comment \"{spn} cluster IP\" {pp} -d {cip} --dport {port} -j {internal_chain}");
+        let _ = writeln!(
+            o.nat_rules,
+            "-A KUBE-SERVICES -m comment --comment \"{spn} cluster IP\" {pp} -d {cip} --dport {port} -j {internal_chain}"
+        );
     } else {
-        let _ = writeln!(o.filter_rules, "-A KUBE-SERVICES -m comment --comment {int_comment} {pp} -d {cip} --dport {port} -j {int_target}");
+        let _ = writeln!(
+            o.filter_rules,
+            "-A KUBE-SERVICES -m comment --comment {int_comment} {pp} -d {cip} --dport {port} -j {int_target}"
+        );
     }
     for ip in &sp.external_ips {
         if c.has_endpoints {
-            let _ = writeln!(o.nat_rules, "-A KUBE-SERVICES -m comment --comment \"{spn} external IP\" {pp} -d {ip} --dport {port} -j {ext}");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A KUBE-SERVICES -m comment --comment \"{spn} external IP\" {pp} -d {ip} --dport {port} -j {ext}"
+            );
         }
         if !d.has_external {
-            let _ = writeln!(o.filter_rules, "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {pp} -d {ip} --dport {port} -j {ext_target}");
+            let _ = writeln!(
+                o.filter_rules,
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {pp} -d {ip} --dport {port} -j {ext_target}"
+            );
         }
     }
     for ip in &sp.lb_ips {
         if c.has_endpoints {
-            let _ = writeln!(o.nat_rules, "-A KUBE-SERVICES -m comment --comment \"{spn} loadbalancer IP\" {pp} -d {ip} --dport {port} -j {lb_chain}");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A KUBE-SERVICES -m comment --comment \"{spn} loadbalancer IP\" {pp} -d {ip} --dport {port} -j {lb_chain}"
+            );
         }
         if d.uses_fw {
-            let _ = writeln!(o.filter_rules, "-A KUBE-PROXY-FIREWALL -m comment --comment \"{spn} traffic not accepted by {fw}\" {pp} -d {ip} --dport {port} -j DROP");
+            let _ = writeln!(
+                o.filter_rules,
+                "-A KUBE-PROXY-FIREWALL -m comment --comment \"{spn} traffic not accepted by {fw}\" {pp} -d {ip} --dport {port} -j DROP"
+            );
         }
     }
     if !d.has_external {
         for ip in &sp.lb_ips {
-            let _ = writeln!(o.filter_rules, "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {pp} -d {ip} --dport {port} -j {ext_target}");
+            let _ = writeln!(
+                o.filter_rules,
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} {pp} -d {ip} --dport {port} -j {ext_target}"
+            );
         }
     }
     if let Some(np) = sp.node_port {
         if c.has_endpoints {
             if node.localhost_node_ports && node.family == IpFamily::IPv4 {
-                let _ = writeln!(o.nat_rules, "-A KUBE-NODEPORTS -m comment --comment {spn} {pp} -d 127.0.0.0/8 --dport {np} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext}");
+                let _ = writeln!(
+                    o.nat_rules,
+                    "-A KUBE-NODEPORTS -m comment --comment {spn} {pp} -d 127.0.0.0/8 --dport {np} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext}"
+                );
             }
-            let _ = writeln!(o.nat_rules, "-A KUBE-NODEPORTS -m comment --comment {spn} {pp} --dport {np} -j {ext}");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A KUBE-NODEPORTS -m comment --comment {spn} {pp} --dport {np} -j {ext}"
+            );
         }
         if !d.has_external {
-            let _ = writeln!(o.filter_rules, "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL {pp} --dport {np} -j {ext_target}");
+            let _ = writeln!(
+                o.filter_rules,
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL {pp} --dport {np} -j {ext_target}"
+            );
         }
     }
     if let Some(hc) = sp.hc_node_port {
-        let _ = writeln!(o.filter_rules, "-A KUBE-NODEPORTS -m comment --comment \"{spn} health check node port\" -m tcp -p tcp --dport {hc} -j ACCEPT");
+        let _ = writeln!(
+            o.filter_rules,
+            "-A KUBE-NODEPORTS -m comment --comment \"{spn} health check node port\" -m tcp -p tcp --dport {hc} -j ACCEPT"
+        );
     }
 
     if d.has_internal {
-        let args = format!("-m comment --comment \"{spn} cluster IP\" {pp} -d {cip} --dport {port}");
+        let args =
+            format!("-m comment --comment \"{spn} cluster IP\" {pp} -d {cip} --dport {port}");
         if node.masquerade_all {
             let _ = writeln!(o.nat_rules, "-A {internal_chain} {args} -j KUBE-MARK-MASQ");
         } else if let Some(nl) = if_not_local(&node.detector) {
-            let _ = writeln!(o.nat_rules, "-A {internal_chain} {args} {nl} -j KUBE-MARK-MASQ");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {internal_chain} {args} {nl} -j KUBE-MARK-MASQ"
+            );
         }
     }
     if d.uses_ext_chain {
         let _ = writeln!(o.nat_chains, ":{ext} - [0:0]");
         if !ext_local {
-            let _ = writeln!(o.nat_rules, "-A {ext} -m comment --comment \"masquerade traffic for {spn} external destinations\" -j KUBE-MARK-MASQ");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {ext} -m comment --comment \"masquerade traffic for {spn} external destinations\" -j KUBE-MARK-MASQ"
+            );
         } else {
             if let Some(l) = if_local(&node.detector) {
-                let _ = writeln!(o.nat_rules, "-A {ext} -m comment --comment \"pod traffic for {spn} external destinations\" {l} -j {svc}");
+                let _ = writeln!(
+                    o.nat_rules,
+                    "-A {ext} -m comment --comment \"pod traffic for {spn} external destinations\" {l} -j {svc}"
+                );
             }
-            let _ = writeln!(o.nat_rules, "-A {ext} -m comment --comment \"masquerade LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ");
-            let _ = writeln!(o.nat_rules, "-A {ext} -m comment --comment \"route LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j {svc}");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {ext} -m comment --comment \"masquerade LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"
+            );
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {ext} -m comment --comment \"route LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j {svc}"
+            );
         }
         if d.has_external {
             let _ = writeln!(o.nat_rules, "-A {ext} -j {external_policy_chain}");
@@ -273,14 +384,23 @@ fn render_port(node: &Node, sp: &ServicePortSpec, o: &mut Out) {
     if d.uses_fw {
         let _ = writeln!(o.nat_chains, ":{fw} - [0:0]");
         for src in &sp.source_ranges {
-            let _ = writeln!(o.nat_rules, "-A {fw} -m comment --comment \"{spn} loadbalancer IP\" -s {src} -j {ext}");
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {fw} -m comment --comment \"{spn} loadbalancer IP\" -s {src} -j {ext}"
+            );
         }
         if d.allow_from_node {
             for ip in &sp.lb_ips {
-                let _ = writeln!(o.nat_rules, "-A {fw} -m comment --comment \"{spn} loadbalancer IP\" -s {ip} -j {ext}");
+                let _ = writeln!(
+                    o.nat_rules,
+                    "-A {fw} -m comment --comment \"{spn} loadbalancer IP\" -s {ip} -j {ext}"
+                );
             }
         }
-        let _ = writeln!(o.nat_rules, "-A {fw} -m comment --comment \"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL\"");
+        let _ = writeln!(
+            o.nat_rules,
+            "-A {fw} -m comment --comment \"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL\""
+        );
     }
     if d.uses_cluster_chain {
         let _ = writeln!(o.nat_chains, ":{svc} - [0:0]");
@@ -294,33 +414,63 @@ fn render_port(node: &Node, sp: &ServicePortSpec, o: &mut Out) {
         let epstr = format_endpoint(&e.ip, e.port);
         let sep = chain_name("KUBE-SEP-", &spn, proto, &epstr);
         let _ = writeln!(o.nat_chains, ":{sep} - [0:0]");
-        let cm = if node.large_cluster { String::new() } else { format!("-m comment --comment {spn} ") };
+        let cm = if node.large_cluster {
+            String::new()
+        } else {
+            format!("-m comment --comment {spn} ")
+        };
         let _ = writeln!(o.nat_rules, "-A {sep} {cm}-s {} -j KUBE-MARK-MASQ", e.ip);
-        let recent = if sp.affinity.is_some() { format!("-m recent --name {sep} --set ") } else { String::new() };
-        let _ = writeln!(o.nat_rules, "-A {sep} {cm}{recent}{pp} -j DNAT --to-destination {epstr}");
+        let recent = if sp.affinity.is_some() {
+            format!("-m recent --name {sep} --set ")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o.nat_rules,
+            "-A {sep} {cm}{recent}{pp} -j DNAT --to-destination {epstr}"
+        );
     }
 }
 
-fn dispatch_rules(node: &Node, sp: &ServicePortSpec, spn: &str, chain: &str, eps: &[&EndpointSpec], o: &mut Out) {
+fn dispatch_rules(
+    node: &Node,
+    sp: &ServicePortSpec,
+    spn: &str,
+    chain: &str,
+    eps: &[&EndpointSpec],
+    o: &mut Out,
+) {
     let proto = sp.protocol.as_str();
     let comment = |e: &EndpointSpec| -> String {
         if node.large_cluster {
             String::new()
         } else {
-            format!("-m comment --comment \"{spn} -> {}\" ", format_endpoint(&e.ip, e.port))
+            format!(
+                "-m comment --comment \"{spn} -> {}\" ",
+                format_endpoint(&e.ip, e.port)
+            )
         }
     };
     if let Some(t) = sp.affinity {
         for e in eps {
             let sep = chain_name("KUBE-SEP-", spn, proto, &format_endpoint(&e.ip, e.port));
-            let _ = writeln!(o.nat_rules, "-A {chain} {}-m recent --name {sep} --rcheck --seconds {t} --reap -j {sep}", comment(e));
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {chain} {}-m recent --name {sep} --rcheck --seconds {t} --reap -j {sep}",
+                comment(e)
+            );
         }
     }
     let n = eps.len();
     for (i, e) in eps.iter().enumerate() {
         let sep = chain_name("KUBE-SEP-", spn, proto, &format_endpoint(&e.ip, e.port));
         if i < n - 1 {
-            let _ = writeln!(o.nat_rules, "-A {chain} {}-m statistic --mode random --probability {} -j {sep}", comment(e), probability(n - i));
+            let _ = writeln!(
+                o.nat_rules,
+                "-A {chain} {}-m statistic --mode random --probability {} -j {sep}",
+                comment(e),
+                probability(n - i)
+            );
         } else {
             let _ = writeln!(o.nat_rules, "-A {chain} {}-j {sep}", comment(e));
         }
@@ -355,8 +505,12 @@ pub fn expected(cluster: &Cluster) -> Vec<ServicePort> {
                 })
                 .collect(),
         };
-        let cluster_dispatch = d.uses_cluster_chain.then(|| dispatch(chain_name("KUBE-SVC-", &spn, proto, ""), &c.cluster));
-        let local_dispatch = d.uses_local_chain.then(|| dispatch(chain_name("KUBE-SVL-", &spn, proto, ""), &c.local));
+        let cluster_dispatch = d
+            .uses_cluster_chain
+            .then(|| dispatch(chain_name("KUBE-SVC-", &spn, proto, ""), &c.cluster));
+        let local_dispatch = d
+            .uses_local_chain
+            .then(|| dispatch(chain_name("KUBE-SVL-", &spn, proto, ""), &c.local));
         let any_local_policy = itp_local || etp_local;
         let mut endpoints: Vec<Endpoint> = Vec::new();
         let ordered: Vec<&EndpointSpec> = if d.uses_cluster_chain {
@@ -382,7 +536,11 @@ pub fn expected(cluster: &Cluster) -> Vec<ServicePort> {
             } else {
                 None
             };
-            endpoints.push(Endpoint { ip: e.ip, port: e.port, local });
+            endpoints.push(Endpoint {
+                ip: e.ip,
+                port: e.port,
+                local,
+            });
         }
         let (external_ips, lb_ips, ext_or_lb) = if c.has_endpoints {
             (sp.external_ips.clone(), sp.lb_ips.clone(), Vec::new())
@@ -408,7 +566,11 @@ pub fn expected(cluster: &Cluster) -> Vec<ServicePort> {
             None
         };
         out.push(ServicePort {
-            name: ServicePortName { namespace: sp.namespace.clone(), name: sp.name.clone(), port_name: sp.port_name.clone() },
+            name: ServicePortName {
+                namespace: sp.namespace.clone(),
+                name: sp.name.clone(),
+                port_name: sp.port_name.clone(),
+            },
             protocol: sp.protocol,
             family: node.family,
             cluster_ip: sp.cluster_ip,
@@ -421,18 +583,35 @@ pub fn expected(cluster: &Cluster) -> Vec<ServicePort> {
             external_ips,
             load_balancer_ips: lb_ips,
             external_or_load_balancer_ips: ext_or_lb,
-            load_balancer_source_ranges: if d.uses_fw { sp.source_ranges.clone() } else { Vec::new() },
+            load_balancer_source_ranges: if d.uses_fw {
+                sp.source_ranges.clone()
+            } else {
+                Vec::new()
+            },
             load_balancer_allows_node: d.uses_fw && d.allow_from_node,
-            session_affinity_seconds: if d.uses_cluster_chain || d.uses_local_chain { sp.affinity } else { None },
-            internal_traffic_policy: if itp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
-            external_traffic_policy: if etp_local { TrafficPolicy::Local } else { TrafficPolicy::Cluster },
+            session_affinity_seconds: if d.uses_cluster_chain || d.uses_local_chain {
+                sp.affinity
+            } else {
+                None
+            },
+            internal_traffic_policy: if itp_local {
+                TrafficPolicy::Local
+            } else {
+                TrafficPolicy::Cluster
+            },
+            external_traffic_policy: if etp_local {
+                TrafficPolicy::Local
+            } else {
+                TrafficPolicy::Cluster
+            },
             health_check_node_port: sp.hc_node_port,
             endpoints,
             cluster_dispatch,
             local_dispatch,
             internal_no_endpoints,
             external_no_endpoints,
-            masquerade_cluster_ip: d.has_internal && (node.masquerade_all || !matches!(node.detector, Detector::None)),
+            masquerade_cluster_ip: d.has_internal
+                && (node.masquerade_all || !matches!(node.detector, Detector::None)),
             hairpin_masquerade: !c.reachable.is_empty(),
             hash_mismatches: Vec::new(),
         });

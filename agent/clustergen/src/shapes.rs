@@ -31,7 +31,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -41,34 +41,62 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
 fn cluster_ip(family: IpFamily, i: u32) -> IpAddr {
     match family {
-        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 30, 0, 0)) + i + 1)),
-        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0)) + u128::from(i) + 1)),
+        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(172, 30, 0, 0)) + i + 1,
+        )),
+        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::from(
+            u128::from(Ipv6Addr::new(0xfd00, 0x30, 0, 0, 0, 0, 0, 0)) + u128::from(i) + 1,
+        )),
     }
 }
 
 fn pod_ip(family: IpFamily, k: u32) -> IpAddr {
     match family {
-        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k + 1)),
-        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0)) + u128::from(k) + 1)),
+        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k + 1,
+        )),
+        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::from(
+            u128::from(Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0)) + u128::from(k) + 1,
+        )),
     }
 }
 
 fn doc_ip(family: IpFamily, base: [u8; 3], i: u32) -> IpAddr {
     match family {
-        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::new(base[0], base[1], base[2], (i % 250 + 1) as u8)),
-        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, u16::from(base[2]), 0, 0, 0, 0, (i % 60000 + 1) as u16)),
+        IpFamily::IPv4 => IpAddr::V4(Ipv4Addr::new(
+            base[0],
+            base[1],
+            base[2],
+            (i % 250 + 1) as u8,
+        )),
+        IpFamily::IPv6 => IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            u16::from(base[2]),
+            0,
+            0,
+            0,
+            0,
+            (i % 60000 + 1) as u16,
+        )),
     }
 }
 
 /// Generates `services` services with about `endpoints` endpoints each. With [`Shape::Mix`]
 /// some services have several ports, so there are more service ports than services.
-pub fn generate(family: IpFamily, shape: Shape, services: u32, endpoints: u32, seed: u64) -> Cluster {
+pub fn generate(
+    family: IpFamily,
+    shape: Shape,
+    services: u32,
+    endpoints: u32,
+    seed: u64,
+) -> Cluster {
     let mut node = Node::default_for(family);
     let mut rng = Rng::new(seed);
     let mut ports = Vec::new();
@@ -83,11 +111,18 @@ pub fn generate(family: IpFamily, shape: Shape, services: u32, endpoints: u32, s
             (0..n)
                 .map(|_| {
                     pod += 1;
-                    EndpointSpec { ip: pod_ip(family, pod), port, local: rng.below(4) == 0 }
+                    EndpointSpec {
+                        ip: pod_ip(family, pod),
+                        port,
+                        local: rng.below(4) == 0,
+                    }
                 })
                 .collect()
         };
-        let base = |port_name: &str, protocol: Protocol, port: u16, endpoints: Vec<EndpointSpec>| ServicePortSpec {
+        let base = |port_name: &str,
+                    protocol: Protocol,
+                    port: u16,
+                    endpoints: Vec<EndpointSpec>| ServicePortSpec {
             namespace: ns.clone(),
             name: name.clone(),
             port_name: port_name.to_owned(),
@@ -105,7 +140,11 @@ pub fn generate(family: IpFamily, shape: Shape, services: u32, endpoints: u32, s
             endpoints,
         };
         let mut next_np = || {
-            node_port = if node_port >= 32767 { 30000 } else { node_port + 1 };
+            node_port = if node_port >= 32767 {
+                30000
+            } else {
+                node_port + 1
+            };
             node_port as u16
         };
         let kind = match shape {
@@ -143,8 +182,15 @@ pub fn generate(family: IpFamily, shape: Shape, services: u32, endpoints: u32, s
                 p.node_port = Some(next_np());
                 p.lb_ips = vec![doc_ip(family, [198, 51, 100], i)];
                 p.source_ranges = match family {
-                    IpFamily::IPv4 => vec![IpNet::from(IpAddr::from([192, 0, 2, 0])), "10.0.0.0/8".parse().unwrap_or_else(|_| IpNet::from(cip))],
-                    IpFamily::IPv6 => vec!["2001:db8:1::/48".parse().unwrap_or_else(|_| IpNet::from(cip))],
+                    IpFamily::IPv4 => vec![
+                        IpNet::from(IpAddr::from([192, 0, 2, 0])),
+                        "10.0.0.0/8".parse().unwrap_or_else(|_| IpNet::from(cip)),
+                    ],
+                    IpFamily::IPv6 => vec![
+                        "2001:db8:1::/48"
+                            .parse()
+                            .unwrap_or_else(|_| IpNet::from(cip)),
+                    ],
                 };
                 if rng.below(2) == 0 {
                     // A range containing the node IP: the node may reach the LB IP itself.

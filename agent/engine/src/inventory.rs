@@ -59,7 +59,11 @@ pub enum InventoryError {
 
 impl InventoryError {
     pub(crate) fn malformed(source: &str, line: u32, message: impl Into<String>) -> InventoryError {
-        InventoryError::Malformed { input: source.to_owned(), line, message: message.into() }
+        InventoryError::Malformed {
+            input: source.to_owned(),
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -79,15 +83,23 @@ pub struct DumpInput<R> {
 pub const TABLES: [&str; 3] = ["nat", "filter", "mangle"];
 
 /// Reads one family's dump into its facts, service ports and warnings.
-pub fn read_family<R: Read>(input: DumpInput<R>) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
+pub fn read_family<R: Read>(
+    input: DumpInput<R>,
+) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
     let mut collector = facts::Collector::new(&input.name, input.family);
-    save::read_dump(&input.name, input.reader, &TABLES, |event, line| collector.event(event, line))?;
+    save::read_dump(&input.name, input.reader, &TABLES, |event, line| {
+        collector.event(event, line)
+    })?;
     Ok(resolve::resolve(collector, input.source))
 }
 
 /// Reads dumps (typically one IPv4 and optionally one IPv6) into one inventory.
 pub fn inventory<R: Read>(inputs: Vec<DumpInput<R>>) -> Result<Inventory, InventoryError> {
-    let mut inv = Inventory { families: Vec::new(), service_ports: Vec::new(), warnings: Vec::new() };
+    let mut inv = Inventory {
+        families: Vec::new(),
+        service_ports: Vec::new(),
+        warnings: Vec::new(),
+    };
     for input in inputs {
         let (facts, ports, warnings) = read_family(input)?;
         inv.families.push(facts);
@@ -103,7 +115,9 @@ pub fn inventory_from_str(name: &str, text: &str) -> Result<Inventory, Inventory
     inventory(vec![DumpInput {
         name: name.to_owned(),
         family: IpFamily::IPv4,
-        source: SourceKind::File { path: name.to_owned() },
+        source: SourceKind::File {
+            path: name.to_owned(),
+        },
         reader: text.as_bytes(),
     }])
 }

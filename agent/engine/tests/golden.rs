@@ -5,10 +5,13 @@
 //!
 //! Each form must give the expected model, and all three forms must give the same model.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use ipvsmig_engine::inventory::{
-    DumpInput, FamilyFacts, Inventory, IpFamily, ServicePort, SourceKind, inventory, normalize_probability,
+    DumpInput, FamilyFacts, Inventory, IpFamily, ServicePort, SourceKind, inventory,
+    normalize_probability,
 };
 use serde::Deserialize;
 
@@ -48,7 +51,11 @@ fn read(case: &str, file: &str, family: IpFamily) -> Inventory {
 
 fn normalized(mut ports: Vec<ServicePort>) -> Vec<ServicePort> {
     for sp in &mut ports {
-        for d in sp.cluster_dispatch.iter_mut().chain(sp.local_dispatch.iter_mut()) {
+        for d in sp
+            .cluster_dispatch
+            .iter_mut()
+            .chain(sp.local_dispatch.iter_mut())
+        {
             for e in &mut d.endpoints {
                 e.probability = normalize_probability(e.probability);
             }
@@ -68,14 +75,22 @@ fn node_json(f: &FamilyFacts) -> serde_json::Value {
 
 fn check(case: &str) {
     let exp_path = golden_dir().join(case).join("expected.json");
-    let exp: Expected = serde_json::from_str(&std::fs::read_to_string(&exp_path).unwrap_or_else(|e| panic!("{}: {e}", exp_path.display())))
-        .unwrap_or_else(|e| panic!("{}: {e}", exp_path.display()));
+    let exp: Expected = serde_json::from_str(
+        &std::fs::read_to_string(&exp_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", exp_path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", exp_path.display()));
     let want = normalized(exp.service_ports);
     let mut models = Vec::new();
     for file in ["restore.txt", "live-legacy.txt", "live-nft.txt"] {
         let inv = read(case, file, exp.family);
         let got = normalized(inv.service_ports.clone());
-        assert_eq!(got.len(), want.len(), "{case}/{file}: number of service ports\n got: {:#?}", got.iter().map(|s| s.name.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{case}/{file}: number of service ports\n got: {:#?}",
+            got.iter().map(|s| s.name.to_string()).collect::<Vec<_>>()
+        );
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "{case}/{file}: service port {}", w.name);
         }
@@ -91,9 +106,17 @@ fn check(case: &str) {
         }
         assert_eq!(got_node, want_node, "{case}/{file}: node-level facts");
         // Warnings: same codes and chains in every form; line numbers checked on restore.txt.
-        let mut got_w: Vec<(String, String, String)> = inv.warnings.iter().map(|w| (w.code.clone(), w.table.clone(), w.chain.clone())).collect();
+        let mut got_w: Vec<(String, String, String)> = inv
+            .warnings
+            .iter()
+            .map(|w| (w.code.clone(), w.table.clone(), w.chain.clone()))
+            .collect();
         got_w.dedup();
-        let want_w: Vec<(String, String, String)> = exp.warnings.iter().map(|w| (w.code.clone(), w.table.clone(), w.chain.clone())).collect();
+        let want_w: Vec<(String, String, String)> = exp
+            .warnings
+            .iter()
+            .map(|w| (w.code.clone(), w.table.clone(), w.chain.clone()))
+            .collect();
         let mut gs = got_w.clone();
         gs.sort();
         let mut ws = want_w.clone();
@@ -101,14 +124,26 @@ fn check(case: &str) {
         assert_eq!(gs, ws, "{case}/{file}: warnings {:#?}", inv.warnings);
         if file == "restore.txt" {
             for w in &inv.warnings {
-                let e = exp.warnings.iter().find(|e| e.code == w.code && e.chain == w.chain);
-                assert!(e.is_some_and(|e| e.restore_lines.contains(&w.line)), "{case}: warning at unexpected line: {w:?}");
+                let e = exp
+                    .warnings
+                    .iter()
+                    .find(|e| e.code == w.code && e.chain == w.chain);
+                assert!(
+                    e.is_some_and(|e| e.restore_lines.contains(&w.line)),
+                    "{case}: warning at unexpected line: {w:?}"
+                );
             }
         }
         models.push(got);
     }
-    assert_eq!(models[0], models[1], "{case}: restore form and live legacy form differ");
-    assert_eq!(models[0], models[2], "{case}: restore form and live nft form differ");
+    assert_eq!(
+        models[0], models[1],
+        "{case}: restore form and live legacy form differ"
+    );
+    assert_eq!(
+        models[0], models[2],
+        "{case}: restore form and live nft form differ"
+    );
 }
 
 macro_rules! golden {
@@ -138,7 +173,10 @@ fn every_golden_case_has_a_test() {
         let entry = entry.unwrap_or_else(|e| panic!("{e}"));
         if entry.path().join("expected.json").exists() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            assert!(src.contains(&format!("=> \"{name}\"")), "golden case {name} has no test");
+            assert!(
+                src.contains(&format!("=> \"{name}\"")),
+                "golden case {name} has no test"
+            );
         }
     }
 }

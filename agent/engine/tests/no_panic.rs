@@ -2,11 +2,20 @@
 //! corrupted at random places. (The cargo-fuzz target in fuzz/ explores the same property
 //! with coverage guidance; see docs/fuzzing.md.)
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use ipvsmig_engine::inventory::{DumpInput, IpFamily, SourceKind, inventory};
 use proptest::prelude::*;
 
 fn parse(bytes: &[u8]) {
-    let _ = inventory(vec![DumpInput { name: "fuzz".into(), family: IpFamily::IPv4, source: SourceKind::File { path: "fuzz".into() }, reader: bytes }]);
+    let _ = inventory(vec![DumpInput {
+        name: "fuzz".into(),
+        family: IpFamily::IPv4,
+        source: SourceKind::File {
+            path: "fuzz".into(),
+        },
+        reader: bytes,
+    }]);
 }
 
 const SEED: &str = include_str!("golden/overall/restore.txt");

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ipvsmig_engine::inventory::{
-    Backend, DumpInput, FamilyFacts, InventoryError, IpFamily, ServicePort, SourceKind, Warning, read_family,
+    Backend, DumpInput, FamilyFacts, InventoryError, IpFamily, ServicePort, SourceKind, Warning,
+    read_family,
 };
 
 /// Errors from the host side.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// No iptables-save binary for the needed backend.
-    #[error("no usable {what} binary: looked for {looked} in PATH, /usr/sbin and /sbin (install the iptables package)")]
+    #[error(
+        "no usable {what} binary: looked for {looked} in PATH, /usr/sbin and /sbin (install the iptables package)"
+    )]
     ToolMissing {
         /// What was looked for.
         what: String,
@@ -49,15 +52,21 @@ pub struct SaveTools {
 }
 
 fn find_in_path(name: &str, path_var: Option<&str>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = path_var.map(|p| std::env::split_paths(p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = path_var
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
     dirs.push(PathBuf::from("/usr/sbin"));
     dirs.push(PathBuf::from("/sbin"));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p))
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 impl SaveTools {
@@ -65,12 +74,19 @@ impl SaveTools {
     /// `IPVS_MIGRATE_TOOLS_PATH` when that is set (e.g. the host's binaries mounted in a pod).
     pub fn discover(family: IpFamily) -> SaveTools {
         if let Ok(only) = std::env::var("IPVS_MIGRATE_TOOLS_PATH") {
-            let find = |name: &str| std::env::split_paths(&only).map(|d| d.join(name)).find(|p| is_executable(p));
+            let find = |name: &str| {
+                std::env::split_paths(&only)
+                    .map(|d| d.join(name))
+                    .find(|p| is_executable(p))
+            };
             let prefix = match family {
                 IpFamily::IPv4 => "iptables",
                 IpFamily::IPv6 => "ip6tables",
             };
-            return SaveTools { legacy: find(&format!("{prefix}-legacy-save")), nft: find(&format!("{prefix}-nft-save")) };
+            return SaveTools {
+                legacy: find(&format!("{prefix}-legacy-save")),
+                nft: find(&format!("{prefix}-nft-save")),
+            };
         }
         let path = std::env::var("PATH").ok();
         let prefix = match family {
@@ -134,32 +150,56 @@ pub fn signals(dump: &str) -> BackendSignals {
 }
 
 /// Chooses the backend from each backend's signals (None: that binary is missing).
-pub fn choose(legacy: Option<&BackendSignals>, nft: Option<&BackendSignals>) -> Option<BackendChoice> {
+pub fn choose(
+    legacy: Option<&BackendSignals>,
+    nft: Option<&BackendSignals>,
+) -> Option<BackendChoice> {
     let choice = |backend: Backend, reason: &str| BackendChoice {
         backend,
         reason: reason.to_owned(),
         legacy_kube_chains: legacy.map(|s| s.kube_chains),
         nft_kube_chains: nft.map(|s| s.kube_chains),
     };
-    let (l, n) = (legacy.cloned().unwrap_or_default(), nft.cloned().unwrap_or_default());
+    let (l, n) = (
+        legacy.cloned().unwrap_or_default(),
+        nft.cloned().unwrap_or_default(),
+    );
     if n.hint {
-        return Some(choice(Backend::Nft, "KUBE-IPTABLES-HINT in the nft backend's mangle table"));
+        return Some(choice(
+            Backend::Nft,
+            "KUBE-IPTABLES-HINT in the nft backend's mangle table",
+        ));
     }
     if l.hint {
-        return Some(choice(Backend::Legacy, "KUBE-IPTABLES-HINT in the legacy backend's mangle table"));
+        return Some(choice(
+            Backend::Legacy,
+            "KUBE-IPTABLES-HINT in the legacy backend's mangle table",
+        ));
     }
     if n.canary {
-        return Some(choice(Backend::Nft, "KUBE-KUBELET-CANARY in the nft backend's mangle table"));
+        return Some(choice(
+            Backend::Nft,
+            "KUBE-KUBELET-CANARY in the nft backend's mangle table",
+        ));
     }
     if l.canary {
-        return Some(choice(Backend::Legacy, "KUBE-KUBELET-CANARY in the legacy backend's mangle table"));
+        return Some(choice(
+            Backend::Legacy,
+            "KUBE-KUBELET-CANARY in the legacy backend's mangle table",
+        ));
     }
     match (legacy, nft) {
         (None, None) => None,
         (Some(_), None) => Some(choice(Backend::Legacy, "only iptables-legacy is installed")),
         (None, Some(_)) => Some(choice(Backend::Nft, "only iptables-nft is installed")),
-        (Some(_), Some(_)) if l.kube_chains > n.kube_chains => Some(choice(Backend::Legacy, "the legacy backend holds more KUBE-* chains")),
-        (Some(_), Some(_)) => Some(choice(Backend::Nft, "no kubelet marker chains; nft is the default backend (or holds more KUBE-* chains)")),
+        (Some(_), Some(_)) if l.kube_chains > n.kube_chains => Some(choice(
+            Backend::Legacy,
+            "the legacy backend holds more KUBE-* chains",
+        )),
+        (Some(_), Some(_)) => Some(choice(
+            Backend::Nft,
+            "no kubelet marker chains; nft is the default backend (or holds more KUBE-* chains)",
+        )),
     }
 }
 
@@ -168,18 +208,29 @@ fn run_to_string(tool: &Path, args: &[&str]) -> Result<String, HostError> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| HostError::ToolFailed { tool: tool.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| HostError::ToolFailed {
+            tool: tool.display().to_string(),
+            message: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(HostError::ToolFailed {
             tool: tool.display().to_string(),
-            message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Detects the backend kube-proxy uses for a family (or honours `forced`).
-pub fn detect_backend(tools: &SaveTools, family: IpFamily, forced: Option<Backend>) -> Result<BackendChoice, HostError> {
+pub fn detect_backend(
+    tools: &SaveTools,
+    family: IpFamily,
+    forced: Option<Backend>,
+) -> Result<BackendChoice, HostError> {
     let name = match family {
         IpFamily::IPv4 => "iptables",
         IpFamily::IPv6 => "ip6tables",
@@ -190,9 +241,17 @@ pub fn detect_backend(tools: &SaveTools, family: IpFamily, forced: Option<Backen
                 Backend::Legacy => format!("{name}-legacy-save"),
                 Backend::Nft => format!("{name}-nft-save"),
             };
-            return Err(HostError::ToolMissing { what: n.clone(), looked: n });
+            return Err(HostError::ToolMissing {
+                what: n.clone(),
+                looked: n,
+            });
         }
-        return Ok(BackendChoice { backend: b, reason: "--iptables-backend".into(), legacy_kube_chains: None, nft_kube_chains: None });
+        return Ok(BackendChoice {
+            backend: b,
+            reason: "--iptables-backend".into(),
+            legacy_kube_chains: None,
+            nft_kube_chains: None,
+        });
     }
     let scan = |p: &Option<PathBuf>| -> Result<Option<BackendSignals>, HostError> {
         match p {
@@ -214,36 +273,55 @@ pub fn read_live(
     choice: &BackendChoice,
 ) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), HostError> {
     let Some(tool) = tools.tool(choice.backend) else {
-        return Err(HostError::ToolMissing { what: "iptables-save".into(), looked: "iptables-legacy-save, iptables-nft-save".into() });
+        return Err(HostError::ToolMissing {
+            what: "iptables-save".into(),
+            looked: "iptables-legacy-save, iptables-nft-save".into(),
+        });
     };
     let mut child = Command::new(tool)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| HostError::ToolFailed { tool: tool.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| HostError::ToolFailed {
+            tool: tool.display().to_string(),
+            message: e.to_string(),
+        })?;
     let name = format!("{} (live)", tool.display());
     let Some(stdout) = child.stdout.take() else {
-        return Err(HostError::ToolFailed { tool: tool.display().to_string(), message: "no stdout".into() });
+        return Err(HostError::ToolFailed {
+            tool: tool.display().to_string(),
+            message: "no stdout".into(),
+        });
     };
     let result = read_family(DumpInput {
         name,
         family,
-        source: SourceKind::Live { backend: choice.backend },
+        source: SourceKind::Live {
+            backend: choice.backend,
+        },
         reader: stdout,
     });
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    let status = child.wait().map_err(|e| HostError::ToolFailed { tool: tool.display().to_string(), message: e.to_string() })?;
+    let status = child.wait().map_err(|e| HostError::ToolFailed {
+        tool: tool.display().to_string(),
+        message: e.to_string(),
+    })?;
     if !status.success() {
-        return Err(HostError::ToolFailed { tool: tool.display().to_string(), message: format!("{status}: {}", err.trim()) });
+        return Err(HostError::ToolFailed {
+            tool: tool.display().to_string(),
+            message: format!("{status}: {}", err.trim()),
+        });
     }
     let (facts, ports, mut warnings) = result?;
-    if let (Some(l), Some(n)) = (choice.legacy_kube_chains, choice.nft_kube_chains) {
-        if l > 0 && n > 0 {
-            warnings.push(Warning {
+    if let (Some(l), Some(n)) = (choice.legacy_kube_chains, choice.nft_kube_chains)
+        && l > 0
+        && n > 0
+    {
+        warnings.push(Warning {
                 code: "both-backends".into(),
                 family,
                 line: 0,
@@ -256,7 +334,6 @@ pub fn read_live(
                     choice.backend, choice.reason
                 ),
             });
-        }
     }
     Ok((facts, ports, warnings))
 }
@@ -266,7 +343,11 @@ mod tests {
     use super::*;
 
     fn sig(hint: bool, canary: bool, kube_chains: usize) -> BackendSignals {
-        BackendSignals { hint, canary, kube_chains }
+        BackendSignals {
+            hint,
+            canary,
+            kube_chains,
+        }
     }
 
     #[test]
@@ -292,7 +373,9 @@ mod tests {
 
     #[test]
     fn signals_are_read_from_mangle_only() {
-        let s = signals("*nat\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n");
+        let s = signals(
+            "*nat\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n",
+        );
         assert_eq!(s, sig(true, false, 2));
     }
 }

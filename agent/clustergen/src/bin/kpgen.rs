@@ -62,7 +62,9 @@ fn run() -> Result<(), String> {
             }
             "--expected" => expected_path = Some(val()?),
             "-h" | "--help" => {
-                println!("kpgen [--services N] [--endpoints E] [--shape mix|clusterip] [--family 4|6] [--seed S] [--large-cluster auto|on|off] [--expected FILE]");
+                println!(
+                    "kpgen [--services N] [--endpoints E] [--shape mix|clusterip] [--family 4|6] [--seed S] [--large-cluster auto|on|off] [--expected FILE]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other} (see --help)")),

@@ -43,7 +43,12 @@ impl ChainTable {
             Some(i) => i as usize,
             None => {
                 let i = self.slots.len();
-                self.slots.push(Slot { kind, hash: *h, live: true, facts: ChainFacts::default() });
+                self.slots.push(Slot {
+                    kind,
+                    hash: *h,
+                    live: true,
+                    facts: ChainFacts::default(),
+                });
                 self.index.insert(k, i as u32);
                 i
             }
@@ -61,7 +66,8 @@ impl ChainTable {
 
     /// The chain's facts, if present.
     pub fn get(&self, kind: HKind, h: &Hash) -> Option<&ChainFacts> {
-        self.find(key(kind, h)).map(|i| &self.slots[i as usize].facts)
+        self.find(key(kind, h))
+            .map(|i| &self.slots[i as usize].facts)
     }
 
     /// Mutable facts, if present.
@@ -84,6 +90,9 @@ impl ChainTable {
 
     /// Live chains in creation order.
     pub fn iter(&self) -> impl Iterator<Item = (HKind, &Hash, &ChainFacts)> {
-        self.slots.iter().filter(|s| s.live).map(|s| (s.kind, &s.hash, &s.facts))
+        self.slots
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| (s.kind, &s.hash, &s.facts))
     }
 }

@@ -10,10 +10,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::InventoryError;
 use super::model::{IpFamily, LocalDetector, Protocol, Warning};
 use super::rule::{Neg, Rule, parse_rule};
 use super::save::{Event, Token};
-use super::InventoryError;
 
 /// The 16-character hash shared by a service port's SVC/SVL/EXT/FW chains (and an endpoint's SEP).
 pub type Hash = [u8; 16];
@@ -99,10 +99,15 @@ pub enum ChainClass {
 
 /// Classifies a chain name.
 pub fn classify(name: &str) -> ChainClass {
-    let Some(rest) = name.strip_prefix("KUBE-") else { return ChainClass::Other };
+    let Some(rest) = name.strip_prefix("KUBE-") else {
+        return ChainClass::Other;
+    };
     let hashed = |kind: HKind, h: &str| -> ChainClass {
         let b = h.as_bytes();
-        if b.len() == 16 && b.iter().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c)) {
+        if b.len() == 16
+            && b.iter()
+                .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+        {
             let mut out = [0u8; 16];
             out.copy_from_slice(b);
             ChainClass::Hashed(kind, out)
@@ -121,10 +126,24 @@ pub fn classify(name: &str) -> ChainClass {
         "PROXY-FIREWALL" => ChainClass::Fixed(Fixed::ProxyFirewall),
         "FIREWALL" => ChainClass::Fixed(Fixed::Firewall),
         "PROXY-CANARY" | "KUBELET-CANARY" | "IPTABLES-HINT" => ChainClass::Fixed(Fixed::Marker),
-        "NODE-PORT" | "LOAD-BALANCER" | "SOURCE-RANGES-FIREWALL" | "IPVS-FILTER" | "IPVS-OUT-FILTER"
-        | "FIRE-WALL" | "LOAD-BALANCER-LOCAL" | "LOAD-BALANCER-FW" | "LOAD-BALANCER-MASQ" => ChainClass::IpvsMode,
+        "NODE-PORT"
+        | "LOAD-BALANCER"
+        | "SOURCE-RANGES-FIREWALL"
+        | "IPVS-FILTER"
+        | "IPVS-OUT-FILTER"
+        | "FIRE-WALL"
+        | "LOAD-BALANCER-LOCAL"
+        | "LOAD-BALANCER-FW"
+        | "LOAD-BALANCER-MASQ" => ChainClass::IpvsMode,
         _ => {
-            for kind in [HKind::Svc, HKind::Svl, HKind::Ext, HKind::Fw, HKind::Sep, HKind::Xlb] {
+            for kind in [
+                HKind::Svc,
+                HKind::Svl,
+                HKind::Ext,
+                HKind::Fw,
+                HKind::Sep,
+                HKind::Xlb,
+            ] {
                 if let Some(h) = name.strip_prefix(kind.prefix()) {
                     return hashed(kind, h);
                 }
@@ -136,7 +155,10 @@ pub fn classify(name: &str) -> ChainClass {
 
 /// Built-in chain names (they may be used without a declaration in restore input).
 pub fn is_builtin(name: &str) -> bool {
-    matches!(name, "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING")
+    matches!(
+        name,
+        "PREROUTING" | "INPUT" | "FORWARD" | "OUTPUT" | "POSTROUTING"
+    )
 }
 
 /// Condition on a `-j KUBE-MARK-MASQ` or a jump.
@@ -158,11 +180,21 @@ pub enum Fact {
     /// `-j KUBE-MARK-MASQ`.
     MarkMasq { cond: Cond },
     /// `-j KUBE-{SVC,SVL,EXT,FW,XLB,SEP}-…`, optionally with `--probability`.
-    Jump { kind: HKind, to: Hash, probability: Option<u32>, cond: Cond },
+    Jump {
+        kind: HKind,
+        to: Hash,
+        probability: Option<u32>,
+        cond: Cond,
+    },
     /// `-m recent --name SEP --rcheck --seconds N --reap -j SEP`.
     Affinity { to: Hash, seconds: u32 },
     /// `-j DNAT --to-destination ip:port`.
-    Dnat { ip: IpAddr, port: u16, proto: Option<Protocol>, recent_set: bool },
+    Dnat {
+        ip: IpAddr,
+        port: u16,
+        proto: Option<Protocol>,
+        recent_set: bool,
+    },
     /// `-s <endpoint ip> -j KUBE-MARK-MASQ` in an endpoint chain.
     Hairpin { ip: IpAddr },
     /// `-s CIDR -j KUBE-EXT-…` in a firewall chain.
@@ -205,6 +237,7 @@ pub struct ChainFacts {
 
 /// Kind of ClusterIP/external entry in nat KUBE-SERVICES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after kube-proxy's comments
 pub enum EntryKind {
     /// `"<svc> cluster IP"`
     ClusterIp,
@@ -445,13 +478,25 @@ impl Collector {
             }
             ChainClass::Hashed(k, h) => {
                 self.other_hashed.insert((k, h));
-                self.warn("unplaced-chain", line, name, format!("per-service chain {name} in table {}, where kube-proxy never writes one", self.table));
+                self.warn(
+                    "unplaced-chain",
+                    line,
+                    name,
+                    format!(
+                        "per-service chain {name} in table {}, where kube-proxy never writes one",
+                        self.table
+                    ),
+                );
             }
             ChainClass::Fixed(f) => {
                 let tagged = format!("{}/{name}", self.table);
                 match f {
-                    Fixed::Marker if !self.node.markers.contains(&tagged) => self.node.markers.push(tagged),
-                    Fixed::MarkDrop if !self.node.legacy.iter().any(|l| l == name) => self.node.legacy.push(name.to_owned()),
+                    Fixed::Marker if !self.node.markers.contains(&tagged) => {
+                        self.node.markers.push(tagged)
+                    }
+                    Fixed::MarkDrop if !self.node.legacy.iter().any(|l| l == name) => {
+                        self.node.legacy.push(name.to_owned())
+                    }
                     _ => {}
                 }
                 self.declared.insert(name.to_owned());
@@ -472,7 +517,9 @@ impl Collector {
 
     fn is_declared(&self, name: &str, class: ChainClass) -> bool {
         match class {
-            ChainClass::Hashed(k, h) if self.table == "nat" => self.chains.get(k, &h).is_some_and(|c| c.declared),
+            ChainClass::Hashed(k, h) if self.table == "nat" => {
+                self.chains.get(k, &h).is_some_and(|c| c.declared)
+            }
             ChainClass::Hashed(k, h) => self.other_hashed.contains(&(k, h)),
             _ => self.declared.contains(name) || is_builtin(name),
         }
@@ -482,7 +529,10 @@ impl Collector {
         if self.table == "nat" {
             let mut missing: Option<(u32, String)> = None;
             for (k, h, c) in self.chains.iter() {
-                if !c.declared && c.first_ref_line != 0 && missing.as_ref().is_none_or(|m| c.first_ref_line < m.0) {
+                if !c.declared
+                    && c.first_ref_line != 0
+                    && missing.as_ref().is_none_or(|m| c.first_ref_line < m.0)
+                {
                     missing = Some((c.first_ref_line, k.chain(h)));
                 }
             }
@@ -490,11 +540,15 @@ impl Collector {
                 return Err(InventoryError::malformed(
                     &self.source,
                     line,
-                    format!("rule jumps to chain {target}, which is not declared in table nat (iptables-restore would reject this dump)"),
+                    format!(
+                        "rule jumps to chain {target}, which is not declared in table nat (iptables-restore would reject this dump)"
+                    ),
                 ));
             }
         }
-        let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets).into_iter().collect();
+        let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets)
+            .into_iter()
+            .collect();
         pending.sort_by_key(|p| p.1);
         for (target, line) in pending {
             let class = classify(&target);
@@ -502,7 +556,10 @@ impl Collector {
                 return Err(InventoryError::malformed(
                     &self.source,
                     line,
-                    format!("rule jumps to chain {target}, which is not declared in table {} (iptables-restore would reject this dump)", self.table),
+                    format!(
+                        "rule jumps to chain {target}, which is not declared in table {} (iptables-restore would reject this dump)",
+                        self.table
+                    ),
                 ));
             }
         }
@@ -514,7 +571,14 @@ impl Collector {
         self.warn_in(code, table, line, chain, message);
     }
 
-    pub(crate) fn warn_in(&mut self, code: &str, table: &str, line: u32, chain: &str, message: String) {
+    pub(crate) fn warn_in(
+        &mut self,
+        code: &str,
+        table: &str,
+        line: u32,
+        chain: &str,
+        message: String,
+    ) {
         self.warnings.push(Warning {
             code: code.to_owned(),
             family: self.family,
@@ -531,7 +595,10 @@ impl Collector {
             return Err(InventoryError::malformed(
                 &self.source,
                 line,
-                format!("rule appended to chain {chain}, which is not declared in table {}", self.table),
+                format!(
+                    "rule appended to chain {chain}, which is not declared in table {}",
+                    self.table
+                ),
             ));
         }
         let builtin_pos = if matches!(class, ChainClass::Other) {
@@ -547,7 +614,10 @@ impl Collector {
             None
         };
         // The tokenizer's scratch buffer outlives single rules; re-borrow it for this one.
-        let mut scratch: Vec<Token<'_>> = std::mem::take(&mut self.scratch).into_iter().map(|_| unreachable_token()).collect();
+        let mut scratch: Vec<Token<'_>> = std::mem::take(&mut self.scratch)
+            .into_iter()
+            .map(|_| unreachable_token())
+            .collect();
         let mut r = Rule::default();
         let parsed = parse_rule(rest, &mut scratch, &mut r);
         let result = match parsed {
@@ -556,14 +626,20 @@ impl Collector {
                     // Not ours; a rule we cannot read in another chain is not an error here.
                     Ok(())
                 } else {
-                    Err(InventoryError::malformed(&self.source, line, format!("chain {chain}: {}", e.0)))
+                    Err(InventoryError::malformed(
+                        &self.source,
+                        line,
+                        format!("chain {chain}: {}", e.0),
+                    ))
                 }
             }
             Ok(()) => {
                 self.kube_rules += 1;
                 if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
                     match classify(t) {
-                        ChainClass::Hashed(k, h) if self.table == "nat" => self.reference((k, h), line),
+                        ChainClass::Hashed(k, h) if self.table == "nat" => {
+                            self.reference((k, h), line)
+                        }
                         _ => {
                             if !self.pending_targets.contains_key(t) {
                                 self.pending_targets.insert(t.to_owned(), line);
@@ -580,7 +656,15 @@ impl Collector {
         result
     }
 
-    fn place(&mut self, chain: &str, class: ChainClass, r: &Rule<'_>, rest: &[u8], line: u32, builtin_pos: Option<usize>) {
+    fn place(
+        &mut self,
+        chain: &str,
+        class: ChainClass,
+        r: &Rule<'_>,
+        rest: &[u8],
+        line: u32,
+        builtin_pos: Option<usize>,
+    ) {
         let table = self.table;
         let placed: Result<(), String> = match (table, class) {
             (_, ChainClass::Other) => {
@@ -614,22 +698,39 @@ impl Collector {
                 Some(_) => Ok(()),
                 None => Err("KUBE-MARK-DROP rule that does not set a mark".into()),
             },
-            ("filter", ChainClass::Fixed(Fixed::Services)) => self.place_filter_verdict(r, line, FilterWhere::Services),
+            ("filter", ChainClass::Fixed(Fixed::Services)) => {
+                self.place_filter_verdict(r, line, FilterWhere::Services)
+            }
             ("filter", ChainClass::Fixed(Fixed::ExternalServices)) => {
-                let at = if r.dst.is_some() { FilterWhere::ExternalIp } else { FilterWhere::NodePort };
+                let at = if r.dst.is_some() {
+                    FilterWhere::ExternalIp
+                } else {
+                    FilterWhere::NodePort
+                };
                 self.place_filter_verdict(r, line, at)
             }
             ("filter", ChainClass::Fixed(Fixed::NodePorts)) => self.place_health_check(r, line),
-            ("filter", ChainClass::Fixed(Fixed::ProxyFirewall)) => self.place_firewall_drop(r, line),
+            ("filter", ChainClass::Fixed(Fixed::ProxyFirewall)) => {
+                self.place_firewall_drop(r, line)
+            }
             ("filter", ChainClass::Fixed(Fixed::Forward)) => place_forward(&mut self.node, r),
             ("filter", ChainClass::Fixed(Fixed::Firewall)) => place_kubelet_firewall(r),
             (_, ChainClass::IpvsMode) => Err("rule of an IPVS-mode kube-proxy chain".into()),
-            (_, ChainClass::OtherKube) => Err(format!("{chain} is not a chain kube-proxy's iptables mode writes")),
-            _ => Err(format!("kube-proxy writes no rules to {chain} in table {table}")),
+            (_, ChainClass::OtherKube) => Err(format!(
+                "{chain} is not a chain kube-proxy's iptables mode writes"
+            )),
+            _ => Err(format!(
+                "kube-proxy writes no rules to {chain} in table {table}"
+            )),
         };
         if let Err(why) = placed {
             let shown = String::from_utf8_lossy(&rest[..rest.len().min(240)]).into_owned();
-            self.warn("unplaced-rule", line, chain, format!("{why}: -A {chain} {shown}"));
+            self.warn(
+                "unplaced-rule",
+                line,
+                chain,
+                format!("{why}: -A {chain} {shown}"),
+            );
         }
     }
 
@@ -644,7 +745,9 @@ impl Collector {
                     c.dnat_line = line;
                 }
                 Fact::Hairpin { .. } if c.hairpin_line == 0 => c.hairpin_line = line,
-                Fact::Dnat { .. } | Fact::Hairpin { .. } => return Err("second rule of the same kind in an endpoint chain".into()),
+                Fact::Dnat { .. } | Fact::Hairpin { .. } => {
+                    return Err("second rule of the same kind in an endpoint chain".into());
+                }
                 _ => return Err("rule that does not belong in an endpoint chain".into()),
             }
             return Ok(());
@@ -683,19 +786,31 @@ impl Collector {
             return Err("nodeports rule with neither -d nor --dst-type LOCAL".into());
         }
         if !r.is_plain() {
-            return Err(format!("options kube-proxy does not write here ({})", r.unknown.join(" ")));
+            return Err(format!(
+                "options kube-proxy does not write here ({})",
+                r.unknown.join(" ")
+            ));
         }
-        let (spn, suffix) = comment.split_once(' ').ok_or("no service comment (cannot identify the service)")?;
+        let (spn, suffix) = comment
+            .split_once(' ')
+            .ok_or("no service comment (cannot identify the service)")?;
         let kind = match suffix {
             "cluster IP" => EntryKind::ClusterIp,
             "external IP" => EntryKind::ExternalIp,
             "loadbalancer IP" => EntryKind::LoadBalancerIp,
-            _ => return Err(format!("comment {comment:?} is not one kube-proxy writes in KUBE-SERVICES")),
+            _ => {
+                return Err(format!(
+                    "comment {comment:?} is not one kube-proxy writes in KUBE-SERVICES"
+                ));
+            }
         };
         let proto = r.proto.and_then(Protocol::parse).ok_or("no protocol")?;
         let dst = r.dst.filter(|d| !d.negated).ok_or("no destination")?;
         let ip = parse_host(dst.value).ok_or("destination is not a host address")?;
-        let port = r.dport.and_then(|p| p.parse::<u16>().ok()).ok_or("no single --dport")?;
+        let port = r
+            .dport
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no single --dport")?;
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
@@ -704,13 +819,25 @@ impl Collector {
             },
         };
         let cond = cond_of(r)?;
-        self.entries.push(Entry { kind, spn: spn.to_owned(), proto, ip, port, target, cond, line });
+        self.entries.push(Entry {
+            kind,
+            spn: spn.to_owned(),
+            proto,
+            ip,
+            port,
+            target,
+            cond,
+            line,
+        });
         Ok(())
     }
 
     fn place_nat_nodeports(&mut self, r: &Rule<'_>, line: u32) -> Result<(), String> {
         let proto = r.proto.and_then(Protocol::parse).ok_or("no protocol")?;
-        let port = r.dport.and_then(|p| p.parse::<u16>().ok()).ok_or("no single --dport")?;
+        let port = r
+            .dport
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no single --dport")?;
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
@@ -720,35 +847,64 @@ impl Collector {
         };
         let localhost = match r.dst {
             None => false,
-            Some(Neg { negated: false, value }) if parse_net(value).is_some_and(|n| n.addr().is_loopback()) => true,
+            Some(Neg {
+                negated: false,
+                value,
+            }) if parse_net(value).is_some_and(|n| n.addr().is_loopback()) => true,
             Some(_) => return Err("unexpected -d in a NodePort rule".into()),
         };
         if !r.is_plain() {
-            return Err(format!("options kube-proxy does not write here ({})", r.unknown.join(" ")));
+            return Err(format!(
+                "options kube-proxy does not write here ({})",
+                r.unknown.join(" ")
+            ));
         }
-        let spn = r.comment.as_deref().map(|c| c.trim_end_matches(':').to_owned());
-        self.nodeports.push(NodePortEntry { spn, proto, port, target, localhost, line });
+        let spn = r
+            .comment
+            .as_deref()
+            .map(|c| c.trim_end_matches(':').to_owned());
+        self.nodeports.push(NodePortEntry {
+            spn,
+            proto,
+            port,
+            target,
+            localhost,
+            line,
+        });
         Ok(())
     }
 
-    fn place_filter_verdict(&mut self, r: &Rule<'_>, line: u32, at: FilterWhere) -> Result<(), String> {
+    fn place_filter_verdict(
+        &mut self,
+        r: &Rule<'_>,
+        line: u32,
+        at: FilterWhere,
+    ) -> Result<(), String> {
         let comment = r.comment();
         let (spn, drop) = if let Some(s) = comment.strip_suffix(" has no local endpoints") {
             (s, true)
         } else if let Some(s) = comment.strip_suffix(" has no endpoints") {
             (s, false)
         } else {
-            return Err(format!("comment {comment:?} is not one kube-proxy writes in this chain"));
+            return Err(format!(
+                "comment {comment:?} is not one kube-proxy writes in this chain"
+            ));
         };
         match (r.target(), drop) {
             ("REJECT", false) | ("DROP", true) => {}
             (t, _) => return Err(format!("target {t} does not match the comment")),
         }
         if !r.is_plain() {
-            return Err(format!("options kube-proxy does not write here ({})", r.unknown.join(" ")));
+            return Err(format!(
+                "options kube-proxy does not write here ({})",
+                r.unknown.join(" ")
+            ));
         }
         let proto = r.proto.and_then(Protocol::parse).ok_or("no protocol")?;
-        let port = r.dport.and_then(|p| p.parse::<u16>().ok()).ok_or("no single --dport")?;
+        let port = r
+            .dport
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no single --dport")?;
         let ip = match at {
             FilterWhere::NodePort => {
                 if !r.dst_type.is_some_and(|t| !t.negated && t.value == "LOCAL") {
@@ -756,32 +912,70 @@ impl Collector {
                 }
                 None
             }
-            _ => Some(r.dst.filter(|d| !d.negated).and_then(|d| parse_host(d.value)).ok_or("no destination")?),
+            _ => Some(
+                r.dst
+                    .filter(|d| !d.negated)
+                    .and_then(|d| parse_host(d.value))
+                    .ok_or("no destination")?,
+            ),
         };
-        self.filters.push(FilterFact::NoEndpoints { spn: spn.to_owned(), proto, at, ip, port, drop, line });
+        self.filters.push(FilterFact::NoEndpoints {
+            spn: spn.to_owned(),
+            proto,
+            at,
+            ip,
+            port,
+            drop,
+            line,
+        });
         Ok(())
     }
 
     fn place_health_check(&mut self, r: &Rule<'_>, line: u32) -> Result<(), String> {
-        let spn = r.comment().strip_suffix(" health check node port").ok_or("not a health check node port rule")?;
+        let spn = r
+            .comment()
+            .strip_suffix(" health check node port")
+            .ok_or("not a health check node port rule")?;
         if r.target() != "ACCEPT" {
             return Err("health check node port rule that does not ACCEPT".into());
         }
-        let port = r.dport.and_then(|p| p.parse::<u16>().ok()).ok_or("no single --dport")?;
-        self.filters.push(FilterFact::HealthCheck { spn: spn.to_owned(), port, line });
+        let port = r
+            .dport
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no single --dport")?;
+        self.filters.push(FilterFact::HealthCheck {
+            spn: spn.to_owned(),
+            port,
+            line,
+        });
         Ok(())
     }
 
     fn place_firewall_drop(&mut self, r: &Rule<'_>, line: u32) -> Result<(), String> {
         let comment = r.comment();
-        let (spn, _) = comment.split_once(" traffic not accepted by ").ok_or("not a load-balancer firewall rule")?;
+        let (spn, _) = comment
+            .split_once(" traffic not accepted by ")
+            .ok_or("not a load-balancer firewall rule")?;
         if r.target() != "DROP" {
             return Err("firewall rule that does not DROP".into());
         }
         let proto = r.proto.and_then(Protocol::parse).ok_or("no protocol")?;
-        let port = r.dport.and_then(|p| p.parse::<u16>().ok()).ok_or("no single --dport")?;
-        let ip = r.dst.filter(|d| !d.negated).and_then(|d| parse_host(d.value)).ok_or("no destination")?;
-        self.filters.push(FilterFact::FirewallDrop { spn: spn.to_owned(), proto, ip, port, line });
+        let port = r
+            .dport
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no single --dport")?;
+        let ip = r
+            .dst
+            .filter(|d| !d.negated)
+            .and_then(|d| parse_host(d.value))
+            .ok_or("no destination")?;
+        self.filters.push(FilterFact::FirewallDrop {
+            spn: spn.to_owned(),
+            proto,
+            ip,
+            port,
+            line,
+        });
         Ok(())
     }
 }
@@ -789,20 +983,33 @@ impl Collector {
 // `Token` borrows the dump; the collector keeps only the allocation between rules. This
 // placeholder is never read: the vector is cleared before it is reused.
 fn unreachable_token<'a>() -> Token<'a> {
-    Token { raw: &[], escaped: false }
+    Token {
+        raw: &[],
+        escaped: false,
+    }
 }
 
 fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
     if !r.is_plain() {
-        return Err(format!("options kube-proxy does not write here ({})", r.unknown.join(" ")));
+        return Err(format!(
+            "options kube-proxy does not write here ({})",
+            r.unknown.join(" ")
+        ));
     }
     let target = r.target();
     if target.is_empty() {
-        return if matches!(k, HKind::Fw) { Ok(Fact::FallThrough) } else { Err("rule without a target".into()) };
+        return if matches!(k, HKind::Fw) {
+            Ok(Fact::FallThrough)
+        } else {
+            Err("rule without a target".into())
+        };
     }
     if target == "KUBE-MARK-MASQ" {
         if k == HKind::Sep {
-            let src = r.src.filter(|s| !s.negated).ok_or("endpoint-chain masquerade rule without -s")?;
+            let src = r
+                .src
+                .filter(|s| !s.negated)
+                .ok_or("endpoint-chain masquerade rule without -s")?;
             let ip = parse_host(src.value).ok_or("endpoint-chain masquerade -s is not a host")?;
             return Ok(Fact::Hairpin { ip });
         }
@@ -816,8 +1023,14 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
             return Err("DNAT outside an endpoint chain".into());
         }
         let to = r.to_destination.ok_or("DNAT without --to-destination")?;
-        let (ip, port) = parse_endpoint(to).ok_or_else(|| format!("--to-destination {to} is not ip:port"))?;
-        return Ok(Fact::Dnat { ip, port, proto: r.proto.and_then(Protocol::parse), recent_set: r.recent_set });
+        let (ip, port) =
+            parse_endpoint(to).ok_or_else(|| format!("--to-destination {to} is not ip:port"))?;
+        return Ok(Fact::Dnat {
+            ip,
+            port,
+            proto: r.proto.and_then(Protocol::parse),
+            recent_set: r.recent_set,
+        });
     }
     let ChainClass::Hashed(tk, th) = classify(target) else {
         return Err(format!("unexpected target {target}"));
@@ -827,20 +1040,38 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
         if name != target || tk != HKind::Sep {
             return Err("affinity rule whose recent list is not its target endpoint chain".into());
         }
-        let seconds = r.recent_seconds.and_then(|s| s.parse().ok()).ok_or("recent --rcheck without --seconds")?;
+        let seconds = r
+            .recent_seconds
+            .and_then(|s| s.parse().ok())
+            .ok_or("recent --rcheck without --seconds")?;
         return Ok(Fact::Affinity { to: th, seconds });
     }
-    if k == HKind::Fw {
-        if let Some(src) = r.src.filter(|s| !s.negated) {
-            let net = parse_net(src.value).ok_or("bad -s network")?;
-            return Ok(Fact::FwSource { src: net, kind: tk, to: th });
-        }
+    if k == HKind::Fw
+        && let Some(src) = r.src.filter(|s| !s.negated)
+    {
+        let net = parse_net(src.value).ok_or("bad -s network")?;
+        return Ok(Fact::FwSource {
+            src: net,
+            kind: tk,
+            to: th,
+        });
     }
+
     let probability = match r.probability {
-        Some(p) => Some(quantize_probability(p.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or("bad --probability")?)),
+        Some(p) => Some(quantize_probability(
+            p.parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=1.0).contains(p))
+                .ok_or("bad --probability")?,
+        )),
         None => None,
     };
-    Ok(Fact::Jump { kind: tk, to: th, probability, cond: cond_of(r)? })
+    Ok(Fact::Jump {
+        kind: tk,
+        to: th,
+        probability,
+        cond: cond_of(r)?,
+    })
 }
 
 /// Condition of a rule from its source / interface / addrtype matches.
@@ -853,17 +1084,30 @@ fn cond_of(r: &Rule<'_>) -> Result<Cond, String> {
     }
     let det = match (r.src, r.in_iface) {
         (None, None) => return Ok(Cond::Always),
-        (Some(s), None) => (s.negated, LocalDetector::Cidr { cidr: parse_net(s.value).ok_or("bad -s network")? }),
+        (Some(s), None) => (
+            s.negated,
+            LocalDetector::Cidr {
+                cidr: parse_net(s.value).ok_or("bad -s network")?,
+            },
+        ),
         (None, Some(i)) => {
             let d = match i.value.strip_suffix('+') {
-                Some(p) => LocalDetector::InterfaceNamePrefix { prefix: p.to_owned() },
-                None => LocalDetector::BridgeInterface { interface: i.value.to_owned() },
+                Some(p) => LocalDetector::InterfaceNamePrefix {
+                    prefix: p.to_owned(),
+                },
+                None => LocalDetector::BridgeInterface {
+                    interface: i.value.to_owned(),
+                },
             };
             (i.negated, d)
         }
         (Some(_), Some(_)) => return Err("both -s and -i".into()),
     };
-    Ok(if det.0 { Cond::NotLocal(Box::new(det.1)) } else { Cond::Local(Box::new(det.1)) })
+    Ok(if det.0 {
+        Cond::NotLocal(Box::new(det.1))
+    } else {
+        Cond::Local(Box::new(det.1))
+    })
 }
 
 fn place_postrouting(node: &mut NodeFacts, r: &Rule<'_>) -> Result<(), String> {
@@ -943,7 +1187,10 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
 /// `10.1.2.3:80` or `[fd00::1]:80`.
 pub fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let (host, port) = s.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     Some((host.parse().ok()?, port.parse().ok()?))
 }
 

@@ -53,9 +53,18 @@ mod tests {
     // TestOverallIPTablesRules), recorded in shared/reference/kube-proxy-facts.md §1.2.
     #[test]
     fn service_chain_hashes_match_kube_proxy_fixtures() {
-        assert_eq!(chain_name("KUBE-SVC-", "ns1/svc1:p80", "tcp", ""), "KUBE-SVC-XPGD46QRK7WJZT7O");
-        assert_eq!(chain_name("KUBE-FW-", "ns5/svc5:p80", "tcp", ""), "KUBE-FW-NUKIZ6OKUXPJNT4C");
-        assert_eq!(chain_name("KUBE-SVC-", "ns2/svc2:p80", "tcp", ""), "KUBE-SVC-GNZBNJ2PO5MGZ6GT");
+        assert_eq!(
+            chain_name("KUBE-SVC-", "ns1/svc1:p80", "tcp", ""),
+            "KUBE-SVC-XPGD46QRK7WJZT7O"
+        );
+        assert_eq!(
+            chain_name("KUBE-FW-", "ns5/svc5:p80", "tcp", ""),
+            "KUBE-FW-NUKIZ6OKUXPJNT4C"
+        );
+        assert_eq!(
+            chain_name("KUBE-SVC-", "ns2/svc2:p80", "tcp", ""),
+            "KUBE-SVC-GNZBNJ2PO5MGZ6GT"
+        );
     }
 
     #[test]

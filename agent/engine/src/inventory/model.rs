@@ -58,7 +58,11 @@ pub enum IpFamily {
 impl IpFamily {
     /// The family of an address.
     pub fn of(ip: &IpAddr) -> IpFamily {
-        if ip.is_ipv4() { IpFamily::IPv4 } else { IpFamily::IPv6 }
+        if ip.is_ipv4() {
+            IpFamily::IPv4
+        } else {
+            IpFamily::IPv6
+        }
     }
 }
 
@@ -177,18 +181,35 @@ impl From<WeightedEndpoint> for WeightedEndpointJson {
             IpAddr::V4(v4) => format!("{v4}:{}", w.port),
             IpAddr::V6(v6) => format!("[{v6}]:{}", w.port),
         };
-        WeightedEndpointJson { endpoint, probability: w.probability }
+        WeightedEndpointJson {
+            endpoint,
+            probability: w.probability,
+        }
     }
 }
 
 impl TryFrom<WeightedEndpointJson> for WeightedEndpoint {
     type Error = String;
     fn try_from(j: WeightedEndpointJson) -> Result<Self, String> {
-        let (host, port) = j.endpoint.rsplit_once(':').ok_or_else(|| format!("{:?} is not ip:port", j.endpoint))?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let ip = host.parse().map_err(|_| format!("{:?}: bad address", j.endpoint))?;
-        let port = port.parse().map_err(|_| format!("{:?}: bad port", j.endpoint))?;
-        Ok(WeightedEndpoint { ip, port, probability: j.probability })
+        let (host, port) = j
+            .endpoint
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{:?} is not ip:port", j.endpoint))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ip = host
+            .parse()
+            .map_err(|_| format!("{:?}: bad address", j.endpoint))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{:?}: bad port", j.endpoint))?;
+        Ok(WeightedEndpoint {
+            ip,
+            port,
+            probability: j.probability,
+        })
     }
 }
 
@@ -466,7 +487,8 @@ impl Inventory {
 
     /// Sorts service ports and warnings into the documented, deterministic order.
     pub fn normalize(&mut self) {
-        self.service_ports.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        self.service_ports
+            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         self.warnings
             .sort_by(|a, b| (a.family, a.line, &a.code).cmp(&(b.family, b.line, &b.code)));
     }

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 
 use super::facts::{
-    ChainFacts, Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
-    format_endpoint, probability_of_quantum,
+    ChainFacts, Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind,
+    Hash, format_endpoint, probability_of_quantum,
 };
 use super::hash::port_proto_hash;
 use super::model::*;
@@ -50,7 +50,10 @@ struct Ctx<'c> {
 }
 
 /// Resolves one family's facts.
-pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<ServicePort>, Vec<Warning>) {
+pub fn resolve(
+    mut c: Collector,
+    source: SourceKind,
+) -> (FamilyFacts, Vec<ServicePort>, Vec<Warning>) {
     let mut order: Vec<Key> = Vec::new();
     let mut builders: FxHashMap<Key, Builder> = FxHashMap::default();
     let mut by_hash: FxHashMap<Hash, Key> = FxHashMap::default();
@@ -81,7 +84,13 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
         match e.kind {
             EntryKind::ClusterIp => {
                 if b.cluster_ip.is_some_and(|ip| ip != e.ip) {
-                    c.warn_in("unplaced-rule", "nat", e.line, "KUBE-SERVICES", format!("second ClusterIP {} for {}", e.ip, e.spn));
+                    c.warn_in(
+                        "unplaced-rule",
+                        "nat",
+                        e.line,
+                        "KUBE-SERVICES",
+                        format!("second ClusterIP {} for {}", e.ip, e.spn),
+                    );
                     continue;
                 }
                 b.cluster_ip = Some(e.ip);
@@ -119,7 +128,12 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
             EntryTarget::Chain(_, h) => by_hash.get(&h).cloned(),
             EntryTarget::MarkMasq => None,
         }
-        .or_else(|| np.spn.as_ref().map(|s| (s.clone(), np.proto)).filter(|k| builders.contains_key(k)));
+        .or_else(|| {
+            np.spn
+                .as_ref()
+                .map(|s| (s.clone(), np.proto))
+                .filter(|k| builders.contains_key(k))
+        });
         let Some(key) = key else {
             let msg = if matches!(np.target, EntryTarget::MarkMasq) {
                 "legacy NodePort masquerade rule".to_owned()
@@ -129,9 +143,17 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
             c.warn_in("unplaced-rule", "nat", np.line, "KUBE-NODEPORTS", msg);
             continue;
         };
-        let Some(b) = builders.get_mut(&key) else { continue };
+        let Some(b) = builders.get_mut(&key) else {
+            continue;
+        };
         if b.node_port.is_some_and(|p| p != np.port) {
-            c.warn_in("unplaced-rule", "nat", np.line, "KUBE-NODEPORTS", format!("second NodePort {} for {}", np.port, key.0));
+            c.warn_in(
+                "unplaced-rule",
+                "nat",
+                np.line,
+                "KUBE-NODEPORTS",
+                format!("second NodePort {} for {}", np.port, key.0),
+            );
             continue;
         }
         b.node_port = Some(np.port);
@@ -145,15 +167,33 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
     let filters = std::mem::take(&mut c.filters);
     for f in filters {
         match f {
-            FilterFact::NoEndpoints { spn, proto, at, ip, port, drop, line } => {
+            FilterFact::NoEndpoints {
+                spn,
+                proto,
+                at,
+                ip,
+                port,
+                drop,
+                line,
+            } => {
                 let key = (spn, proto);
                 let b = builder(&mut builders, &mut order, &key, line);
-                let verdict = if drop { NoEndpointVerdict::Drop } else { NoEndpointVerdict::Reject };
+                let verdict = if drop {
+                    NoEndpointVerdict::Drop
+                } else {
+                    NoEndpointVerdict::Reject
+                };
                 match at {
                     FilterWhere::Services => {
                         if let Some(ip) = ip {
                             if b.cluster_ip.is_some_and(|c| c != ip) {
-                                c.warn_in("unplaced-rule", "filter", line, "KUBE-SERVICES", format!("verdict for {ip}, not the ClusterIP of {}", key.0));
+                                c.warn_in(
+                                    "unplaced-rule",
+                                    "filter",
+                                    line,
+                                    "KUBE-SERVICES",
+                                    format!("verdict for {ip}, not the ClusterIP of {}", key.0),
+                                );
                                 continue;
                             }
                             b.cluster_ip = Some(ip);
@@ -181,15 +221,39 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
                 let hit = order.iter().find(|k| k.0 == spn).cloned();
                 match hit.and_then(|k| builders.get_mut(&k)) {
                     Some(b) => b.hc_port = Some(port),
-                    None => c.warn_in("unplaced-rule", "filter", line, "KUBE-NODEPORTS", format!("health check node port for unknown service {spn}")),
+                    None => c.warn_in(
+                        "unplaced-rule",
+                        "filter",
+                        line,
+                        "KUBE-NODEPORTS",
+                        format!("health check node port for unknown service {spn}"),
+                    ),
                 }
             }
-            FilterFact::FirewallDrop { spn, proto, ip, port, line } => match builders.get_mut(&(spn.clone(), proto)) {
+            FilterFact::FirewallDrop {
+                spn,
+                proto,
+                ip,
+                port,
+                line,
+            } => match builders.get_mut(&(spn.clone(), proto)) {
                 Some(b) if b.port.is_some_and(|p| p != port) => {
-                    c.warn_in("unplaced-rule", "filter", line, "KUBE-PROXY-FIREWALL", format!("firewall rule for port {port}, not the port of {spn}"));
+                    c.warn_in(
+                        "unplaced-rule",
+                        "filter",
+                        line,
+                        "KUBE-PROXY-FIREWALL",
+                        format!("firewall rule for port {port}, not the port of {spn}"),
+                    );
                 }
                 Some(b) => b.fw_drop_ips.push(ip),
-                None => c.warn_in("unplaced-rule", "filter", line, "KUBE-PROXY-FIREWALL", format!("firewall rule for unknown service {spn}")),
+                None => c.warn_in(
+                    "unplaced-rule",
+                    "filter",
+                    line,
+                    "KUBE-PROXY-FIREWALL",
+                    format!("firewall rule for unknown service {spn}"),
+                ),
             },
         }
     }
@@ -199,7 +263,11 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
     // route_localnet) or nodePortAddresses lists a loopback address. IPv4 only.
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let localhost_open = c.family == IpFamily::IPv4
-        && (c.node.nodeport_all_local.as_ref().is_some_and(|ex| !ex.iter().any(|n| n.contains(&loopback)))
+        && (c
+            .node
+            .nodeport_all_local
+            .as_ref()
+            .is_some_and(|ex| !ex.iter().any(|n| n.contains(&loopback)))
             || c.node.nodeport_addresses.iter().any(|a| a.is_loopback()));
     if localhost_open {
         for b in builders.values_mut() {
@@ -208,10 +276,16 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
             }
         }
     }
-    let mut ctx = Ctx { c: &mut c, detector: None, masquerade_all: false };
+    let mut ctx = Ctx {
+        c: &mut c,
+        detector: None,
+        masquerade_all: false,
+    };
     let mut ports = Vec::with_capacity(order.len());
     for key in &order {
-        let Some(b) = builders.remove(key) else { continue };
+        let Some(b) = builders.remove(key) else {
+            continue;
+        };
         if let Some(sp) = build_port(&mut ctx, key, b) {
             ports.push(sp);
         }
@@ -223,7 +297,12 @@ pub fn resolve(mut c: Collector, source: SourceKind) -> (FamilyFacts, Vec<Servic
     (facts, ports, warnings)
 }
 
-fn builder<'b>(builders: &'b mut FxHashMap<Key, Builder>, order: &mut Vec<Key>, key: &Key, line: u32) -> &'b mut Builder {
+fn builder<'b>(
+    builders: &'b mut FxHashMap<Key, Builder>,
+    order: &mut Vec<Key>,
+    key: &Key,
+    line: u32,
+) -> &'b mut Builder {
     if !builders.contains_key(key) {
         order.push(key.clone());
     }
@@ -265,15 +344,30 @@ struct Walk {
 fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
     let proto = key.1;
     let Some(name) = b.name.clone() else {
-        ctx.c.warn_in("unplaced-rule", "nat", b.first_line, "KUBE-SERVICES", format!("{:?} is not a namespace/name[:port] service name", b.spn));
+        ctx.c.warn_in(
+            "unplaced-rule",
+            "nat",
+            b.first_line,
+            "KUBE-SERVICES",
+            format!("{:?} is not a namespace/name[:port] service name", b.spn),
+        );
         return None;
     };
     let Some(cluster_ip) = b.cluster_ip else {
-        ctx.c.warn_in("unplaced-rule", "nat", b.first_line, "KUBE-SERVICES", format!("{} has external rules but no ClusterIP rule", b.spn));
+        ctx.c.warn_in(
+            "unplaced-rule",
+            "nat",
+            b.first_line,
+            "KUBE-SERVICES",
+            format!("{} has external rules but no ClusterIP rule", b.spn),
+        );
         return None;
     };
     let port = b.port.unwrap_or(0);
-    let mut w = Walk { hairpin_all: true, ..Walk::default() };
+    let mut w = Walk {
+        hairpin_all: true,
+        ..Walk::default()
+    };
     let mut mismatches = Vec::new();
     if let Some(h) = b.hash {
         let expect = port_proto_hash(&b.spn, proto.as_str(), "");
@@ -286,7 +380,8 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
                 proto.as_str(),
                 String::from_utf8_lossy(&expect)
             );
-            ctx.c.warn_in("hash-mismatch", "nat", b.first_line, "KUBE-SERVICES", msg);
+            ctx.c
+                .warn_in("hash-mismatch", "nat", b.first_line, "KUBE-SERVICES", msg);
             mismatches.push(HKind::Svc.chain(&h));
         }
         // Walk every per-service chain this service's entries reach.
@@ -299,10 +394,18 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
             seen.push((k, hh));
             if hh != h {
                 let chain = k.chain(&hh);
-                ctx.c.warn_in("unplaced-rule", "nat", b.first_line, &chain, format!("{} reaches {chain}, a chain of another service", b.spn));
+                ctx.c.warn_in(
+                    "unplaced-rule",
+                    "nat",
+                    b.first_line,
+                    &chain,
+                    format!("{} reaches {chain}, a chain of another service", b.spn),
+                );
                 continue;
             }
-            let Some(chain) = ctx.c.chains.get_mut(k, &hh) else { continue };
+            let Some(chain) = ctx.c.chains.get_mut(k, &hh) else {
+                continue;
+            };
             chain.referenced = true;
             let facts = std::mem::take(&mut chain.facts);
             walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
@@ -316,7 +419,10 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
         w.masq_cluster = true;
     }
     // Endpoints: the Cluster chain's, then local-only ones.
-    let local_set: Option<Vec<(IpAddr, u16)>> = w.local.as_ref().map(|d| d.endpoints.iter().map(|e| (e.ip, e.port)).collect());
+    let local_set: Option<Vec<(IpAddr, u16)>> = w
+        .local
+        .as_ref()
+        .map(|d| d.endpoints.iter().map(|e| (e.ip, e.port)).collect());
     let policy_local_any = b.internal_target == Some(HKind::Svl)
         || matches!(b.internal_verdict, Some(NoEndpointVerdict::Drop))
         || w.ext_local_markers
@@ -342,12 +448,17 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
             push(&mut endpoints, *ip, *p, Some(true));
         }
     }
-    let internal_traffic_policy = if b.internal_target == Some(HKind::Svl) || b.internal_verdict == Some(NoEndpointVerdict::Drop) {
+    let internal_traffic_policy = if b.internal_target == Some(HKind::Svl)
+        || b.internal_verdict == Some(NoEndpointVerdict::Drop)
+    {
         TrafficPolicy::Local
     } else {
         TrafficPolicy::Cluster
     };
-    let external_traffic_policy = if w.ext_local_markers || w.ext_policy == Some(HKind::Svl) || b.external_verdict == Some(NoEndpointVerdict::Drop) {
+    let external_traffic_policy = if w.ext_local_markers
+        || w.ext_policy == Some(HKind::Svl)
+        || b.external_verdict == Some(NoEndpointVerdict::Drop)
+    {
         TrafficPolicy::Local
     } else {
         TrafficPolicy::Cluster
@@ -361,11 +472,24 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
     }
     for ip in &b.fw_drop_ips {
         if !b.lb_ips.contains(ip) {
-            ctx.c.warn_in("unplaced-rule", "filter", b.first_line, "KUBE-PROXY-FIREWALL", format!("firewall drop for {ip}, not a load-balancer IP of {}", b.spn));
+            ctx.c.warn_in(
+                "unplaced-rule",
+                "filter",
+                b.first_line,
+                "KUBE-PROXY-FIREWALL",
+                format!(
+                    "firewall drop for {ip}, not a load-balancer IP of {}",
+                    b.spn
+                ),
+            );
         }
     }
     let internal_no_endpoints = b.internal_verdict;
-    let external_no_endpoints = b.external_verdict.or(if w.legacy_no_local { Some(NoEndpointVerdict::Drop) } else { None });
+    let external_no_endpoints = b.external_verdict.or(if w.legacy_no_local {
+        Some(NoEndpointVerdict::Drop)
+    } else {
+        None
+    });
     Some(ServicePort {
         name,
         protocol: proto,
@@ -405,25 +529,43 @@ fn walk_chain(
 ) {
     let chain = k.chain(h);
     let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
-        ctx.c.warn_in("unplaced-rule", "nat", line, &chain, format!("{why} (service {})", b.spn));
+        ctx.c.warn_in(
+            "unplaced-rule",
+            "nat",
+            line,
+            &chain,
+            format!("{why} (service {})", b.spn),
+        );
     };
     match k {
         HKind::Svc | HKind::Svl | HKind::Xlb => {
-            let mut d = Dispatch { chain: chain.clone(), endpoints: Vec::new() };
+            let mut d = Dispatch {
+                chain: chain.clone(),
+                endpoints: Vec::new(),
+            };
             for f in facts {
                 match &f.fact {
                     Fact::MarkMasq { cond: Cond::Always } if k != HKind::Xlb => {
                         w.masq_cluster = true;
                         ctx.masquerade_all = true;
                     }
-                    Fact::MarkMasq { cond: Cond::NotLocal(det) } if k != HKind::Xlb => {
+                    Fact::MarkMasq {
+                        cond: Cond::NotLocal(det),
+                    } if k != HKind::Xlb => {
                         w.masq_cluster = true;
                         if ctx.detector.is_none() {
                             ctx.detector = Some((**det).clone());
                         }
                     }
-                    Fact::MarkMasq { cond: Cond::SrcTypeLocal } if k == HKind::Xlb => w.ext_local_markers = true,
-                    Fact::Jump { kind: HKind::Svc, cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal), probability: None, .. } if k == HKind::Xlb => {
+                    Fact::MarkMasq {
+                        cond: Cond::SrcTypeLocal,
+                    } if k == HKind::Xlb => w.ext_local_markers = true,
+                    Fact::Jump {
+                        kind: HKind::Svc,
+                        cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal),
+                        probability: None,
+                        ..
+                    } if k == HKind::Xlb => {
                         if let Cond::Local(det) = cond {
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
@@ -433,16 +575,29 @@ fn walk_chain(
                     Fact::MarkDrop if k == HKind::Xlb => w.legacy_no_local = true,
                     Fact::Affinity { seconds, .. } => {
                         if w.affinity.is_some_and(|s| s != *seconds) {
-                            unplaced(ctx, f.line, "affinity timeout differs from the service's other affinity rules");
+                            unplaced(
+                                ctx,
+                                f.line,
+                                "affinity timeout differs from the service's other affinity rules",
+                            );
                         }
                         w.affinity = Some(*seconds);
                     }
-                    Fact::Jump { kind: HKind::Sep, to, probability, cond: Cond::Always } => {
-                        match endpoint_of(ctx, b, to, w) {
-                            Some((ip, port)) => d.endpoints.push(WeightedEndpoint { ip, port, probability: probability.map_or(1.0, probability_of_quantum) }),
-                            None => unplaced(ctx, f.line, "jump to an endpoint chain without a DNAT rule"),
+                    Fact::Jump {
+                        kind: HKind::Sep,
+                        to,
+                        probability,
+                        cond: Cond::Always,
+                    } => match endpoint_of(ctx, b, to, w) {
+                        Some((ip, port)) => d.endpoints.push(WeightedEndpoint {
+                            ip,
+                            port,
+                            probability: probability.map_or(1.0, probability_of_quantum),
+                        }),
+                        None => {
+                            unplaced(ctx, f.line, "jump to an endpoint chain without a DNAT rule")
                         }
-                    }
+                    },
                     _ => unplaced(ctx, f.line, "rule that does not belong in a dispatch chain"),
                 }
             }
@@ -461,8 +616,15 @@ fn walk_chain(
             for f in facts {
                 match &f.fact {
                     Fact::MarkMasq { cond: Cond::Always } => {}
-                    Fact::MarkMasq { cond: Cond::SrcTypeLocal } => w.ext_local_markers = true,
-                    Fact::Jump { kind: HKind::Svc, cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal), probability: None, to } => {
+                    Fact::MarkMasq {
+                        cond: Cond::SrcTypeLocal,
+                    } => w.ext_local_markers = true,
+                    Fact::Jump {
+                        kind: HKind::Svc,
+                        cond: cond @ (Cond::Local(_) | Cond::SrcTypeLocal),
+                        probability: None,
+                        to,
+                    } => {
                         // The pod short-circuit (`-s podCIDR -j KUBE-SVC`) shows the detector even
                         // where masqueradeAll hides it from the dispatch chains.
                         if let Cond::Local(det) = cond {
@@ -471,11 +633,20 @@ fn walk_chain(
                         w.ext_local_markers = true;
                         stack.push((HKind::Svc, *to));
                     }
-                    Fact::Jump { kind: kk @ (HKind::Svc | HKind::Svl), cond: Cond::Always, probability: None, to } => {
+                    Fact::Jump {
+                        kind: kk @ (HKind::Svc | HKind::Svl),
+                        cond: Cond::Always,
+                        probability: None,
+                        to,
+                    } => {
                         w.ext_policy = Some(*kk);
                         stack.push((*kk, *to));
                     }
-                    _ => unplaced(ctx, f.line, "rule that does not belong in an external-destinations chain"),
+                    _ => unplaced(
+                        ctx,
+                        f.line,
+                        "rule that does not belong in an external-destinations chain",
+                    ),
                 }
             }
         }
@@ -483,7 +654,9 @@ fn walk_chain(
             for f in facts {
                 match &f.fact {
                     Fact::FwSource { src, kind, to } => {
-                        if src.prefix_len() == src.max_prefix_len() && b.lb_ips.contains(&src.addr()) {
+                        if src.prefix_len() == src.max_prefix_len()
+                            && b.lb_ips.contains(&src.addr())
+                        {
                             w.fw_sources_hosts.push(src.addr());
                         } else {
                             w.source_ranges.push(*src);
@@ -492,7 +665,12 @@ fn walk_chain(
                     }
                     Fact::FallThrough | Fact::MarkDrop => {}
                     Fact::MarkMasq { cond: Cond::Always } => {}
-                    Fact::Jump { kind: kk @ (HKind::Svc | HKind::Xlb | HKind::Ext), cond: Cond::Always, probability: None, to } => {
+                    Fact::Jump {
+                        kind: kk @ (HKind::Svc | HKind::Xlb | HKind::Ext),
+                        cond: Cond::Always,
+                        probability: None,
+                        to,
+                    } => {
                         stack.push((*kk, *to));
                     }
                     _ => unplaced(ctx, f.line, "rule that does not belong in a firewall chain"),
@@ -541,13 +719,19 @@ fn stale_chains(c: &mut Collector) {
             continue;
         }
         let mut lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
-        lines.extend([chain.dnat_line, chain.hairpin_line].into_iter().filter(|l| *l != 0));
+        lines.extend(
+            [chain.dnat_line, chain.hairpin_line]
+                .into_iter()
+                .filter(|l| *l != 0),
+        );
         lines.sort_unstable();
         stale.push((chain.decl_line, k.chain(h), lines));
     }
     stale.sort();
     for (decl, name, lines) in stale {
-        let why = format!("{name} is not reachable from KUBE-SERVICES or KUBE-NODEPORTS (a stale chain: kube-proxy deletes unused chains at most once per sync period in large clusters)");
+        let why = format!(
+            "{name} is not reachable from KUBE-SERVICES or KUBE-NODEPORTS (a stale chain: kube-proxy deletes unused chains at most once per sync period in large clusters)"
+        );
         if lines.is_empty() {
             c.warn_in("stale-chain", "nat", decl, &name, why.clone());
         }
@@ -557,18 +741,34 @@ fn stale_chains(c: &mut Collector) {
     }
 }
 
-fn family_facts(c: &mut Collector, source: SourceKind, detector: Option<LocalDetector>, masquerade_all: bool) -> FamilyFacts {
+fn family_facts(
+    c: &mut Collector,
+    source: SourceKind,
+    detector: Option<LocalDetector>,
+    masquerade_all: bool,
+) -> FamilyFacts {
     let detector = detector.or_else(|| c.node_hint_detector.take());
     let masquerade = c.node.masq_mark.map(|mark| Masquerade {
         mark,
-        bit: if mark.is_power_of_two() { Some(mark.trailing_zeros() as u8) } else { None },
+        bit: if mark.is_power_of_two() {
+            Some(mark.trailing_zeros() as u8)
+        } else {
+            None
+        },
         masquerade_all: masquerade_all || c.node_hint_masq_all,
         local_detector: detector,
         random_fully: c.node.random_fully,
     });
-    let node_port_addresses = match (&c.node.nodeport_all_local, c.node.nodeport_addresses.is_empty()) {
-        (Some(ex), _) => Some(NodePortAddresses::AllLocal { excluded: ex.clone() }),
-        (None, false) => Some(NodePortAddresses::Addresses { addresses: c.node.nodeport_addresses.clone() }),
+    let node_port_addresses = match (
+        &c.node.nodeport_all_local,
+        c.node.nodeport_addresses.is_empty(),
+    ) {
+        (Some(ex), _) => Some(NodePortAddresses::AllLocal {
+            excluded: ex.clone(),
+        }),
+        (None, false) => Some(NodePortAddresses::Addresses {
+            addresses: c.node.nodeport_addresses.clone(),
+        }),
         (None, true) => None,
     };
     FamilyFacts {

@@ -78,7 +78,11 @@ pub struct RuleError(pub String);
 /// Parses the text after `-A CHAIN`. `scratch` is reused between calls to avoid allocation.
 /// Fills `r` (which must be `Rule::default()`) in place: a rule is a few hundred bytes and
 /// there are hundreds of thousands of them, so it is not returned by value.
-pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule<'a>) -> Result<(), RuleError> {
+pub fn parse_rule<'a>(
+    rest: &'a [u8],
+    scratch: &mut Vec<Token<'a>>,
+    r: &mut Rule<'a>,
+) -> Result<(), RuleError> {
     tokenize(rest, scratch).map_err(|e| RuleError(e.to_owned()))?;
     let toks = &scratch[..];
     let mut i = 0usize;
@@ -95,7 +99,10 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule
         let opt = toks[i].raw;
         let value = |j: usize| -> Result<&'a str, RuleError> {
             let Some(t) = toks.get(j) else {
-                return Err(RuleError(format!("option {} without a value", String::from_utf8_lossy(opt))));
+                return Err(RuleError(format!(
+                    "option {} without a value",
+                    String::from_utf8_lossy(opt)
+                )));
             };
             text(t)
         };
@@ -107,10 +114,25 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule
                 negate = true;
                 consumed = 1;
             }
-            b"-s" | b"--source" | b"--src" => r.src = Some(Neg { negated: neg, value: value(i + 1)? }),
-            b"-d" | b"--destination" | b"--dst" => r.dst = Some(Neg { negated: neg, value: value(i + 1)? }),
+            b"-s" | b"--source" | b"--src" => {
+                r.src = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
+            b"-d" | b"--destination" | b"--dst" => {
+                r.dst = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
             b"-p" | b"--protocol" => r.proto = Some(value(i + 1)?),
-            b"-i" | b"--in-interface" => r.in_iface = Some(Neg { negated: neg, value: value(i + 1)? }),
+            b"-i" | b"--in-interface" => {
+                r.in_iface = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
             b"-m" | b"--match" => {
                 value(i + 1)?;
             }
@@ -126,7 +148,8 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule
                     )
                 } else {
                     Cow::Borrowed(
-                        std::str::from_utf8(t.raw).map_err(|_| RuleError("invalid UTF-8 in a comment".into()))?,
+                        std::str::from_utf8(t.raw)
+                            .map_err(|_| RuleError("invalid UTF-8 in a comment".into()))?,
                     )
                 };
                 r.comment = Some(c);
@@ -136,7 +159,12 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule
             b"--or-mark" => r.or_mark = Some(value(i + 1)?),
             b"--xor-mark" => r.xor_mark = Some(value(i + 1)?),
             b"--set-xmark" => r.set_xmark = Some(value(i + 1)?),
-            b"--mark" => r.mark = Some(Neg { negated: neg, value: value(i + 1)? }),
+            b"--mark" => {
+                r.mark = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
             b"--mode" => {
                 if value(i + 1)? != "random" {
                     r.unknown.push("--mode");
@@ -161,9 +189,24 @@ pub fn parse_rule<'a>(rest: &'a [u8], scratch: &mut Vec<Token<'a>>, r: &mut Rule
                     r.unknown.push("--mask");
                 }
             }
-            b"--src-type" => r.src_type = Some(Neg { negated: neg, value: value(i + 1)? }),
-            b"--dst-type" => r.dst_type = Some(Neg { negated: neg, value: value(i + 1)? }),
-            b"--ctstate" | b"--state" => r.ctstate = Some(Neg { negated: neg, value: value(i + 1)? }),
+            b"--src-type" => {
+                r.src_type = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
+            b"--dst-type" => {
+                r.dst_type = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
+            b"--ctstate" | b"--state" => {
+                r.ctstate = Some(Neg {
+                    negated: neg,
+                    value: value(i + 1)?,
+                })
+            }
             b"--nfacct-name" => r.nfacct = Some(value(i + 1)?),
             b"--random-fully" => {
                 r.random_fully = true;
@@ -218,8 +261,12 @@ mod tests {
 
     #[test]
     fn restore_and_live_forms_give_the_same_options() {
-        let a = p(r#"-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#);
-        let b = p(r#"-d 172.30.0.41/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#);
+        let a = p(
+            r#"-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#,
+        );
+        let b = p(
+            r#"-d 172.30.0.41/32 -p tcp -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#,
+        );
         assert_eq!(a.comment(), b.comment());
         assert_eq!(a.proto, b.proto);
         assert_eq!(a.dport, b.dport);
@@ -237,7 +284,9 @@ mod tests {
 
     #[test]
     fn live_recent_match_options_are_understood() {
-        let r = p("-m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j KUBE-SEP-X");
+        let r = p(
+            "-m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j KUBE-SEP-X",
+        );
         assert!(r.recent_rcheck);
         assert_eq!(r.recent_seconds, Some("10800"));
         assert_eq!(r.recent_name, Some("KUBE-SEP-X"));

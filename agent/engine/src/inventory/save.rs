@@ -59,7 +59,11 @@ pub fn read_dump<R: Read>(
     let mut buf: Vec<u8> = vec![0; CHUNK + MAX_LINE + 1];
     let mut filled = 0usize;
     let mut eof = false;
-    let mut state = ReaderState { line_no: 0, open: None, keeping: false };
+    let mut state = ReaderState {
+        line_no: 0,
+        open: None,
+        keeping: false,
+    };
     let mut total: u64 = 0;
     loop {
         if !eof && filled < buf.len() {
@@ -67,7 +71,12 @@ pub fn read_dump<R: Read>(
                 match input.read(&mut buf[filled..]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(InventoryError::Io { input: source.to_owned(), error: e.to_string() }),
+                    Err(e) => {
+                        return Err(InventoryError::Io {
+                            input: source.to_owned(),
+                            error: e.to_string(),
+                        });
+                    }
                 }
             };
             if n == 0 {
@@ -105,7 +114,11 @@ pub fn read_dump<R: Read>(
         }
     }
     if let Some((name, line)) = state.open {
-        return Err(InventoryError::Truncated { input: source.to_owned(), table: name, line });
+        return Err(InventoryError::Truncated {
+            input: source.to_owned(),
+            table: name,
+            line,
+        });
     }
     Ok(total)
 }
@@ -130,13 +143,18 @@ impl ReaderState {
             return Err(InventoryError::malformed(
                 source,
                 line_no,
-                format!("line is {} bytes long (limit {MAX_LINE}); this is not an iptables-save dump", line.len()),
+                format!(
+                    "line is {} bytes long (limit {MAX_LINE}); this is not an iptables-save dump",
+                    line.len()
+                ),
             ));
         }
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        let Some(&first) = line.first() else { return Ok(()) };
+        let Some(&first) = line.first() else {
+            return Ok(());
+        };
         match first {
             b'#' => Ok(()),
             b'*' => {
@@ -144,20 +162,34 @@ impl ReaderState {
                     return Err(InventoryError::malformed(
                         source,
                         line_no,
-                        format!("table {name} (opened at line {at}) has no COMMIT before the next table"),
+                        format!(
+                            "table {name} (opened at line {at}) has no COMMIT before the next table"
+                        ),
                     ));
                 }
                 let name = ascii(source, line_no, &line[1..])?.trim_end();
                 if name.is_empty() || name.contains(' ') {
-                    return Err(InventoryError::malformed(source, line_no, "malformed table header"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "malformed table header",
+                    ));
                 }
                 self.keeping = keep.contains(&name);
                 self.open = Some((name.to_owned(), line_no));
-                if self.keeping { visit(Event::Table { name }, line_no) } else { Ok(()) }
+                if self.keeping {
+                    visit(Event::Table { name }, line_no)
+                } else {
+                    Ok(())
+                }
             }
             b':' => {
                 if self.open.is_none() {
-                    return Err(InventoryError::malformed(source, line_no, "chain declared outside a table (no *table line before it)"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "chain declared outside a table (no *table line before it)",
+                    ));
                 }
                 if !self.keeping {
                     return Ok(());
@@ -166,21 +198,46 @@ impl ReaderState {
                 let name_end = memchr(b' ', body).unwrap_or(body.len());
                 let name = ascii(source, line_no, &body[..name_end])?;
                 if name.is_empty() {
-                    return Err(InventoryError::malformed(source, line_no, "chain declaration without a name"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "chain declaration without a name",
+                    ));
                 }
-                let policy = body[name_end..].split(|&b| b == b' ').find(|p| !p.is_empty()).unwrap_or(b"-");
-                visit(Event::Chain { name, builtin: policy != b"-" }, line_no)
+                let policy = body[name_end..]
+                    .split(|&b| b == b' ')
+                    .find(|p| !p.is_empty())
+                    .unwrap_or(b"-");
+                visit(
+                    Event::Chain {
+                        name,
+                        builtin: policy != b"-",
+                    },
+                    line_no,
+                )
             }
             b'C' if line.starts_with(b"COMMIT") && line[6..].iter().all(|b| *b == b' ') => {
                 if self.open.take().is_none() {
-                    return Err(InventoryError::malformed(source, line_no, "COMMIT without a table"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "COMMIT without a table",
+                    ));
                 }
                 let k = std::mem::take(&mut self.keeping);
-                if k { visit(Event::Commit, line_no) } else { Ok(()) }
+                if k {
+                    visit(Event::Commit, line_no)
+                } else {
+                    Ok(())
+                }
             }
             b'-' | b'[' => {
                 if self.open.is_none() {
-                    return Err(InventoryError::malformed(source, line_no, "rule outside a table (no *table line before it)"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "rule outside a table (no *table line before it)",
+                    ));
                 }
                 if !self.keeping {
                     return Ok(());
@@ -190,12 +247,22 @@ impl ReaderState {
                 let (chain_b, rest) = split_word(after);
                 let chain = ascii(source, line_no, chain_b)?;
                 if chain.is_empty() {
-                    return Err(InventoryError::malformed(source, line_no, "command without a chain name"));
+                    return Err(InventoryError::malformed(
+                        source,
+                        line_no,
+                        "command without a chain name",
+                    ));
                 }
                 match cmd {
                     b"-A" | b"--append" => visit(Event::Rule { chain, rest }, line_no),
                     b"-X" | b"--delete-chain" => visit(Event::Delete { chain }, line_no),
-                    b"-N" | b"--new-chain" => visit(Event::Chain { name: chain, builtin: false }, line_no),
+                    b"-N" | b"--new-chain" => visit(
+                        Event::Chain {
+                            name: chain,
+                            builtin: false,
+                        },
+                        line_no,
+                    ),
                     _ => Err(InventoryError::malformed(
                         source,
                         line_no,
@@ -211,18 +278,28 @@ impl ReaderState {
                 Err(InventoryError::malformed(
                     source,
                     line_no,
-                    format!("unrecognised line {shown:?} (expected *table, :chain, -A rule, COMMIT or # comment)"),
+                    format!(
+                        "unrecognised line {shown:?} (expected *table, :chain, -A rule, COMMIT or # comment)"
+                    ),
                 ))
             }
         }
     }
 }
 
-fn strip_counters<'a>(source: &str, line_no: u32, line: &'a [u8]) -> Result<&'a [u8], InventoryError> {
+fn strip_counters<'a>(
+    source: &str,
+    line_no: u32,
+    line: &'a [u8],
+) -> Result<&'a [u8], InventoryError> {
     if line.first() == Some(&b'[') {
         // `[packets:bytes] -A …` (iptables-save -c)
         let Some(close) = memchr(b']', line) else {
-            return Err(InventoryError::malformed(source, line_no, "unterminated [packets:bytes] counter"));
+            return Err(InventoryError::malformed(
+                source,
+                line_no,
+                "unterminated [packets:bytes] counter",
+            ));
         };
         return Ok(trim_start(&line[close + 1..]));
     }
@@ -251,7 +328,11 @@ pub fn split_word(b: &[u8]) -> (&[u8], &[u8]) {
 
 fn ascii<'a>(source: &str, line_no: u32, b: &'a [u8]) -> Result<&'a str, InventoryError> {
     if !b.is_ascii() {
-        return Err(InventoryError::malformed(source, line_no, "non-ASCII bytes in a table or chain name"));
+        return Err(InventoryError::malformed(
+            source,
+            line_no,
+            "non-ASCII bytes in a table or chain name",
+        ));
     }
     // ASCII is valid UTF-8.
     std::str::from_utf8(b).map_err(|_| InventoryError::malformed(source, line_no, "invalid UTF-8"))
@@ -308,12 +389,19 @@ pub fn tokenize<'a>(rest: &'a [u8], out: &mut Vec<Token<'a>>) -> Result<(), &'st
                 // Quote followed by more text: treat the whole run as one escaped token.
                 let tok_start = i;
                 let tok_end = scan_mixed(rest, i)?;
-                out.push(Token { raw: &rest[tok_start..tok_end], escaped: true });
+                out.push(Token {
+                    raw: &rest[tok_start..tok_end],
+                    escaped: true,
+                });
                 i = tok_end;
                 continue;
             }
             // With escapes inside, keep the quotes so `unescape` sees where quoting starts.
-            let raw = if escaped { &rest[i..j] } else { &rest[start..end] };
+            let raw = if escaped {
+                &rest[i..j]
+            } else {
+                &rest[start..end]
+            };
             out.push(Token { raw, escaped });
             i = j;
         } else {
@@ -323,11 +411,17 @@ pub fn tokenize<'a>(rest: &'a [u8], out: &mut Vec<Token<'a>>) -> Result<(), &'st
             }
             if i < n && rest[i] == b'"' {
                 let tok_end = scan_mixed(rest, start)?;
-                out.push(Token { raw: &rest[start..tok_end], escaped: true });
+                out.push(Token {
+                    raw: &rest[start..tok_end],
+                    escaped: true,
+                });
                 i = tok_end;
                 continue;
             }
-            out.push(Token { raw: &rest[start..i], escaped: false });
+            out.push(Token {
+                raw: &rest[start..i],
+                escaped: false,
+            });
         }
     }
     Ok(())
@@ -345,7 +439,11 @@ fn scan_mixed(rest: &[u8], mut i: usize) -> Result<usize, &'static str> {
         }
         i += 1;
     }
-    if quoted { Err("unterminated quote") } else { Ok(rest.len()) }
+    if quoted {
+        Err("unterminated quote")
+    } else {
+        Ok(rest.len())
+    }
 }
 
 /// Undoes quoting of an `escaped` token: removes quote characters and backslash escapes.
@@ -376,7 +474,11 @@ mod tests {
         tokenize(s.as_bytes(), &mut v).unwrap();
         v.iter()
             .map(|t| {
-                let b = if t.escaped { unescape(t.raw) } else { t.raw.to_vec() };
+                let b = if t.escaped {
+                    unescape(t.raw)
+                } else {
+                    t.raw.to_vec()
+                };
                 String::from_utf8(b).unwrap()
             })
             .collect()
@@ -386,19 +488,37 @@ mod tests {
     fn quoted_comment_is_one_token() {
         assert_eq!(
             toks(r#"-m comment --comment "ns1/svc1:p80 cluster IP" -j X"#),
-            ["-m", "comment", "--comment", "ns1/svc1:p80 cluster IP", "-j", "X"]
+            [
+                "-m",
+                "comment",
+                "--comment",
+                "ns1/svc1:p80 cluster IP",
+                "-j",
+                "X"
+            ]
         );
     }
 
     #[test]
     fn escapes_inside_quotes_are_undone() {
-        assert_eq!(toks(r#"--comment "a \"b\" \\ c""#), ["--comment", r#"a "b" \ c"#]);
+        assert_eq!(
+            toks(r#"--comment "a \"b\" \\ c""#),
+            ["--comment", r#"a "b" \ c"#]
+        );
     }
 
     #[test]
     fn runs_of_spaces_separate_tokens() {
         // iptables-save prints `--nfacct-name  NAME` with two spaces.
-        assert_eq!(toks("-m nfacct --nfacct-name  localhost_nps_accepted_pkts"), ["-m", "nfacct", "--nfacct-name", "localhost_nps_accepted_pkts"]);
+        assert_eq!(
+            toks("-m nfacct --nfacct-name  localhost_nps_accepted_pkts"),
+            [
+                "-m",
+                "nfacct",
+                "--nfacct-name",
+                "localhost_nps_accepted_pkts"
+            ]
+        );
     }
 
     #[test]
@@ -419,7 +539,10 @@ mod tests {
     #[test]
     fn missing_commit_is_a_truncation_error() {
         let e = events("*nat\n:KUBE-SERVICES - [0:0]\n").unwrap_err();
-        assert!(matches!(e, InventoryError::Truncated { line: 1, .. }), "{e}");
+        assert!(
+            matches!(e, InventoryError::Truncated { line: 1, .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -430,7 +553,10 @@ mod tests {
 
     #[test]
     fn other_tables_are_checked_but_not_reported() {
-        let v = events("*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
+        let v = events(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n*nat\nCOMMIT\n",
+        )
+        .unwrap();
         assert_eq!(v, ["5:Table { name: \"nat\" }", "6:Commit"]);
     }
 
