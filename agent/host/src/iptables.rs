@@ -225,6 +225,34 @@ fn run_to_string(tool: &Path, args: &[&str]) -> Result<String, HostError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Counts `:KUBE-` chain declarations in a backend's full dump, streaming.
+fn count_kube_chains(tool: &Path) -> Result<usize, HostError> {
+    use std::io::BufRead;
+    let failed = |m: String| HostError::ToolFailed { tool: tool.display().to_string(), message: m };
+    let mut child = Command::new(tool)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    let mut n = 0;
+    if let Some(out) = child.stdout.take() {
+        let mut r = std::io::BufReader::with_capacity(1 << 16, out);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).map_err(|e| failed(e.to_string()))? > 0 {
+            if line.starts_with(b":KUBE-") {
+                n += 1;
+            }
+            line.clear();
+        }
+    }
+    let status = child.wait().map_err(|e| failed(e.to_string()))?;
+    if !status.success() {
+        return Err(failed(status.to_string()));
+    }
+    Ok(n)
+}
+
 /// Detects the backend kube-proxy uses for a family (or honours `forced`).
 pub fn detect_backend(
     tools: &SaveTools,
@@ -253,17 +281,34 @@ pub fn detect_backend(
             nft_kube_chains: None,
         });
     }
+    // The mangle table is small and holds kubelet's markers; only without markers is a whole
+    // dump scanned (streamed, counting chain declarations) to compare the backends.
     let scan = |p: &Option<PathBuf>| -> Result<Option<BackendSignals>, HostError> {
         match p {
             None => Ok(None),
-            Some(p) => Ok(Some(signals(&run_to_string(p, &[])?))),
+            Some(p) => Ok(Some(signals(&run_to_string(p, &["-t", "mangle"])?))),
         }
     };
-    let (l, n) = (scan(&tools.legacy)?, scan(&tools.nft)?);
-    choose(l.as_ref(), n.as_ref()).ok_or_else(|| HostError::ToolMissing {
+    let (mut l, mut n) = (scan(&tools.legacy)?, scan(&tools.nft)?);
+    let markers = |s: &Option<BackendSignals>| s.as_ref().is_some_and(|s| s.hint || s.canary);
+    if !markers(&l) && !markers(&n) {
+        for (sig, p) in [(&mut l, &tools.legacy), (&mut n, &tools.nft)] {
+            if let (Some(sig), Some(p)) = (sig.as_mut(), p) {
+                sig.kube_chains = count_kube_chains(p)?;
+            }
+        }
+    }
+    let mut choice = choose(l.as_ref(), n.as_ref()).ok_or_else(|| HostError::ToolMissing {
         what: format!("{name}-save"),
         looked: format!("{name}-legacy-save, {name}-nft-save"),
-    })
+    })?;
+    // The other backend is dumped in full (normally empty, so cheap) to see whether it still
+    // holds KUBE-* chains; the chosen one is counted when it is read.
+    match choice.backend {
+        Backend::Legacy => choice.nft_kube_chains = tools.nft.as_deref().map(count_kube_chains).transpose()?,
+        Backend::Nft => choice.legacy_kube_chains = tools.legacy.as_deref().map(count_kube_chains).transpose()?,
+    }
+    Ok(choice)
 }
 
 /// Streams `iptables-save` of the chosen backend into the inventory.
@@ -317,6 +362,11 @@ pub fn read_live(
         });
     }
     let (facts, ports, mut warnings) = result?;
+    let mut choice = choice.clone();
+    match choice.backend {
+        Backend::Legacy => choice.legacy_kube_chains = Some(facts.kube_chains),
+        Backend::Nft => choice.nft_kube_chains = Some(facts.kube_chains),
+    }
     if let (Some(l), Some(n)) = (choice.legacy_kube_chains, choice.nft_kube_chains)
         && l > 0
         && n > 0
