@@ -90,7 +90,7 @@ pub fn read_family<R: Read>(
     save::read_dump(&input.name, input.reader, &TABLES, |event, line| {
         collector.event(event, line)
     })?;
-    Ok(resolve::resolve(collector, input.source))
+    resolve::resolve(collector, input.source)
 }
 
 /// Reads dumps (typically one IPv4 and optionally one IPv6) into one inventory.

@@ -228,7 +228,10 @@ fn run_to_string(tool: &Path, args: &[&str]) -> Result<String, HostError> {
 /// Counts `:KUBE-` chain declarations in a backend's full dump, streaming.
 fn count_kube_chains(tool: &Path) -> Result<usize, HostError> {
     use std::io::BufRead;
-    let failed = |m: String| HostError::ToolFailed { tool: tool.display().to_string(), message: m };
+    let failed = |m: String| HostError::ToolFailed {
+        tool: tool.display().to_string(),
+        message: m,
+    };
     let mut child = Command::new(tool)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -239,7 +242,11 @@ fn count_kube_chains(tool: &Path) -> Result<usize, HostError> {
     if let Some(out) = child.stdout.take() {
         let mut r = std::io::BufReader::with_capacity(1 << 16, out);
         let mut line = Vec::new();
-        while r.read_until(b'\n', &mut line).map_err(|e| failed(e.to_string()))? > 0 {
+        while r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| failed(e.to_string()))?
+            > 0
+        {
             if line.starts_with(b":KUBE-") {
                 n += 1;
             }
@@ -305,8 +312,13 @@ pub fn detect_backend(
     // The other backend is dumped in full (normally empty, so cheap) to see whether it still
     // holds KUBE-* chains; the chosen one is counted when it is read.
     match choice.backend {
-        Backend::Legacy => choice.nft_kube_chains = tools.nft.as_deref().map(count_kube_chains).transpose()?,
-        Backend::Nft => choice.legacy_kube_chains = tools.legacy.as_deref().map(count_kube_chains).transpose()?,
+        Backend::Legacy => {
+            choice.nft_kube_chains = tools.nft.as_deref().map(count_kube_chains).transpose()?
+        }
+        Backend::Nft => {
+            choice.legacy_kube_chains =
+                tools.legacy.as_deref().map(count_kube_chains).transpose()?
+        }
     }
     Ok(choice)
 }

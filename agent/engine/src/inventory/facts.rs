@@ -102,19 +102,22 @@ pub fn classify(name: &str) -> ChainClass {
     let Some(rest) = name.strip_prefix("KUBE-") else {
         return ChainClass::Other;
     };
-    let hashed = |kind: HKind, h: &str| -> ChainClass {
-        let b = h.as_bytes();
-        if b.len() == 16
-            && b.iter()
-                .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
-        {
-            let mut out = [0u8; 16];
-            out.copy_from_slice(b);
-            ChainClass::Hashed(kind, out)
-        } else {
-            ChainClass::OtherKube
+    // Fast path for the ~120k per-service / per-endpoint chains of a large dump.
+    let b = rest.as_bytes();
+    if b.len() == 20 && b[3] == b'-' {
+        let kind = match &b[..3] {
+            b"SEP" => Some(HKind::Sep),
+            b"SVC" => Some(HKind::Svc),
+            b"SVL" => Some(HKind::Svl),
+            b"EXT" => Some(HKind::Ext),
+            b"XLB" => Some(HKind::Xlb),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return hashed_class(kind, &rest[4..]);
         }
-    };
+    }
+    let hashed = hashed_class;
     match rest {
         "SERVICES" => ChainClass::Fixed(Fixed::Services),
         "NODEPORTS" => ChainClass::Fixed(Fixed::NodePorts),
@@ -150,6 +153,20 @@ pub fn classify(name: &str) -> ChainClass {
             }
             ChainClass::OtherKube
         }
+    }
+}
+
+fn hashed_class(kind: HKind, h: &str) -> ChainClass {
+    let b = h.as_bytes();
+    if b.len() == 16
+        && b.iter()
+            .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(b);
+        ChainClass::Hashed(kind, out)
+    } else {
+        ChainClass::OtherKube
     }
 }
 
@@ -225,8 +242,6 @@ pub struct ChainFacts {
     pub facts: Vec<PlacedFact>,
     /// Reached from a KUBE-SERVICES / KUBE-NODEPORTS entry (set by the resolver).
     pub referenced: bool,
-    /// First line of a rule jumping here (0: none), to report jumps to undeclared chains.
-    pub first_ref_line: u32,
     /// Endpoint chains keep their two rules inline instead of in `facts`: the DNAT target…
     pub dnat: Option<(IpAddr, u16)>,
     /// …its line…
@@ -526,26 +541,6 @@ impl Collector {
     }
 
     fn commit(&mut self) -> Result<(), InventoryError> {
-        if self.table == "nat" {
-            let mut missing: Option<(u32, String)> = None;
-            for (k, h, c) in self.chains.iter() {
-                if !c.declared
-                    && c.first_ref_line != 0
-                    && missing.as_ref().is_none_or(|m| c.first_ref_line < m.0)
-                {
-                    missing = Some((c.first_ref_line, k.chain(h)));
-                }
-            }
-            if let Some((line, target)) = missing {
-                return Err(InventoryError::malformed(
-                    &self.source,
-                    line,
-                    format!(
-                        "rule jumps to chain {target}, which is not declared in table nat (iptables-restore would reject this dump)"
-                    ),
-                ));
-            }
-        }
         let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets)
             .into_iter()
             .collect();
@@ -637,9 +632,8 @@ impl Collector {
                 self.kube_rules += 1;
                 if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
                     match classify(t) {
-                        ChainClass::Hashed(k, h) if self.table == "nat" => {
-                            self.reference((k, h), line)
-                        }
+                        // Checked by the resolver when it follows the jump.
+                        ChainClass::Hashed(_, _) if self.table == "nat" => {}
                         _ => {
                             if !self.pending_targets.contains_key(t) {
                                 self.pending_targets.insert(t.to_owned(), line);
@@ -754,14 +748,6 @@ impl Collector {
         }
         c.facts.push(PlacedFact { fact, line });
         Ok(())
-    }
-
-    /// Records a jump to a per-service / per-endpoint chain (checked for a declaration at COMMIT).
-    fn reference(&mut self, target: (HKind, Hash), line: u32) {
-        let c = self.chains.entry(target.0, &target.1);
-        if c.first_ref_line == 0 {
-            c.first_ref_line = line;
-        }
     }
 
     fn place_nat_services(&mut self, r: &Rule<'_>, line: u32) -> Result<(), String> {

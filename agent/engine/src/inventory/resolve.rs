@@ -10,9 +10,10 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
+use super::InventoryError;
 use super::facts::{
-    ChainFacts, Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind,
-    Hash, format_endpoint, probability_of_quantum,
+    Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
+    format_endpoint, probability_of_quantum,
 };
 use super::hash::port_proto_hash;
 use super::model::*;
@@ -32,7 +33,7 @@ struct Builder {
     ext_or_lb: Vec<IpAddr>,
     internal_target: Option<HKind>,
     legacy_masq: bool,
-    roots: Vec<(HKind, Hash)>,
+    roots: Vec<(HKind, Hash, u32)>,
     internal_verdict: Option<NoEndpointVerdict>,
     external_verdict: Option<NoEndpointVerdict>,
     hc_port: Option<u16>,
@@ -45,6 +46,8 @@ type Key = (String, Protocol);
 
 struct Ctx<'c> {
     c: &'c mut Collector,
+    /// First jump (line, chain) to a chain the dump never declared.
+    undeclared: Option<(u32, String)>,
     detector: Option<LocalDetector>,
     masquerade_all: bool,
 }
@@ -53,7 +56,7 @@ struct Ctx<'c> {
 pub fn resolve(
     mut c: Collector,
     source: SourceKind,
-) -> (FamilyFacts, Vec<ServicePort>, Vec<Warning>) {
+) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
     let mut order: Vec<Key> = Vec::new();
     let mut builders: FxHashMap<Key, Builder> = FxHashMap::default();
     let mut by_hash: FxHashMap<Hash, Key> = FxHashMap::default();
@@ -78,7 +81,7 @@ pub fn resolve(
                 continue;
             }
             b.hash = Some(h);
-            b.roots.push((k, h));
+            b.roots.push((k, h, e.line));
             by_hash.insert(h, key.clone());
         }
         match e.kind {
@@ -160,7 +163,7 @@ pub fn resolve(
         b.localhost_node_port |= np.localhost;
         b.nat_node_port = true;
         if let EntryTarget::Chain(k, h) = np.target {
-            b.roots.push((k, h));
+            b.roots.push((k, h, np.line));
         }
     }
 
@@ -278,6 +281,7 @@ pub fn resolve(
     }
     let mut ctx = Ctx {
         c: &mut c,
+        undeclared: None,
         detector: None,
         masquerade_all: false,
     };
@@ -290,11 +294,22 @@ pub fn resolve(
             ports.push(sp);
         }
     }
+    // Jumps are checked against declarations here, where they are followed, rather than
+    // looked up once more while streaming (a random access per jump at 100k endpoints).
+    if let Some((line, chain)) = ctx.undeclared.take() {
+        return Err(InventoryError::Malformed {
+            input: ctx.c.source.clone(),
+            line,
+            message: format!(
+                "rule jumps to chain {chain}, which is not declared in table nat (iptables-restore would reject this dump)"
+            ),
+        });
+    }
     let (detector, masquerade_all) = (ctx.detector.take(), ctx.masquerade_all);
     stale_chains(&mut c);
     let facts = family_facts(&mut c, source, detector, masquerade_all);
     let warnings = std::mem::take(&mut c.warnings);
-    (facts, ports, warnings)
+    Ok((facts, ports, warnings))
 }
 
 fn builder<'b>(
@@ -313,6 +328,14 @@ fn builder<'b>(
         first_line: line,
         ..Builder::default()
     })
+}
+
+impl Ctx<'_> {
+    fn note_undeclared(&mut self, line: u32, k: HKind, h: &Hash) {
+        if self.undeclared.as_ref().is_none_or(|u| line < u.0) {
+            self.undeclared = Some((line, k.chain(h)));
+        }
+    }
 }
 
 impl Collector {
@@ -385,9 +408,9 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
             mismatches.push(HKind::Svc.chain(&h));
         }
         // Walk every per-service chain this service's entries reach.
-        let mut stack: Vec<(HKind, Hash)> = b.roots.clone();
+        let mut stack: Vec<(HKind, Hash, u32)> = b.roots.clone();
         let mut seen: Vec<(HKind, Hash)> = Vec::new();
-        while let Some((k, hh)) = stack.pop() {
+        while let Some((k, hh, from_line)) = stack.pop() {
             if seen.contains(&(k, hh)) {
                 continue;
             }
@@ -404,6 +427,7 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
                 continue;
             }
             let Some(chain) = ctx.c.chains.get_mut(k, &hh) else {
+                ctx.note_undeclared(from_line, k, &hh);
                 continue;
             };
             chain.referenced = true;
@@ -525,7 +549,7 @@ fn walk_chain(
     h: &Hash,
     facts: &[super::facts::PlacedFact],
     w: &mut Walk,
-    stack: &mut Vec<(HKind, Hash)>,
+    stack: &mut Vec<(HKind, Hash, u32)>,
 ) {
     let chain = k.chain(h);
     let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
@@ -570,7 +594,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *h));
+                        stack.push((HKind::Svc, *h, f.line));
                     }
                     Fact::MarkDrop if k == HKind::Xlb => w.legacy_no_local = true,
                     Fact::Affinity { seconds, .. } => {
@@ -588,7 +612,7 @@ fn walk_chain(
                         to,
                         probability,
                         cond: Cond::Always,
-                    } => match endpoint_of(ctx, b, to, w) {
+                    } => match endpoint_of(ctx, b, to, w, f.line) {
                         Some((ip, port)) => d.endpoints.push(WeightedEndpoint {
                             ip,
                             port,
@@ -631,7 +655,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *to));
+                        stack.push((HKind::Svc, *to, f.line));
                     }
                     Fact::Jump {
                         kind: kk @ (HKind::Svc | HKind::Svl),
@@ -640,7 +664,7 @@ fn walk_chain(
                         to,
                     } => {
                         w.ext_policy = Some(*kk);
-                        stack.push((*kk, *to));
+                        stack.push((*kk, *to, f.line));
                     }
                     _ => unplaced(
                         ctx,
@@ -661,7 +685,7 @@ fn walk_chain(
                         } else {
                             w.source_ranges.push(*src);
                         }
-                        stack.push((*kind, *to));
+                        stack.push((*kind, *to, f.line));
                     }
                     Fact::FallThrough | Fact::MarkDrop => {}
                     Fact::MarkMasq { cond: Cond::Always } => {}
@@ -671,7 +695,7 @@ fn walk_chain(
                         probability: None,
                         to,
                     } => {
-                        stack.push((*kk, *to));
+                        stack.push((*kk, *to, f.line));
                     }
                     _ => unplaced(ctx, f.line, "rule that does not belong in a firewall chain"),
                 }
@@ -682,20 +706,30 @@ fn walk_chain(
 }
 
 /// Resolves an endpoint chain to its DNAT target, checking its hash and marking it referenced.
-fn endpoint_of(ctx: &mut Ctx<'_>, b: &Builder, to: &Hash, w: &mut Walk) -> Option<(IpAddr, u16)> {
-    let chain: &mut ChainFacts = ctx.c.chains.get_mut(HKind::Sep, to)?;
+fn endpoint_of(
+    ctx: &mut Ctx<'_>,
+    b: &Builder,
+    to: &Hash,
+    w: &mut Walk,
+    line: u32,
+) -> Option<(IpAddr, u16)> {
+    let Some(chain) = ctx.c.chains.get_mut(HKind::Sep, to) else {
+        ctx.note_undeclared(line, HKind::Sep, to);
+        return None;
+    };
     let first_visit = !chain.referenced;
     chain.referenced = true;
     let (ip, port) = chain.dnat?;
     let hairpin = chain.hairpin_line != 0;
     if first_visit {
-        let ep = format_endpoint(&ip, port);
+        let mut buf = EndpointText::default();
+        let ep = buf.format(&ip, port);
         w.endpoint_count += 1;
         if !hairpin {
             w.hairpin_all = false;
         }
         if let Some(proto) = b.proto {
-            let expect = port_proto_hash(&b.spn, proto.as_str(), &ep);
+            let expect = port_proto_hash(&b.spn, proto.as_str(), ep);
             if &expect != to {
                 let sep_name = HKind::Sep.chain(to);
                 ctx.c.warn_in(
@@ -784,5 +818,54 @@ fn family_facts(
         legacy_chains: c.node.legacy.clone(),
         ipvs_mode_chains: c.node.ipvs_mode.clone(),
         hooks: std::mem::take(&mut c.hooks),
+    }
+}
+
+/// `ip:port` as kube-proxy formats it, written without the `fmt` machinery: the resolver
+/// formats every endpoint of a large dump (100k at 20k services) to recompute its chain hash.
+#[derive(Default)]
+struct EndpointText {
+    buf: [u8; 32],
+    len: usize,
+    owned: String,
+}
+
+impl EndpointText {
+    fn push_num(&mut self, mut n: u32) {
+        let mut tmp = [0u8; 10];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let digits = &tmp[i..];
+        self.buf[self.len..self.len + digits.len()].copy_from_slice(digits);
+        self.len += digits.len();
+    }
+
+    fn format(&mut self, ip: &IpAddr, port: u16) -> &str {
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.buf[self.len] = b'.';
+                        self.len += 1;
+                    }
+                    self.push_num(u32::from(*o));
+                }
+                self.buf[self.len] = b':';
+                self.len += 1;
+                self.push_num(u32::from(port));
+                std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+            }
+            IpAddr::V6(_) => {
+                self.owned = format_endpoint(ip, port);
+                &self.owned
+            }
+        }
     }
 }

@@ -71,6 +71,114 @@ pub struct Rule<'a> {
     pub unknown: Vec<&'a str>,
 }
 
+/// The options kube-proxy's rules use, recognised by length first: there are millions of
+/// option tokens in a large dump, and a flat `match` on byte strings compares them one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Not,
+    Src,
+    Dst,
+    Proto,
+    InIface,
+    Match,
+    Dport,
+    Comment,
+    Jump,
+    ToDest,
+    OrMark,
+    XorMark,
+    SetXmark,
+    Mark,
+    Mode,
+    Probability,
+    Name,
+    Seconds,
+    Rcheck,
+    Set,
+    Reap,
+    Mask,
+    SrcType,
+    DstType,
+    Ctstate,
+    Nfacct,
+    RandomFully,
+    RejectWith,
+    Unknown,
+}
+
+fn opt_kind(o: &[u8]) -> Opt {
+    use Opt::*;
+    match o.len() {
+        1 if o == b"!" => Not,
+        2 => match o {
+            b"-s" => Src,
+            b"-d" => Dst,
+            b"-p" => Proto,
+            b"-i" => InIface,
+            b"-m" => Match,
+            b"-j" => Jump,
+            _ => Unknown,
+        },
+        5 => match o {
+            b"--src" => Src,
+            b"--dst" => Dst,
+            b"--set" => Set,
+            _ => Unknown,
+        },
+        6 => match o {
+            b"--mark" => Mark,
+            b"--mode" => Mode,
+            b"--name" => Name,
+            b"--mask" => Mask,
+            b"--reap" => Reap,
+            b"--jump" => Jump,
+            _ => Unknown,
+        },
+        7 => match o {
+            b"--dport" => Dport,
+            b"--match" => Match,
+            b"--state" => Ctstate,
+            _ => Unknown,
+        },
+        8 => match o {
+            b"--source" => Src,
+            b"--rcheck" => Rcheck,
+            _ => Unknown,
+        },
+        9 => match o {
+            b"--comment" => Comment,
+            b"--seconds" => Seconds,
+            b"--rsource" => Reap,
+            b"--or-mark" => OrMark,
+            b"--ctstate" => Ctstate,
+            _ => Unknown,
+        },
+        10 => match o {
+            b"--protocol" => Proto,
+            b"--dst-type" => DstType,
+            b"--src-type" => SrcType,
+            b"--xor-mark" => XorMark,
+            _ => Unknown,
+        },
+        11 if o == b"--set-xmark" => SetXmark,
+        13 => match o {
+            b"--probability" => Probability,
+            b"--destination" => Dst,
+            b"--nfacct-name" => Nfacct,
+            b"--reject-with" => RejectWith,
+            _ => Unknown,
+        },
+        14 => match o {
+            b"--random-fully" => RandomFully,
+            b"--in-interface" => InIface,
+            _ => Unknown,
+        },
+        16 if o == b"--to-destination" => ToDest,
+        18 if o == b"--destination-port" => Dport,
+        _ => Unknown,
+    }
+}
+
 /// Why a rule could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError(pub String);
@@ -84,6 +192,10 @@ pub fn parse_rule<'a>(
     r: &mut Rule<'a>,
 ) -> Result<(), RuleError> {
     tokenize(rest, scratch).map_err(|e| RuleError(e.to_owned()))?;
+    // One UTF-8 check for the whole rule; tokens end at ASCII delimiters, so slicing the
+    // checked text at their offsets needs no further validation.
+    let rest_str = std::str::from_utf8(rest).map_err(|_| RuleError("invalid UTF-8".into()))?;
+    let base = rest.as_ptr() as usize;
     let toks = &scratch[..];
     let mut i = 0usize;
     let mut negate = false;
@@ -93,7 +205,10 @@ pub fn parse_rule<'a>(
         if t.escaped {
             return Err(RuleError("unexpected quoting in an option value".into()));
         }
-        std::str::from_utf8(t.raw).map_err(|_| RuleError("invalid UTF-8 in an option value".into()))
+        let off = (t.raw.as_ptr() as usize).wrapping_sub(base);
+        rest_str
+            .get(off..off + t.raw.len())
+            .ok_or_else(|| RuleError("invalid UTF-8 in an option value".into()))
     };
     while i < toks.len() {
         let opt = toks[i].raw;
@@ -109,35 +224,35 @@ pub fn parse_rule<'a>(
         let neg = negate;
         negate = false;
         let mut consumed = 2usize;
-        match opt {
-            b"!" => {
+        match opt_kind(opt) {
+            Opt::Not => {
                 negate = true;
                 consumed = 1;
             }
-            b"-s" | b"--source" | b"--src" => {
+            Opt::Src => {
                 r.src = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"-d" | b"--destination" | b"--dst" => {
+            Opt::Dst => {
                 r.dst = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"-p" | b"--protocol" => r.proto = Some(value(i + 1)?),
-            b"-i" | b"--in-interface" => {
+            Opt::Proto => r.proto = Some(value(i + 1)?),
+            Opt::InIface => {
                 r.in_iface = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"-m" | b"--match" => {
+            Opt::Match => {
                 value(i + 1)?;
             }
-            b"--dport" | b"--destination-port" => r.dport = Some(value(i + 1)?),
-            b"--comment" => {
+            Opt::Dport => r.dport = Some(value(i + 1)?),
+            Opt::Comment => {
                 let Some(t) = toks.get(i + 1) else {
                     return Err(RuleError("--comment without a value".into()));
                 };
@@ -154,66 +269,66 @@ pub fn parse_rule<'a>(
                 };
                 r.comment = Some(c);
             }
-            b"-j" | b"--jump" => r.target = Some(value(i + 1)?),
-            b"--to-destination" => r.to_destination = Some(value(i + 1)?),
-            b"--or-mark" => r.or_mark = Some(value(i + 1)?),
-            b"--xor-mark" => r.xor_mark = Some(value(i + 1)?),
-            b"--set-xmark" => r.set_xmark = Some(value(i + 1)?),
-            b"--mark" => {
+            Opt::Jump => r.target = Some(value(i + 1)?),
+            Opt::ToDest => r.to_destination = Some(value(i + 1)?),
+            Opt::OrMark => r.or_mark = Some(value(i + 1)?),
+            Opt::XorMark => r.xor_mark = Some(value(i + 1)?),
+            Opt::SetXmark => r.set_xmark = Some(value(i + 1)?),
+            Opt::Mark => {
                 r.mark = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"--mode" => {
+            Opt::Mode => {
                 if value(i + 1)? != "random" {
                     r.unknown.push("--mode");
                 }
             }
-            b"--probability" => r.probability = Some(value(i + 1)?),
-            b"--name" => r.recent_name = Some(value(i + 1)?),
-            b"--seconds" => r.recent_seconds = Some(value(i + 1)?),
-            b"--rcheck" => {
+            Opt::Probability => r.probability = Some(value(i + 1)?),
+            Opt::Name => r.recent_name = Some(value(i + 1)?),
+            Opt::Seconds => r.recent_seconds = Some(value(i + 1)?),
+            Opt::Rcheck => {
                 r.recent_rcheck = true;
                 consumed = 1;
             }
-            b"--set" => {
+            Opt::Set => {
                 r.recent_set = true;
                 consumed = 1;
             }
             // `recent` defaults that iptables-save prints back; they change nothing.
-            b"--reap" | b"--rsource" => consumed = 1,
-            b"--mask" => {
+            Opt::Reap => consumed = 1,
+            Opt::Mask => {
                 let m = value(i + 1)?;
                 if m != "255.255.255.255" && m != "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" {
                     r.unknown.push("--mask");
                 }
             }
-            b"--src-type" => {
+            Opt::SrcType => {
                 r.src_type = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"--dst-type" => {
+            Opt::DstType => {
                 r.dst_type = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"--ctstate" | b"--state" => {
+            Opt::Ctstate => {
                 r.ctstate = Some(Neg {
                     negated: neg,
                     value: value(i + 1)?,
                 })
             }
-            b"--nfacct-name" => r.nfacct = Some(value(i + 1)?),
-            b"--random-fully" => {
+            Opt::Nfacct => r.nfacct = Some(value(i + 1)?),
+            Opt::RandomFully => {
                 r.random_fully = true;
                 consumed = 1;
             }
-            b"--reject-with" => r.reject_with = Some(value(i + 1)?),
-            _ => {
+            Opt::RejectWith => r.reject_with = Some(value(i + 1)?),
+            Opt::Unknown => {
                 let o = text(&toks[i]).unwrap_or("?");
                 r.unknown.push(o);
                 // Swallow a following value, if any.

@@ -327,15 +327,9 @@ pub fn split_word(b: &[u8]) -> (&[u8], &[u8]) {
 }
 
 fn ascii<'a>(source: &str, line_no: u32, b: &'a [u8]) -> Result<&'a str, InventoryError> {
-    if !b.is_ascii() {
-        return Err(InventoryError::malformed(
-            source,
-            line_no,
-            "non-ASCII bytes in a table or chain name",
-        ));
-    }
-    // ASCII is valid UTF-8.
-    std::str::from_utf8(b).map_err(|_| InventoryError::malformed(source, line_no, "invalid UTF-8"))
+    std::str::from_utf8(b).map_err(|_| {
+        InventoryError::malformed(source, line_no, "invalid UTF-8 in a table or chain name")
+    })
 }
 
 /// One token of a rule: its bytes with surrounding quotes removed. `escaped` tells the caller

@@ -1,1 +1,68 @@
+//! Inventory behaviour on hand-made variations of a golden dump.
 
+use super::*;
+
+const OVERALL: &str = include_str!("../../tests/golden/overall/restore.txt");
+
+fn inv(text: &str) -> Result<Inventory, InventoryError> {
+    inventory_from_str("t", text)
+}
+
+#[test]
+fn a_renamed_endpoint_chain_is_a_hash_mismatch() {
+    // Rename ns1/svc1's only endpoint chain everywhere: the graph still holds, the hash does not.
+    let text = OVERALL.replace("KUBE-SEP-SXIVWICOYRO3J4NJ", "KUBE-SEP-AAAAAAAAAAAAAAAA");
+    let inv = inv(&text).unwrap();
+    let sp = inv
+        .service_ports
+        .iter()
+        .find(|s| s.name.to_string() == "ns1/svc1:p80")
+        .unwrap();
+    assert_eq!(sp.hash_mismatches, ["KUBE-SEP-AAAAAAAAAAAAAAAA"]);
+    assert!(
+        inv.warnings
+            .iter()
+            .any(|w| w.code == "hash-mismatch" && w.chain == "KUBE-SEP-AAAAAAAAAAAAAAAA")
+    );
+    assert_eq!(sp.endpoints.len(), 1, "the endpoint is still inventoried");
+}
+
+#[test]
+fn a_jump_to_an_undeclared_endpoint_chain_is_an_error_with_its_line() {
+    let text = OVERALL.replace(":KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]\n", "");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-A KUBE-SEP-SXIVWICOYRO3J4NJ "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let line = text
+        .lines()
+        .position(|l| l.contains("-j KUBE-SEP-SXIVWICOYRO3J4NJ"))
+        .unwrap() as u32
+        + 1;
+    match inv(&text) {
+        Err(InventoryError::Malformed {
+            line: l, message, ..
+        }) => {
+            assert_eq!(l, line);
+            assert!(message.contains("KUBE-SEP-SXIVWICOYRO3J4NJ"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn deleting_a_chain_with_x_removes_it() {
+    // Partial-sync restore input deletes stale chains with -X after declaring them.
+    let (head, nat) = OVERALL.split_at(OVERALL.find("*nat\n").unwrap());
+    let nat = nat
+        .replacen(
+            ":KUBE-SERVICES - [0:0]\n",
+            ":KUBE-SERVICES - [0:0]\n:KUBE-SEP-ZZZZZZZZZZZZZZZZ - [0:0]\n",
+            1,
+        )
+        .replacen("\nCOMMIT\n", "\n-X KUBE-SEP-ZZZZZZZZZZZZZZZZ\nCOMMIT\n", 1);
+    let text = format!("{head}{nat}");
+    let inv = inv(&text).unwrap();
+    assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+}
