@@ -487,8 +487,17 @@ impl Inventory {
 
     /// Sorts service ports and warnings into the documented, deterministic order.
     pub fn normalize(&mut self) {
-        self.service_ports
-            .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        // Service ports are large; sort indices and move each one once.
+        let ports = &self.service_ports;
+        if !ports.is_sorted_by(|a, b| a.sort_key() <= b.sort_key()) {
+            let mut idx: Vec<usize> = (0..ports.len()).collect();
+            idx.sort_by(|&a, &b| ports[a].sort_key().cmp(&ports[b].sort_key()));
+            let mut slots: Vec<Option<ServicePort>> = std::mem::take(&mut self.service_ports)
+                .into_iter()
+                .map(Some)
+                .collect();
+            self.service_ports = idx.iter().filter_map(|&i| slots[i].take()).collect();
+        }
         self.warnings
             .sort_by(|a, b| (a.family, a.line, &a.code).cmp(&(b.family, b.line, &b.code)));
     }

@@ -551,8 +551,8 @@ fn walk_chain(
     w: &mut Walk,
     stack: &mut Vec<(HKind, Hash, u32)>,
 ) {
-    let chain = k.chain(h);
     let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
+        let chain = k.chain(h);
         ctx.c.warn_in(
             "unplaced-rule",
             "nat",
@@ -564,7 +564,7 @@ fn walk_chain(
     match k {
         HKind::Svc | HKind::Svl | HKind::Xlb => {
             let mut d = Dispatch {
-                chain: chain.clone(),
+                chain: k.chain(h),
                 endpoints: Vec::new(),
             };
             for f in facts {
