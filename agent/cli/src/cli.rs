@@ -136,8 +136,8 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls, tools, kube-proxy config.
-    /// [not in this build yet: exits 69]
+    /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls. [partial: tools,
+    /// kube-proxy config, scale and --probe come later] Exit 0 ready, 1 blockers found.
     Preflight {
         #[command(flatten)]
         inputs: Inputs,

@@ -66,7 +66,55 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
-        Command::Preflight { .. } => Err(unavailable("preflight", 3)),
+        Command::Preflight {
+            inputs: i,
+            probe,
+            output,
+        } => {
+            if *probe {
+                return Err(unavailable(
+                    "preflight --probe (needs the IPVS netlink client)",
+                    5,
+                ));
+            }
+            let root = i
+                .host_root
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("/"));
+            if !root.is_dir() {
+                return Err(CliError::new(
+                    ExitCode::NoInput,
+                    format!("--host-root {}: not a directory", root.display()),
+                ));
+            }
+            let facts = ipvsmig_host::node::read_node_facts(&root);
+            let findings = ipvsmig_engine::preflight::run(&facts, "rr");
+            let blockers = findings
+                .iter()
+                .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)
+                .count();
+            match output {
+                Format::Json => print_json(&serde_json::json!({
+                    "apiVersion": API_VERSION,
+                    "kind": "Preflight",
+                    "ready": blockers == 0,
+                    "findings": findings,
+                    "facts": facts,
+                }))?,
+                Format::Table => write_out(&table::preflight(&findings, &facts))?,
+                Format::Html => {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        "preflight has no html output; use `audit -o html`",
+                    ));
+                }
+            }
+            Ok(if blockers > 0 {
+                ExitCode::NotReady
+            } else {
+                ExitCode::Ok
+            })
+        }
         Command::Plan { .. } => Err(unavailable("plan", 4)),
         Command::Apply { .. } | Command::Status { .. } => Err(unavailable("apply/status", 5)),
         Command::Cutover { .. }

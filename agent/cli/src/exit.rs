@@ -8,7 +8,6 @@ pub enum ExitCode {
     /// 0: ok / ready.
     Ok = 0,
     /// 1: not ready, a check or verification failed.
-    #[allow(dead_code)] // returned by verdicts once preflight and plan exist (issues 3, 4)
     NotReady = 1,
     /// 2: usage error.
     Usage = 2,

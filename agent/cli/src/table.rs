@@ -352,3 +352,46 @@ pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
     );
     out
 }
+
+/// Preflight findings as text, blockers first.
+pub fn preflight(
+    findings: &[ipvsmig_engine::preflight::Finding],
+    facts: &ipvsmig_engine::preflight::NodeFacts,
+) -> String {
+    use ipvsmig_engine::preflight::Severity;
+    let mut out = String::new();
+    let blockers = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Blocker)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    let _ = writeln!(out, "host root: {}", facts.host_root);
+    let _ = writeln!(
+        out,
+        "VERDICT: {} ({blockers} blockers, {warnings} warnings)\n",
+        if blockers == 0 {
+            "READY for the checks in this build"
+        } else {
+            "NOT READY"
+        }
+    );
+    for f in findings {
+        let sev = match f.severity {
+            Severity::Blocker => "BLOCKER",
+            Severity::Warning => "WARNING",
+            Severity::Info => "info",
+        };
+        let _ = writeln!(out, "{sev:<8} {}: {}", f.id, f.title);
+        for e in &f.evidence {
+            let _ = writeln!(out, "         · {e}");
+        }
+        if f.severity != Severity::Info {
+            let _ = writeln!(out, "         → {}", f.remediation);
+            let _ = writeln!(out, "         runbook: {}", f.runbook);
+        }
+    }
+    out
+}

@@ -172,3 +172,46 @@ fn the_demo_audit_names_itself_a_demo_and_lists_the_inventory() {
     assert_eq!(v["kind"], "Audit");
     assert!(v["summary"]["servicePorts"].as_u64().unwrap_or(0) > 200);
 }
+
+#[test]
+fn preflight_exits_1_with_blockers_and_0_without() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/preflight/");
+    let out = run(
+        &[
+            "preflight",
+            "--host-root",
+            &format!("{fixtures}centos-7-flannel"),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BLOCKER  os-unsupported"));
+    let out = run(
+        &[
+            "preflight",
+            "--host-root",
+            &format!("{fixtures}ubuntu-22.04-calico"),
+            "-o",
+            "json",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "Preflight");
+    assert_eq!(v["ready"], true);
+    let out = run(&["preflight", "--host-root", "/nonexistent"], None, &[]);
+    assert_eq!(out.status.code(), Some(66));
+}

@@ -5,3 +5,4 @@
 //! The host crate gathers inputs; the binary prints results.
 
 pub mod inventory;
+pub mod preflight;

@@ -5,3 +5,4 @@
 //! returns typed errors; the binary decides exit codes.
 
 pub mod iptables;
+pub mod node;

@@ -1,0 +1,250 @@
+//! Preflight: node facts in, findings out. One small pure function per check; the report,
+//! the metrics and the cutover gate all read the same findings.
+//!
+//! Facts are gathered by the host crate (relative to a host root); nothing here reads files.
+//! Knowledge that is data (kernel thresholds, OS support) lives in [`tables`], each row
+//! citing its source. Every check id has a section in docs/runbooks/preflight.md (a test
+//! enforces it).
+
+pub mod checks;
+pub mod tables;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How much a finding matters for the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The node cannot migrate until this is fixed.
+    Blocker,
+    /// Migration can proceed; behaviour or risk the operator must know about.
+    Warning,
+    /// Context.
+    Info,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable check id (also the runbook anchor).
+    pub id: String,
+    /// Severity.
+    pub severity: Severity,
+    /// One line: what was found.
+    pub title: String,
+    /// What the check saw (file, value), so the operator can verify it.
+    pub evidence: Vec<String>,
+    /// What to do.
+    pub remediation: String,
+    /// Runbook link (docs/runbooks/preflight.md#<id>).
+    pub runbook: String,
+}
+
+impl Finding {
+    /// A finding with its runbook link derived from the id.
+    pub fn new(
+        id: &str,
+        severity: Severity,
+        title: impl Into<String>,
+        evidence: Vec<String>,
+        remediation: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            id: id.to_owned(),
+            severity,
+            title: title.into(),
+            evidence,
+            remediation: remediation.into(),
+            runbook: format!("docs/runbooks/preflight.md#{id}"),
+        }
+    }
+}
+
+/// `/etc/os-release` fields the checks use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsRelease {
+    /// `ID`
+    pub id: String,
+    /// `ID_LIKE`
+    pub id_like: Vec<String>,
+    /// `VERSION_ID`
+    pub version_id: String,
+    /// `PRETTY_NAME`
+    pub pretty_name: String,
+}
+
+impl OsRelease {
+    /// Parses os-release(5) text: `KEY=value`, values optionally quoted.
+    pub fn parse(text: &str) -> OsRelease {
+        let mut o = OsRelease::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.trim().split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"').trim_matches('\'').to_owned();
+            match k.trim() {
+                "ID" => o.id = v.to_ascii_lowercase(),
+                "ID_LIKE" => {
+                    o.id_like = v.split_whitespace().map(str::to_ascii_lowercase).collect()
+                }
+                "VERSION_ID" => o.version_id = v,
+                "PRETTY_NAME" => o.pretty_name = v,
+                _ => {}
+            }
+        }
+        o
+    }
+}
+
+/// What the node says about kernel modules, from every source kube-proxy's own check used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleFacts {
+    /// First column of /proc/modules; `None` if the file does not exist (no module support).
+    pub loaded: Option<Vec<String>>,
+    /// Names under /sys/module (loaded modules and built-ins with parameters).
+    pub sys_module: Vec<String>,
+    /// Module names from /lib/modules/<release>/modules.builtin.
+    pub builtin: Option<Vec<String>>,
+    /// Module names that can be loaded (files under /lib/modules/<release>/kernel).
+    pub loadable: Option<Vec<String>>,
+    /// Kernel config (`CONFIG_X` → `y`/`m`/…), from /proc/config.gz or /boot/config-<release>.
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// A `key = value` line of a persistent sysctl file (sysctl.d(5)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlSetting {
+    /// File (relative to the host root).
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// Key, dotted (`net.ipv4.vs.conntrack`).
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A CNI network configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniConf {
+    /// File name under /etc/cni/net.d.
+    pub file: String,
+    /// Plugin types it lists (`calico`, `flannel`, `portmap`, …).
+    pub types: Vec<String>,
+}
+
+/// Everything the preflight checks look at, gathered by the host crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFacts {
+    /// Root the files were read under.
+    pub host_root: String,
+    /// /proc/sys/kernel/osrelease.
+    pub kernel_release: Option<String>,
+    /// /etc/os-release (or /usr/lib/os-release).
+    pub os: Option<OsRelease>,
+    /// Modules.
+    pub modules: ModuleFacts,
+    /// Current sysctl values under /proc/sys (dotted keys) the checks need; absent keys are
+    /// absent from the map.
+    pub sysctls: BTreeMap<String, String>,
+    /// Persistent sysctl settings (/etc/sysctl.conf, /etc/sysctl.d, /run/sysctl.d,
+    /// /usr/lib/sysctl.d).
+    pub sysctl_files: Vec<SysctlSetting>,
+    /// /etc/cni/net.d contents.
+    pub cni: Vec<CniConf>,
+    /// `kube-ipvs0` exists (/sys/class/net/kube-ipvs0).
+    pub kube_ipvs0: bool,
+    /// Files that exist but could not be read or parsed (path: reason).
+    pub unreadable: Vec<String>,
+}
+
+/// Kernel release → (major, minor), e.g. `6.1.0-27-amd64` → (6, 1).
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Runs every check.
+pub fn run(facts: &NodeFacts, scheduler: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    out.extend(checks::kernel_modules(facts, scheduler));
+    out.extend(checks::kernel_version(facts));
+    out.extend(checks::os_support(facts));
+    out.extend(checks::sysctl_files(facts));
+    out.extend(checks::cni(facts));
+    out.extend(checks::kube_ipvs0(facts));
+    out.extend(checks::unreadable(facts));
+    out.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
+    out
+}
+
+/// Every check id, for the runbook test and the docs.
+pub const CHECK_IDS: &[&str] = &[
+    "kernel-modules",
+    "kernel-conn-reuse-stall",
+    "kernel-version",
+    "kernel-nftables-ready",
+    "os-unknown",
+    "os-unsupported",
+    "os-supported",
+    "sysctl-nonexistent-key",
+    "cni-calico",
+    "cni-cilium",
+    "cni-kube-router",
+    "cni-antrea",
+    "cni-flannel",
+    "cni-other-known",
+    "cni-unknown",
+    "cni-none",
+    "kube-ipvs0-present",
+    "host-file-unreadable",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_check_id_has_a_runbook_section() {
+        let runbook = include_str!("../../../docs/runbooks/preflight.md");
+        for id in CHECK_IDS {
+            assert!(
+                runbook.contains(&format!("\n## {id}\n")),
+                "docs/runbooks/preflight.md has no section for {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_id_the_checks_emit_is_listed() {
+        let sources = [
+            include_str!("preflight/checks.rs"),
+            include_str!("preflight/tables.rs"),
+        ];
+        for src in sources {
+            for part in src.split("Finding::new(").skip(1) {
+                let lit = part.trim_start();
+                if let Some(rest) = lit.strip_prefix('"') {
+                    let id = rest.split('"').next().unwrap_or("");
+                    assert!(CHECK_IDS.contains(&id), "check id {id} is not in CHECK_IDS");
+                }
+            }
+        }
+        for (_, id, _, _, _) in tables::CNI {
+            assert!(CHECK_IDS.contains(id), "CNI id {id} is not in CHECK_IDS");
+        }
+    }
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(kernel_version("6.1.0-27-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("4.18.0-513.5.1.el8_9.x86_64"), Some((4, 18)));
+        assert_eq!(kernel_version("garbage"), None);
+    }
+}

@@ -1,0 +1,390 @@
+//! One pure function per check: `&NodeFacts` → findings.
+
+use super::tables::{
+    CNI, CONN_REUSE_STALL, CONNTRACK_MERGED, IPVS_SYSCTLS, NFTABLES_MIN, OS_SUPPORT,
+    REQUIRED_MODULES,
+};
+use super::{Finding, NodeFacts, Severity, kernel_version as parse_kernel_version};
+
+/// Where a module was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Loaded (/proc/modules or /sys/module).
+    Loaded(String),
+    /// Built into the kernel.
+    Builtin(String),
+    /// Not loaded but in the module tree (modprobe will load it).
+    Loadable(String),
+    /// Configured as a module but the module tree is not visible.
+    Unknown(String),
+    /// Not available.
+    Missing(String),
+}
+
+fn config_symbol(module: &str) -> String {
+    match module {
+        "ip_vs" => "CONFIG_IP_VS".into(),
+        "nf_conntrack" => "CONFIG_NF_CONNTRACK".into(),
+        "nf_conntrack_ipv4" => "CONFIG_NF_CONNTRACK_IPV4".into(),
+        m => format!("CONFIG_{}", m.to_ascii_uppercase()),
+    }
+}
+
+/// Resolves a module the way kube-proxy's old check did (loaded → built in → loadable).
+pub fn module_state(f: &NodeFacts, module: &str) -> ModuleState {
+    let m = &f.modules;
+    if m.loaded
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == module))
+    {
+        return ModuleState::Loaded("/proc/modules".into());
+    }
+    if m.sys_module.iter().any(|x| x == module) {
+        return ModuleState::Loaded(format!("/sys/module/{module}"));
+    }
+    if m.builtin
+        .as_ref()
+        .is_some_and(|b| b.iter().any(|x| x == module))
+    {
+        return ModuleState::Builtin("modules.builtin".into());
+    }
+    let sym = config_symbol(module);
+    let conf = m
+        .config
+        .as_ref()
+        .and_then(|c| c.get(&sym))
+        .map(String::as_str);
+    if conf == Some("y") {
+        return ModuleState::Builtin(format!("{sym}=y"));
+    }
+    if m.loadable
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == module))
+    {
+        return ModuleState::Loadable("module tree".into());
+    }
+    match (conf, &m.loadable, &m.config) {
+        (Some("m"), None, _) => {
+            ModuleState::Unknown(format!("{sym}=m but no module tree is visible"))
+        }
+        (_, _, Some(_)) => ModuleState::Missing(match conf {
+            Some(v) if v != "n" => format!("{sym}={v}"),
+            _ => format!("{sym} is not set"),
+        }),
+        (_, Some(_), None) => {
+            ModuleState::Missing("not loaded, not built in, not in the module tree".into())
+        }
+        (_, None, None) => {
+            ModuleState::Unknown("no /proc/modules, module tree or kernel config to tell".into())
+        }
+    }
+}
+
+/// `kernel-modules`: ip_vs, ip_vs_rr/wrr/sh, the scheduler's module, nf_conntrack.
+pub fn kernel_modules(f: &NodeFacts, scheduler: &str) -> Vec<Finding> {
+    let mut mods: Vec<String> = REQUIRED_MODULES.iter().map(|s| (*s).to_owned()).collect();
+    let sched = format!(
+        "ip_vs_{}",
+        if scheduler.is_empty() {
+            "rr"
+        } else {
+            scheduler
+        }
+    );
+    if !mods.contains(&sched) {
+        mods.push(sched);
+    }
+    let old = f
+        .kernel_release
+        .as_deref()
+        .and_then(parse_kernel_version)
+        .is_some_and(|v| v < CONNTRACK_MERGED);
+    // Before 4.19 kube-proxy asked for nf_conntrack_ipv4; vendor kernels with the 4.19 merge
+    // backported (RHEL 8's 4.18) only have nf_conntrack, so either satisfies the check there.
+    let conntrack = if old
+        && !matches!(
+            module_state(f, "nf_conntrack_ipv4"),
+            ModuleState::Missing(_) | ModuleState::Unknown(_)
+        ) {
+        "nf_conntrack_ipv4"
+    } else {
+        "nf_conntrack"
+    };
+    mods.push(conntrack.to_owned());
+    let mut missing = Vec::new();
+    let mut unknown = Vec::new();
+    let mut evidence = Vec::new();
+    for m in &mods {
+        let st = module_state(f, m);
+        let line = match &st {
+            ModuleState::Loaded(w) => format!("{m}: loaded ({w})"),
+            ModuleState::Builtin(w) => format!("{m}: built in ({w})"),
+            ModuleState::Loadable(w) => format!("{m}: loadable ({w})"),
+            ModuleState::Unknown(w) => {
+                unknown.push(m.clone());
+                format!("{m}: unknown ({w})")
+            }
+            ModuleState::Missing(w) => {
+                missing.push(m.clone());
+                format!("{m}: MISSING ({w})")
+            }
+        };
+        evidence.push(line);
+    }
+    let (severity, title, remediation) = if !missing.is_empty() {
+        (
+            Severity::Blocker,
+            format!("kernel modules missing: {}", missing.join(", ")),
+            "Use a kernel built with IPVS (CONFIG_IP_VS and the schedulers as modules or built in), e.g. the distribution's stock kernel; kube-proxy's IPVS mode exits at start without them.".to_owned(),
+        )
+    } else if !unknown.is_empty() {
+        (
+            Severity::Warning,
+            format!("cannot tell whether these modules are available: {}", unknown.join(", ")),
+            "Mount the host's /lib/modules (and /proc) into the agent, or run `ipvs-migrate preflight --probe`, which creates a throw-away virtual server as kube-proxy does.".to_owned(),
+        )
+    } else {
+        (
+            Severity::Info,
+            "all IPVS kernel modules are available".to_owned(),
+            "Nothing to do.".to_owned(),
+        )
+    };
+    vec![Finding::new(
+        "kernel-modules",
+        severity,
+        title,
+        evidence,
+        remediation,
+    )]
+}
+
+/// `kernel-version`, `kernel-conn-reuse-stall`, `kernel-nftables-ready`.
+pub fn kernel_version(f: &NodeFacts) -> Vec<Finding> {
+    let Some(rel) = f.kernel_release.as_deref() else {
+        return vec![Finding::new(
+            "kernel-version",
+            Severity::Warning,
+            "kernel release unknown",
+            vec!["/proc/sys/kernel/osrelease not readable".into()],
+            "Run preflight with the host's /proc mounted (--host-root).",
+        )];
+    };
+    let Some(v) = parse_kernel_version(rel) else {
+        return vec![Finding::new(
+            "kernel-version",
+            Severity::Warning,
+            format!("kernel release {rel:?} not understood"),
+            vec![format!("osrelease = {rel}")],
+            "Check /proc/sys/kernel/osrelease.",
+        )];
+    };
+    let mut out = vec![Finding::new(
+        "kernel-version",
+        Severity::Info,
+        format!("kernel {rel}"),
+        vec![format!("/proc/sys/kernel/osrelease = {rel}")],
+        "Nothing to do.",
+    )];
+    if v >= CONN_REUSE_STALL.0 && v < CONN_REUSE_STALL.1 {
+        out.push(Finding::new(
+            "kernel-conn-reuse-stall",
+            Severity::Warning,
+            format!("kernel {}.{} has the IPVS conn_reuse_mode stall (fixed in 5.9)", v.0, v.1),
+            vec![format!("kernel {rel} is in [4.1, 5.9)")],
+            "kube-proxy (and ipvs-migrate) set net.ipv4.vs.conn_reuse_mode=0 here, which avoids the 1 s connect stall but can send reused source ports to removed endpoints; prefer a ≥ 5.9 kernel (kubernetes/kubernetes#93297).",
+        ));
+    }
+    let nft = v >= NFTABLES_MIN;
+    out.push(Finding::new(
+        "kernel-nftables-ready",
+        Severity::Info,
+        if nft {
+            format!("kernel {}.{} can run kube-proxy's nftables mode, upstream's recommended target", v.0, v.1)
+        } else {
+            format!("kernel {}.{} is too old for kube-proxy's nftables mode (needs 5.13)", v.0, v.1)
+        },
+        vec![format!("kernel {rel}; nftables mode needs ≥ 5.13 (KEP-3866)")],
+        if nft {
+            "IPVS mode is deprecated in Kubernetes 1.35, off by default in 1.40 and removed in 1.43: treat IPVS as a bridge and plan the move to nftables mode."
+        } else {
+            "Upstream recommends staying on iptables mode on kernels too old for nftables; migrate to IPVS only for the scale benefit, knowing it is removed in Kubernetes 1.43."
+        },
+    ));
+    out
+}
+
+/// `os-supported`, `os-unsupported`, `os-unknown`.
+pub fn os_support(f: &NodeFacts) -> Vec<Finding> {
+    let Some(os) = &f.os else {
+        return vec![Finding::new(
+            "os-unknown",
+            Severity::Warning,
+            "no /etc/os-release",
+            vec!["/etc/os-release and /usr/lib/os-release not readable".into()],
+            "Run preflight with the host's /etc mounted (--host-root).",
+        )];
+    };
+    let row = OS_SUPPORT.iter().find(|r| r.0 == os.id).or_else(|| {
+        OS_SUPPORT
+            .iter()
+            .find(|r| os.id_like.iter().any(|l| l == r.0) && r.0 != "fedora")
+    });
+    let Some((id, min, name, source)) = row else {
+        return vec![Finding::new(
+            "os-unknown",
+            Severity::Warning,
+            format!("{} is not in the support table", os.pretty_name),
+            vec![format!("ID={} VERSION_ID={}", os.id, os.version_id)],
+            "Check the kernel findings carefully; the support table lists the distributions this tool is tested against.",
+        )];
+    };
+    let major: u32 = os
+        .version_id
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let evidence = vec![
+        format!(
+            "ID={} VERSION_ID={} PRETTY_NAME={}",
+            os.id, os.version_id, os.pretty_name
+        ),
+        format!("table: {id} ≥ {min} ({source})"),
+    ];
+    if *min > 0 && major < *min {
+        vec![Finding::new(
+            "os-unsupported",
+            Severity::Blocker,
+            format!(
+                "{} is older than the supported {name} {min}",
+                os.pretty_name
+            ),
+            evidence,
+            format!("Upgrade the node to {name} {min} or later before migrating."),
+        )]
+    } else {
+        vec![Finding::new(
+            "os-supported",
+            Severity::Info,
+            format!("{} is supported", os.pretty_name),
+            evidence,
+            "Nothing to do.",
+        )]
+    }
+}
+
+/// `sysctl-nonexistent-key`: persistent settings of keys the kernel does not have.
+pub fn sysctl_files(f: &NodeFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for s in &f.sysctl_files {
+        let Some(name) = s.key.strip_prefix("net.ipv4.vs.") else {
+            continue;
+        };
+        if IPVS_SYSCTLS.contains(&name) {
+            continue;
+        }
+        let remedy = if name == "conn_tab_size" {
+            "net.ipv4.vs.conn_tab_size does not exist: the IPVS connection table is sized by the ip_vs module parameter conn_tab_bits (e.g. `options ip_vs conn_tab_bits=18` in /etc/modprobe.d/ip_vs.conf, then reload ip_vs or reboot). Remove the line.".to_owned()
+        } else {
+            format!(
+                "net.ipv4.vs.{name} is not an IPVS sysctl (kernel Documentation/networking/ipvs-sysctl.rst); remove the line."
+            )
+        };
+        out.push(Finding::new(
+            "sysctl-nonexistent-key",
+            Severity::Warning,
+            format!("{} sets {}, which the kernel does not have", s.file, s.key),
+            vec![format!("{}:{}: {} = {}", s.file, s.line, s.key, s.value)],
+            remedy,
+        ));
+    }
+    out
+}
+
+/// `cni-*`: what the node's CNI means for the migration.
+pub fn cni(f: &NodeFacts) -> Vec<Finding> {
+    if f.cni.is_empty() {
+        return vec![Finding::new(
+            "cni-none",
+            Severity::Warning,
+            "no CNI configuration in /etc/cni/net.d",
+            vec!["/etc/cni/net.d is empty or missing".into()],
+            "Check that this is a Kubernetes node and that --host-root points at the host's filesystem.",
+        )];
+    }
+    let mut out = Vec::new();
+    let mut seen_known = false;
+    for (typ, id, warn, what, source) in CNI {
+        let files: Vec<String> = f
+            .cni
+            .iter()
+            .filter(|c| c.types.iter().any(|t| t == typ))
+            .map(|c| c.file.clone())
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        seen_known = true;
+        out.push(Finding::new(
+            id,
+            if *warn {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            format!("CNI {typ} ({})", files.join(", ")),
+            vec![
+                format!(
+                    "plugin type {typ} in /etc/cni/net.d/{}",
+                    files.join(", /etc/cni/net.d/")
+                ),
+                format!("source: {source}"),
+            ],
+            *what,
+        ));
+    }
+    if !seen_known {
+        let types: Vec<String> = f
+            .cni
+            .iter()
+            .flat_map(|c| c.types.iter().map(|t| format!("{} ({})", t, c.file)))
+            .collect();
+        out.push(Finding::new(
+            "cni-unknown",
+            Severity::Warning,
+            "CNI not recognised",
+            types,
+            "Check whether the CNI implements Services itself (then kube-proxy, and this migration, may not apply) and whether it needs a restart when kube-ipvs0 appears.",
+        ));
+    }
+    out
+}
+
+/// `kube-ipvs0-present`.
+pub fn kube_ipvs0(f: &NodeFacts) -> Vec<Finding> {
+    if !f.kube_ipvs0 {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        "kube-ipvs0-present",
+        Severity::Warning,
+        "kube-ipvs0 already exists",
+        vec!["/sys/class/net/kube-ipvs0".into()],
+        "Something (an earlier IPVS-mode kube-proxy, or an interrupted migration) created kube-ipvs0: `ipvs-migrate status` tells whether it is ours; otherwise list its addresses (`ip addr show kube-ipvs0`) and remove leftovers before migrating.",
+    )]
+}
+
+/// `host-file-unreadable`.
+pub fn unreadable(f: &NodeFacts) -> Vec<Finding> {
+    if f.unreadable.is_empty() {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        "host-file-unreadable",
+        Severity::Warning,
+        format!("{} host files could not be read", f.unreadable.len()),
+        f.unreadable.clone(),
+        "Check the mounts and permissions of --host-root; findings that depend on these files may be incomplete.",
+    )]
+}

@@ -1,0 +1,289 @@
+//! Reads the node facts preflight needs, every path relative to a host root (`/` on the node,
+//! the mounted host filesystem in the DaemonSet, a fixture directory in tests). Reads only.
+//! A missing file is a fact (absent), an unreadable one is recorded in `unreadable`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ipvsmig_engine::preflight::{CniConf, ModuleFacts, NodeFacts, OsRelease, SysctlSetting};
+
+/// The sysctls the checks read (dotted names; read from /proc/sys).
+pub const SYSCTLS: &[&str] = &[
+    "net.ipv4.ip_forward",
+    "net.ipv4.vs.conntrack",
+    "net.ipv4.vs.expire_nodest_conn",
+    "net.ipv4.vs.expire_quiescent_template",
+    "net.ipv4.vs.conn_reuse_mode",
+    "net.ipv4.conf.all.arp_ignore",
+    "net.ipv4.conf.all.arp_announce",
+];
+
+struct Reader {
+    root: PathBuf,
+    unreadable: Vec<String>,
+}
+
+impl Reader {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+
+    /// Contents, `None` if absent; unreadable files are recorded.
+    fn read(&mut self, rel: &str) -> Option<String> {
+        match std::fs::read(self.path(rel)) {
+            Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.unreadable.push(format!("{rel}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn list(&mut self, rel: &str) -> Option<Vec<String>> {
+        match std::fs::read_dir(self.path(rel)) {
+            Ok(rd) => {
+                let mut v: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                Some(v)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                self.unreadable.push(format!("{rel}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn module_name(file: &str) -> Option<String> {
+    let base = file.rsplit('/').next()?;
+    let stem = base.split(".ko").next()?;
+    if !base.contains(".ko") {
+        return None;
+    }
+    Some(stem.replace('-', "_"))
+}
+
+fn walk_modules(dir: &Path, out: &mut Vec<String>, depth: u32) {
+    if depth > 12 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk_modules(&p, out, depth + 1);
+        } else if let Some(n) = module_name(&e.file_name().to_string_lossy()) {
+            out.push(n);
+        }
+    }
+}
+
+fn parse_config(text: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            if k.starts_with("CONFIG_") {
+                m.insert(k.to_owned(), v.to_owned());
+            }
+        } else if let Some(rest) = line
+            .strip_prefix("# ")
+            .and_then(|r| r.strip_suffix(" is not set"))
+        {
+            m.insert(rest.to_owned(), "n".to_owned());
+        }
+    }
+    m
+}
+
+/// Parses sysctl.d(5) text.
+pub fn parse_sysctl_file(file: &str, text: &str) -> Vec<SysctlSetting> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let line = line.strip_prefix('-').unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        out.push(SysctlSetting {
+            file: file.to_owned(),
+            line: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            key: k.trim().replace('/', "."),
+            value: v.trim().to_owned(),
+        });
+    }
+    out
+}
+
+/// Plugin types in a CNI config (`type`, or `plugins[].type` in a conflist).
+pub fn cni_types(json: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut types = Vec::new();
+    if let Some(t) = v.get("type").and_then(|t| t.as_str()) {
+        types.push(t.to_owned());
+    }
+    if let Some(ps) = v.get("plugins").and_then(|p| p.as_array()) {
+        types.extend(
+            ps.iter()
+                .filter_map(|p| p.get("type").and_then(|t| t.as_str()).map(str::to_owned)),
+        );
+    }
+    Some(types)
+}
+
+/// Reads every fact below `root`.
+pub fn read_node_facts(root: &Path) -> NodeFacts {
+    let mut r = Reader {
+        root: root.to_owned(),
+        unreadable: Vec::new(),
+    };
+    let kernel_release = r
+        .read("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let os = r
+        .read("/etc/os-release")
+        .or_else(|| r.read("/usr/lib/os-release"))
+        .map(|t| OsRelease::parse(&t));
+    let loaded = r.read("/proc/modules").map(|t| {
+        t.lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    });
+    let sys_module = r.list("/sys/module").unwrap_or_default();
+    let (builtin, loadable) = match &kernel_release {
+        Some(rel) => {
+            let builtin = r
+                .read(&format!("/lib/modules/{rel}/modules.builtin"))
+                .map(|t| t.lines().filter_map(module_name).collect());
+            let dir = r.path(&format!("/lib/modules/{rel}/kernel"));
+            let loadable = dir.is_dir().then(|| {
+                let mut v = Vec::new();
+                walk_modules(&dir, &mut v, 0);
+                v.sort();
+                v.dedup();
+                v
+            });
+            (builtin, loadable)
+        }
+        None => (None, None),
+    };
+    let config = match std::fs::read(r.path("/proc/config.gz")) {
+        Ok(gz) => {
+            let mut s = String::new();
+            match flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s) {
+                Ok(_) => Some(parse_config(&s)),
+                Err(e) => {
+                    r.unreadable.push(format!("/proc/config.gz: {e}"));
+                    None
+                }
+            }
+        }
+        Err(_) => kernel_release
+            .clone()
+            .and_then(|rel| r.read(&format!("/boot/config-{rel}")))
+            .map(|t| parse_config(&t)),
+    };
+    let mut sysctls = BTreeMap::new();
+    for key in SYSCTLS {
+        if let Some(v) = r.read(&format!("/proc/sys/{}", key.replace('.', "/"))) {
+            sysctls.insert((*key).to_owned(), v.trim().to_owned());
+        }
+    }
+    let mut sysctl_files = Vec::new();
+    if let Some(t) = r.read("/etc/sysctl.conf") {
+        sysctl_files.extend(parse_sysctl_file("/etc/sysctl.conf", &t));
+    }
+    for dir in ["/etc/sysctl.d", "/run/sysctl.d", "/usr/lib/sysctl.d"] {
+        for name in r.list(dir).unwrap_or_default() {
+            if !name.ends_with(".conf") {
+                continue;
+            }
+            let rel = format!("{dir}/{name}");
+            if let Some(t) = r.read(&rel) {
+                sysctl_files.extend(parse_sysctl_file(&rel, &t));
+            }
+        }
+    }
+    let mut cni = Vec::new();
+    for name in r.list("/etc/cni/net.d").unwrap_or_default() {
+        if !(name.ends_with(".conf") || name.ends_with(".conflist") || name.ends_with(".json")) {
+            continue;
+        }
+        let rel = format!("/etc/cni/net.d/{name}");
+        if let Some(t) = r.read(&rel) {
+            match cni_types(&t) {
+                Some(types) => cni.push(CniConf { file: name, types }),
+                None => r.unreadable.push(format!("{rel}: not valid JSON")),
+            }
+        }
+    }
+    let kube_ipvs0 = r.path("/sys/class/net/kube-ipvs0").exists();
+    NodeFacts {
+        host_root: root.display().to_string(),
+        kernel_release,
+        os,
+        modules: ModuleFacts {
+            loaded,
+            sys_module,
+            builtin,
+            loadable,
+            config,
+        },
+        sysctls,
+        sysctl_files,
+        cni,
+        kube_ipvs0,
+        unreadable: r.unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_files_are_parsed_with_line_numbers() {
+        let s = parse_sysctl_file(
+            "/etc/sysctl.d/k8s.conf",
+            "# c\nnet.ipv4.ip_forward = 1\n\nnet/ipv4/vs/conn_tab_size=1048576\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[1].line, s[1].key.as_str(), s[1].value.as_str()),
+            (4, "net.ipv4.vs.conn_tab_size", "1048576")
+        );
+    }
+
+    #[test]
+    fn conflist_plugin_types_are_read() {
+        let t = cni_types(
+            r#"{"name":"k8s-pod-network","plugins":[{"type":"calico"},{"type":"portmap"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(t, ["calico", "portmap"]);
+    }
+
+    #[test]
+    fn module_names_come_from_ko_paths() {
+        assert_eq!(
+            module_name("kernel/net/netfilter/ipvs/ip_vs_rr.ko.xz").as_deref(),
+            Some("ip_vs_rr")
+        );
+        assert_eq!(
+            module_name("kernel/drivers/net/dummy.ko").as_deref(),
+            Some("dummy")
+        );
+        assert_eq!(module_name("modules.order"), None);
+    }
+}
