@@ -47,24 +47,38 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             inputs: i,
             output,
         } => {
-            let inv = if *demo {
-                if i.has_files() {
+            let (inv, facts) = if *demo {
+                if i.has_files() || i.host_root.is_some() {
                     return Err(CliError::new(
                         ExitCode::Usage,
-                        "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save",
+                        "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save/--host-root",
                     ));
                 }
-                inputs::demo_inventory()?
+                (inputs::demo_inventory()?, inputs::demo_node_facts())
             } else {
-                inputs::inventory(i, cli.common.iptables_backend)?
+                (
+                    inputs::inventory(i, cli.common.iptables_backend)?,
+                    inputs::node_facts(i)?,
+                )
             };
-            let audit = Audit::new(&inv, *demo);
+            let findings = ipvsmig_engine::preflight::run(&facts, "rr");
+            let audit = Audit::new(&inv, &findings, *demo);
             match output {
                 Format::Json => print_json(&audit)?,
-                Format::Table => write_out(&table::audit(&audit.verdict, &inv, *demo))?,
+                Format::Table => write_out(&table::audit(
+                    &audit.verdict,
+                    &inv,
+                    &findings,
+                    &facts,
+                    *demo,
+                ))?,
                 Format::Html => return Err(unavailable("audit -o html", 7)),
             }
-            Ok(ExitCode::Ok)
+            Ok(if audit.verdict.status == "not-ready" {
+                ExitCode::NotReady
+            } else {
+                ExitCode::Ok
+            })
         }
         Command::Preflight {
             inputs: i,
@@ -196,6 +210,8 @@ pub struct Audit<'a> {
     demo: bool,
     /// Verdict.
     pub verdict: Verdict,
+    /// Preflight findings (blockers first).
+    findings: &'a [ipvsmig_engine::preflight::Finding],
     /// Inventory summary.
     summary: table::Summary,
     /// The full inventory.
@@ -213,11 +229,30 @@ pub struct Verdict {
 }
 
 impl<'a> Audit<'a> {
-    fn new(inv: &'a Inventory, demo: bool) -> Audit<'a> {
-        let mut reasons = vec![
-            "preflight checks (kernel, modules, OS, CNI, sysctls) are not in this build yet (issue 3)".to_owned(),
-            "the IPVS plan and its equivalence check are not in this build yet (issue 4)".to_owned(),
-        ];
+    fn new(
+        inv: &'a Inventory,
+        findings: &'a [ipvsmig_engine::preflight::Finding],
+        demo: bool,
+    ) -> Audit<'a> {
+        use ipvsmig_engine::preflight::Severity;
+        let mut reasons: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Blocker)
+            .map(|f| format!("blocker {}: {}", f.id, f.title))
+            .collect();
+        let status = if reasons.is_empty() {
+            "not-evaluated"
+        } else {
+            "not-ready"
+        };
+        reasons.push(
+            "preflight in this build covers kernel, OS, sysctl files, CNI and kube-ipvs0; tools, kube-proxy config and scale checks are still to come (issue 3)"
+                .to_owned(),
+        );
+        reasons.push(
+            "the IPVS plan and its equivalence check are not in this build yet (issue 4)"
+                .to_owned(),
+        );
         if !inv.warnings.is_empty() {
             reasons.push(format!(
                 "{} KUBE-* rules or chains were not understood (see warnings)",
@@ -228,10 +263,8 @@ impl<'a> Audit<'a> {
             api_version: API_VERSION,
             kind: "Audit",
             demo,
-            verdict: Verdict {
-                status: "not-evaluated",
-                reasons,
-            },
+            verdict: Verdict { status, reasons },
+            findings,
             summary: table::Summary::of(inv),
             inventory: inv,
         }

@@ -16,6 +16,61 @@ pub const DEMO_IPV4: &[u8] = include_bytes!("../../../demo/node-snapshot/iptable
 /// IPv6 side of the demo snapshot.
 pub const DEMO_IPV6: &[u8] = include_bytes!("../../../demo/node-snapshot/ip6tables-save.txt");
 
+/// The demo node's host files (demo/node-snapshot/host/), for preflight.
+const DEMO_HOST: &[(&str, &[u8])] = &[
+    (
+        "/etc/os-release",
+        include_bytes!("../../../demo/node-snapshot/host/etc/os-release"),
+    ),
+    (
+        "/etc/cni/net.d/10-flannel.conflist",
+        include_bytes!("../../../demo/node-snapshot/host/etc/cni/net.d/10-flannel.conflist"),
+    ),
+    (
+        "/etc/sysctl.d/99-kubernetes.conf",
+        include_bytes!("../../../demo/node-snapshot/host/etc/sysctl.d/99-kubernetes.conf"),
+    ),
+    (
+        "/proc/modules",
+        include_bytes!("../../../demo/node-snapshot/host/proc/modules"),
+    ),
+    (
+        "/proc/sys/kernel/osrelease",
+        include_bytes!("../../../demo/node-snapshot/host/proc/sys/kernel/osrelease"),
+    ),
+    (
+        "/proc/sys/net/ipv4/ip_forward",
+        include_bytes!("../../../demo/node-snapshot/host/proc/sys/net/ipv4/ip_forward"),
+    ),
+];
+
+/// Node facts of the demo snapshot.
+pub fn demo_node_facts() -> ipvsmig_engine::preflight::NodeFacts {
+    let fs = ipvsmig_host::node::MemFs {
+        name: "demo/node-snapshot/host (bundled)".into(),
+        files: DEMO_HOST
+            .iter()
+            .map(|(p, b)| ((*p).to_owned(), b.to_vec()))
+            .collect(),
+    };
+    ipvsmig_host::node::read_facts(&fs)
+}
+
+/// Node facts below `--host-root` (default `/`).
+pub fn node_facts(inputs: &Inputs) -> Result<ipvsmig_engine::preflight::NodeFacts, CliError> {
+    let root = inputs
+        .host_root
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("/"));
+    if !root.is_dir() {
+        return Err(CliError::new(
+            ExitCode::NoInput,
+            format!("--host-root {}: not a directory", root.display()),
+        ));
+    }
+    Ok(ipvsmig_host::node::read_node_facts(&root))
+}
+
 fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(std::io::stdin().lock()));

@@ -303,7 +303,13 @@ fn warnings(out: &mut String, inv: &Inventory) {
 }
 
 /// The audit report as text.
-pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
+pub fn audit(
+    verdict: &Verdict,
+    inv: &Inventory,
+    findings: &[ipvsmig_engine::preflight::Finding],
+    facts: &ipvsmig_engine::preflight::NodeFacts,
+    demo: bool,
+) -> String {
     let mut out = String::new();
     if demo {
         let _ = writeln!(
@@ -317,6 +323,8 @@ pub fn audit(verdict: &Verdict, inv: &Inventory, demo: bool) -> String {
     for r in &verdict.reasons {
         let _ = writeln!(out, "  - {r}");
     }
+    let _ = writeln!(out, "\nPREFLIGHT");
+    out.push_str(&preflight(findings, facts));
     let s = Summary::of(inv);
     let _ = writeln!(out, "\nINVENTORY");
     for f in &inv.families {

@@ -19,20 +19,110 @@ pub const SYSCTLS: &[&str] = &[
     "net.ipv4.conf.all.arp_announce",
 ];
 
-struct Reader {
-    root: PathBuf,
+/// A host filesystem to read facts from: a directory (the node, a fixture) or files held in
+/// memory (the demo snapshot bundled in the binary). Paths are absolute within the host.
+pub trait HostFs {
+    /// File contents.
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>>;
+    /// Directory entries (names), sorted.
+    fn list(&self, path: &str) -> std::io::Result<Vec<String>>;
+    /// True if `path` is a directory.
+    fn is_dir(&self, path: &str) -> bool;
+    /// True if `path` exists.
+    fn exists(&self, path: &str) -> bool;
+    /// How to name the root in reports.
+    fn describe(&self) -> String;
+}
+
+/// A directory holding the host's filesystem (`/` on the node).
+pub struct DirFs(pub PathBuf);
+
+impl DirFs {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel.trim_start_matches('/'))
+    }
+}
+
+impl HostFs for DirFs {
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(path))
+    }
+    fn list(&self, path: &str) -> std::io::Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path(path))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        self.path(path).is_dir()
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.path(path).exists()
+    }
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// Files in memory: `(absolute path, contents)`; directories are implied by the paths.
+pub struct MemFs {
+    /// Name used in reports.
+    pub name: String,
+    /// Files.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl HostFs for MemFs {
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+    fn list(&self, path: &str) -> std::io::Result<Vec<String>> {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let mut v: Vec<String> = self
+            .files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split('/').next())
+            .map(str::to_owned)
+            .collect();
+        v.dedup();
+        if v.is_empty() {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        Ok(v)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        self.files.keys().any(|k| k.starts_with(&prefix))
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.files.contains_key(path) || self.is_dir(path)
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+struct Reader<'f> {
+    fs: &'f dyn HostFs,
     unreadable: Vec<String>,
 }
 
-impl Reader {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel.trim_start_matches('/'))
-    }
-
+impl Reader<'_> {
     /// Contents, `None` if absent; unreadable files are recorded.
     fn read(&mut self, rel: &str) -> Option<String> {
-        match std::fs::read(self.path(rel)) {
-            Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        self.read_bytes(rel)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn read_bytes(&mut self, rel: &str) -> Option<Vec<u8>> {
+        match self.fs.read(rel) {
+            Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 self.unreadable.push(format!("{rel}: {e}"));
@@ -42,15 +132,8 @@ impl Reader {
     }
 
     fn list(&mut self, rel: &str) -> Option<Vec<String>> {
-        match std::fs::read_dir(self.path(rel)) {
-            Ok(rd) => {
-                let mut v: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                v.sort();
-                Some(v)
-            }
+        match self.fs.list(rel) {
+            Ok(v) => Some(v),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 self.unreadable.push(format!("{rel}: {e}"));
@@ -69,18 +152,18 @@ fn module_name(file: &str) -> Option<String> {
     Some(stem.replace('-', "_"))
 }
 
-fn walk_modules(dir: &Path, out: &mut Vec<String>, depth: u32) {
+fn walk_modules(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>, depth: u32) {
     if depth > 12 {
         return;
     }
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(entries) = fs.list(dir) else {
         return;
     };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk_modules(&p, out, depth + 1);
-        } else if let Some(n) = module_name(&e.file_name().to_string_lossy()) {
+    for name in entries {
+        let p = format!("{dir}/{name}");
+        if fs.is_dir(&p) {
+            walk_modules(fs, &p, out, depth + 1);
+        } else if let Some(n) = module_name(&name) {
             out.push(n);
         }
     }
@@ -141,10 +224,15 @@ pub fn cni_types(json: &str) -> Option<Vec<String>> {
     Some(types)
 }
 
-/// Reads every fact below `root`.
+/// Reads every fact below a directory.
 pub fn read_node_facts(root: &Path) -> NodeFacts {
+    read_facts(&DirFs(root.to_owned()))
+}
+
+/// Reads every fact from a host filesystem.
+pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
     let mut r = Reader {
-        root: root.to_owned(),
+        fs,
         unreadable: Vec::new(),
     };
     let kernel_release = r
@@ -166,10 +254,10 @@ pub fn read_node_facts(root: &Path) -> NodeFacts {
             let builtin = r
                 .read(&format!("/lib/modules/{rel}/modules.builtin"))
                 .map(|t| t.lines().filter_map(module_name).collect());
-            let dir = r.path(&format!("/lib/modules/{rel}/kernel"));
-            let loadable = dir.is_dir().then(|| {
+            let dir = format!("/lib/modules/{rel}/kernel");
+            let loadable = fs.is_dir(&dir).then(|| {
                 let mut v = Vec::new();
-                walk_modules(&dir, &mut v, 0);
+                walk_modules(fs, &dir, &mut v, 0);
                 v.sort();
                 v.dedup();
                 v
@@ -178,7 +266,7 @@ pub fn read_node_facts(root: &Path) -> NodeFacts {
         }
         None => (None, None),
     };
-    let config = match std::fs::read(r.path("/proc/config.gz")) {
+    let config = match fs.read("/proc/config.gz") {
         Ok(gz) => {
             let mut s = String::new();
             match flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s) {
@@ -228,9 +316,9 @@ pub fn read_node_facts(root: &Path) -> NodeFacts {
             }
         }
     }
-    let kube_ipvs0 = r.path("/sys/class/net/kube-ipvs0").exists();
+    let kube_ipvs0 = fs.exists("/sys/class/net/kube-ipvs0");
     NodeFacts {
-        host_root: root.display().to_string(),
+        host_root: fs.describe(),
         kernel_release,
         os,
         modules: ModuleFacts {
