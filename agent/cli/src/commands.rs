@@ -91,17 +91,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     5,
                 ));
             }
-            let root = i
-                .host_root
-                .clone()
-                .unwrap_or_else(|| std::path::PathBuf::from("/"));
-            if !root.is_dir() {
-                return Err(CliError::new(
-                    ExitCode::NoInput,
-                    format!("--host-root {}: not a directory", root.display()),
-                ));
-            }
-            let facts = ipvsmig_host::node::read_node_facts(&root);
+            let facts = inputs::node_facts(i)?;
             let findings = ipvsmig_engine::preflight::run(&facts, "rr");
             let blockers = findings
                 .iter()
