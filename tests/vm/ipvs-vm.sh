@@ -135,9 +135,11 @@ resolve_packages() {
   # simulate an install into an empty system: apt picks the dependency closure (alternatives,
   # virtual packages) the way it would on a real one
   local sim
+  # shellcheck disable=SC2086 # word splitting of the package lists is intended
   sim=$(apt-get -s install --no-install-recommends -o Dir::State::status=/dev/null -o Debug::NoLocking=1 \
         $GUEST_PACKAGES 2>&1) || die "apt could not resolve the guest packages:
 $sim"
+  # shellcheck disable=SC2086,SC2116
   echo "$sim" | awk -v deny=" $(echo $DENY_PACKAGES) " '
     /^Inst / { v=$3; gsub(/[()]/, "", v); if (index(deny, " " $2 " ") == 0) print $2 "=" v }'
 }
@@ -157,14 +159,14 @@ download_debs() {
   done
   if [ ${#want[@]} -gt 0 ]; then
     say "downloading ${#want[@]} Debian packages into $DEB_DIR"
-    if ! (cd "$DEB_DIR" && apt-get -q -o APT::Sandbox::User=root download "${want[@]}" >&2); then
+    if ! (cd "$DEB_DIR" && apt-get -qq -o APT::Sandbox::User=root download "${want[@]}" >&2); then
       apt_update_once  # stale lists: the versions may be gone from the mirror
       list=$(resolve_packages); want=()
       for pv in $list; do
         local p=${pv%%=*} v=${pv#*=}
         compgen -G "$DEB_DIR/${p}_${v//:/%3a}_*.deb" >/dev/null || want+=("$pv")
       done
-      (cd "$DEB_DIR" && apt-get -q -o APT::Sandbox::User=root download "${want[@]}" >&2) || die "apt-get download failed"
+      (cd "$DEB_DIR" && apt-get -qq -o APT::Sandbox::User=root download "${want[@]}" >&2) || die "apt-get download failed"
     fi
   fi
   # packages.txt: "pkg=version file", the kernel first; drop .debs no longer wanted
@@ -332,6 +334,11 @@ cmd_run() {
 
   local t0; t0=$(now)
   local work; work=$(mktemp -d "${TMPDIR:-/tmp}/ipvs-vm.XXXXXX")
+  RUN_WORK=$work
+  trap run_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 141' PIPE
   local ov="$work/overlay"; mkdir -p "$ov/etc/ipvs-vm"
   # per-run settings
   local share_lines="" share_args=() i=0 s mode dir cwd="/root"
@@ -345,7 +352,7 @@ cmd_run() {
     esac
     share_lines+="share$i $mode $dir"$'\n'
     local ro=""; [ "$mode" = ro ] && ro=",readonly=on"
-    share_args+=(-virtfs "local,path=$dir,mount_tag=share$i,security_model=none,id=share$i$ro")
+    share_args+=(-virtfs "local,path=${dir//,/,,},mount_tag=share$i,security_model=none,id=share$i$ro")
     case "$(pwd -P)/" in "$dir"/*) [ "$cwd" = /root ] && cwd=$(pwd -P) ;; esac
     i=$((i + 1))
   done
@@ -379,8 +386,9 @@ cmd_run() {
   mkfifo "$work/out" "$work/err"
   cat "$work/out" & local out_pid=$!
   cat "$work/err" >&2 & local err_pid=$!
+  RUN_PIDS="$out_pid $err_pid"
   local tail_pid=""
-  if [ -n "$verbose" ]; then tail -n +1 -f "$log" >&2 & tail_pid=$!; fi
+  if [ -n "$verbose" ]; then tail -n +1 -f "$log" >&2 & tail_pid=$!; RUN_PIDS+=" $tail_pid"; fi
   # -nic none: NO network device, ever. panic=-1 + -no-reboot: a guest panic ends qemu.
   local qrc=0
   timeout -k 10 "$timeout" qemu-system-x86_64 \
@@ -390,11 +398,15 @@ cmd_run() {
       ${share_args[@]+"${share_args[@]}"} \
       -kernel "$kernel" -initrd "$initrd" \
       -append "console=ttyS0 panic=-1 quiet loglevel=4 8250.nr_uarts=4 rdinit=/init" \
-      < /dev/null > "$work/qemu.out" 2>&1 || qrc=$?
+      < /dev/null > "$work/qemu.out" 2>&1 &
+  QEMU_PID=$!   # the pid of timeout(1), which owns qemu
+  wait "$QEMU_PID" || qrc=$?
+  QEMU_PID=
   # a cat still blocked in open() (qemu never opened its fifo) gets a writer and EOF
   local fd
   for f in out err; do exec {fd}<>"$work/$f"; exec {fd}>&-; done
   wait "$out_pid" "$err_pid" 2>/dev/null || true
+  RUN_PIDS=${tail_pid}
   if [ -n "$tail_pid" ]; then sleep 0.2; kill "$tail_pid" 2>/dev/null || true; wait "$tail_pid" 2>/dev/null || true; fi
 
   local rc ready
@@ -414,8 +426,17 @@ cmd_run() {
     { echo "---- qemu output:"; cat "$work/qemu.out"; echo "---- guest console (last 50 lines):"; tr -d '\r' < "$log" | tail -n 50; echo "----"; } >&2
   fi
   [ -n "${IPVS_VM_QUIET:-}" ] || say "exit $rc; boot-to-command ${ready:-?} s guest uptime; total $(elapsed "$t0") s"
-  rm -rf "$work"
   return "$rc"
+}
+
+# on any exit of run/exec (also Ctrl-C, a closed output pipe): stop what this run started, by pid,
+# and remove its temporary directory
+RUN_WORK="" RUN_PIDS="" QEMU_PID=""
+run_cleanup() {
+  local p
+  [ -z "$QEMU_PID" ] || kill -TERM "$QEMU_PID" 2>/dev/null || true
+  for p in $RUN_PIDS; do kill "$p" 2>/dev/null || true; done
+  [ -z "$RUN_WORK" ] || rm -rf "$RUN_WORK"
 }
 
 cmd_exec() {

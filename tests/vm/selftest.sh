@@ -7,6 +7,7 @@
 #   tests/vm/selftest.sh              # ensure + one boot; exit 0 only if every check passed
 #   tests/vm/selftest.sh --extended   # + 3 short boots checking the harness itself: exit status
 #                                     #   propagation, stdout/stderr separation, timeout, boot failure
+# shellcheck disable=SC2016 # the --extended check commands are single-quoted for eval, on purpose
 set -euo pipefail
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM="$VM_DIR/ipvs-vm.sh"
@@ -33,7 +34,7 @@ gcc -O2 -o "$work/hello" "$VM_DIR/selftest-hello.c" -lcrypt
 T2=$(now)
 rc=0
 (cd "$work" && "$VM" run --timeout 300 --share "$work" --share-ro "$VM_DIR" --libs-of "$work/hello" \
-   -- /bin/sh "$VM_DIR/selftest-guest.sh" "$work") || rc=$?
+   -- /bin/sh "$VM_DIR/selftest-guest.sh" "$work") | tee "$work/guest.out" || rc=${PIPESTATUS[0]}
 T3=$(now)
 
 host_ok=1
@@ -69,6 +70,11 @@ fi
 T4=$(now)
 
 echo "selftest timings: ensure $(secs "$T0" "$T1") s, gcc $(secs "$T1" "$T2") s, VM boot+checks $(secs "$T2" "$T3") s${extended:+, extended boots $(secs "$T3" "$T4") s}, total $(secs "$T0" "$T4") s"
+host_pass=0 host_fail=1; [ -z "$host_ok" ] || { host_pass=1; host_fail=0; }
+passed=$(( $(grep -c '^ok ' "$work/guest.out" || true) + host_pass + ext_pass ))
+failed=$(( $(grep -c '^not ok ' "$work/guest.out" || true) + host_fail + ext_fail ))
+[ "$rc" = 0 ] || [ "$failed" -gt 0 ] || failed=1   # the guest died before reporting a failure
+echo "vm-selftest: $passed passed, $failed failed"
 if [ "$rc" = 0 ] && [ -n "$host_ok" ] && [ "$ext_fail" = 0 ]; then
   echo "selftest: PASS"
   exit 0

@@ -61,7 +61,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     inputs::node_facts(i)?,
                 )
             };
-            let findings = ipvsmig_engine::preflight::run(&facts, "rr");
+            let kp = inputs::kube_proxy_config(i)?;
+            let findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
             let audit = Audit::new(&inv, &findings, *demo);
             match output {
                 Format::Json => print_json(&audit)?,
@@ -92,7 +93,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 ));
             }
             let facts = inputs::node_facts(i)?;
-            let findings = ipvsmig_engine::preflight::run(&facts, "rr");
+            let kp = inputs::kube_proxy_config(i)?;
+            let findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
             let blockers = findings
                 .iter()
                 .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)

@@ -205,3 +205,28 @@ pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliE
     inv.normalize();
     Ok(inv)
 }
+
+/// kube-proxy's configuration from `--kube-proxy-config` (a KubeProxyConfiguration or the
+/// kube-proxy ConfigMap); `None` without the flag.
+pub fn kube_proxy_config(
+    inputs: &Inputs,
+) -> Result<Option<ipvsmig_engine::preflight::kubeproxy::KubeProxyConfig>, CliError> {
+    let Some(path) = &inputs.kube_proxy_config else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut err = CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display()));
+        err.input = Some(path.display().to_string());
+        err
+    })?;
+    ipvsmig_engine::preflight::kubeproxy::parse(&text)
+        .map(Some)
+        .map_err(|e| {
+            let mut err = CliError::new(
+                ExitCode::DataErr,
+                format!("{}: not a KubeProxyConfiguration: {e}", path.display()),
+            );
+            err.input = Some(path.display().to_string());
+            err
+        })
+}

@@ -7,6 +7,7 @@
 //! enforces it).
 
 pub mod checks;
+pub mod kubeproxy;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -130,7 +131,7 @@ pub struct SysctlSetting {
 /// A CNI network configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniConf {
-    /// File name under /etc/cni/net.d.
+    /// Path of the file (/etc/cni/net.d/…, or k3s' own CNI directory).
     pub file: String,
     /// Plugin types it lists (`calico`, `flannel`, `portmap`, …).
     pub types: Vec<String>,
@@ -158,6 +159,11 @@ pub struct NodeFacts {
     pub cni: Vec<CniConf>,
     /// `kube-ipvs0` exists (/sys/class/net/kube-ipvs0).
     pub kube_ipvs0: bool,
+    /// How kube-proxy runs, from host files: static pod manifests found (kubeadm
+    /// /etc/kubernetes/manifests, RKE2 /var/lib/rancher/rke2/agent/pod-manifests).
+    pub kube_proxy_manifests: Vec<String>,
+    /// k3s is installed (/var/lib/rancher/k3s or /etc/rancher/k3s): kube-proxy is embedded.
+    pub k3s: bool,
     /// Files that exist but could not be read or parsed (path: reason).
     pub unreadable: Vec<String>,
 }
@@ -170,9 +176,12 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Runs every check.
-pub fn run(facts: &NodeFacts, scheduler: &str) -> Vec<Finding> {
+/// Runs every check. `kube_proxy` is kube-proxy's configuration when one was given.
+pub fn run(facts: &NodeFacts, kube_proxy: Option<&kubeproxy::KubeProxyConfig>) -> Vec<Finding> {
+    let scheduler = kube_proxy.map_or("rr", |k| k.scheduler());
     let mut out = Vec::new();
+    out.extend(kubeproxy::checks(kube_proxy));
+    out.extend(checks::kube_proxy_runtime(facts));
     out.extend(checks::kernel_modules(facts, scheduler));
     out.extend(checks::kernel_version(facts));
     out.extend(checks::os_support(facts));
@@ -204,6 +213,16 @@ pub const CHECK_IDS: &[&str] = &[
     "cni-none",
     "kube-ipvs0-present",
     "host-file-unreadable",
+    "kube-proxy-config-missing",
+    "kube-proxy-mode",
+    "kube-proxy-scheduler",
+    "kube-proxy-strict-arp",
+    "kube-proxy-localhost-nodeports",
+    "kube-proxy-exclude-cidrs",
+    "kube-proxy-ipvs-timeouts",
+    "kube-proxy-daemonset",
+    "kube-proxy-static-pod",
+    "kube-proxy-embedded-k3s",
 ];
 
 #[cfg(test)]

@@ -304,19 +304,43 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         }
     }
     let mut cni = Vec::new();
-    for name in r.list("/etc/cni/net.d").unwrap_or_default() {
+    // k3s keeps its CNI configuration in its own directory.
+    let cni_dirs = ["/etc/cni/net.d", "/var/lib/rancher/k3s/agent/etc/cni/net.d"];
+    for (dir, name) in cni_dirs
+        .iter()
+        .flat_map(|d| {
+            r.list(d)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |n| (*d, n))
+        })
+        .collect::<Vec<_>>()
+    {
         if !(name.ends_with(".conf") || name.ends_with(".conflist") || name.ends_with(".json")) {
             continue;
         }
-        let rel = format!("/etc/cni/net.d/{name}");
+        let rel = format!("{dir}/{name}");
         if let Some(t) = r.read(&rel) {
             match cni_types(&t) {
-                Some(types) => cni.push(CniConf { file: name, types }),
+                Some(types) => cni.push(CniConf {
+                    file: rel.clone(),
+                    types,
+                }),
                 None => r.unreadable.push(format!("{rel}: not valid JSON")),
             }
         }
     }
     let kube_ipvs0 = fs.exists("/sys/class/net/kube-ipvs0");
+    let kube_proxy_manifests: Vec<String> = [
+        "/etc/kubernetes/manifests/kube-proxy.yaml",
+        "/etc/kubernetes/manifests/kube-proxy.yml",
+        "/var/lib/rancher/rke2/agent/pod-manifests/kube-proxy.yaml",
+    ]
+    .iter()
+    .filter(|p| fs.exists(p))
+    .map(|p| (*p).to_owned())
+    .collect();
+    let k3s = fs.is_dir("/var/lib/rancher/k3s") || fs.is_dir("/etc/rancher/k3s");
     NodeFacts {
         host_root: fs.describe(),
         kernel_release,
@@ -332,6 +356,8 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         sysctl_files,
         cni,
         kube_ipvs0,
+        kube_proxy_manifests,
+        k3s,
         unreadable: r.unreadable,
     }
 }

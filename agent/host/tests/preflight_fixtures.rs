@@ -29,7 +29,10 @@ fn check(name: &str) {
         .collect();
     want.sort();
     let facts = read_node_facts(&root);
-    let findings = run(&facts, "rr");
+    let kp = std::fs::read_to_string(root.join("kube-proxy-config.yaml"))
+        .ok()
+        .map(|t| ipvsmig_engine::preflight::kubeproxy::parse(&t).unwrap());
+    let findings = run(&facts, kp.as_ref());
     let mut got: Vec<(String, String)> = findings
         .iter()
         .map(|f| {
@@ -66,6 +69,36 @@ fn rhel_8_with_loadable_modules_and_a_leftover_kube_ipvs0() {
 }
 
 #[test]
+fn amazon_linux_2023_with_the_vpc_cni_and_an_eks_configmap() {
+    check("amazon-linux-2023-aws-cni");
+}
+
+#[test]
+fn flatcar_with_cilium_and_localhost_nodeports() {
+    check("flatcar-cilium");
+}
+
+#[test]
+fn k3s_embeds_kube_proxy() {
+    check("k3s-ubuntu-20.04");
+}
+
+#[test]
+fn rke2_runs_kube_proxy_as_a_static_pod() {
+    check("rke2-rocky-9-canal");
+}
+
+#[test]
+fn sles_already_in_ipvs_mode_with_a_bad_scheduler() {
+    check("sles-15-static-pod-weave");
+}
+
+#[test]
+fn ubuntu_18_04_is_unsupported() {
+    check("ubuntu-18.04-old");
+}
+
+#[test]
 fn every_fixture_has_a_test() {
     let src = include_str!("preflight_fixtures.rs");
     for e in std::fs::read_dir(fixtures()).unwrap() {
@@ -83,7 +116,7 @@ fn every_fixture_has_a_test() {
 #[test]
 fn a_missing_host_root_gives_findings_not_a_panic() {
     let facts = read_node_facts(Path::new("/nonexistent-host-root"));
-    let findings = run(&facts, "rr");
+    let findings = run(&facts, None);
     assert!(findings.iter().any(|f| f.id == "os-unknown"));
     assert!(
         findings

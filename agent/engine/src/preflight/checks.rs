@@ -388,3 +388,33 @@ pub fn unreadable(f: &NodeFacts) -> Vec<Finding> {
         "Check the mounts and permissions of --host-root; findings that depend on these files may be incomplete.",
     )]
 }
+
+/// `kube-proxy-daemonset`, `kube-proxy-static-pod`, `kube-proxy-embedded-k3s`: how kube-proxy
+/// runs decides how `finalize` can switch it to IPVS mode (DESIGN.md, finalize).
+pub fn kube_proxy_runtime(f: &NodeFacts) -> Vec<Finding> {
+    if f.k3s {
+        return vec![Finding::new(
+            "kube-proxy-embedded-k3s",
+            Severity::Warning,
+            "k3s embeds kube-proxy in its own process",
+            vec!["/var/lib/rancher/k3s or /etc/rancher/k3s exists".into()],
+            "finalize cannot switch kube-proxy with a second DaemonSet here: set `kube-proxy-arg: [proxy-mode=ipvs]` in /etc/rancher/k3s/config.yaml on this node and restart k3s (the k3s procedure in the finalize runbook).",
+        )];
+    }
+    if !f.kube_proxy_manifests.is_empty() {
+        return vec![Finding::new(
+            "kube-proxy-static-pod",
+            Severity::Warning,
+            "kube-proxy runs as a static pod",
+            f.kube_proxy_manifests.clone(),
+            "finalize cannot switch a static pod through the API: edit the manifest's --proxy-mode / config on this node (RKE2: the kube-proxy-arg setting in /etc/rancher/rke2/config.yaml) as the finalize runbook describes.",
+        )];
+    }
+    vec![Finding::new(
+        "kube-proxy-daemonset",
+        Severity::Info,
+        "kube-proxy runs as a DaemonSet (no static pod manifest, not k3s)",
+        vec!["no kube-proxy manifest under /etc/kubernetes/manifests or /var/lib/rancher/rke2/agent/pod-manifests".into()],
+        "finalize switches this node with a second, label-selected kube-proxy DaemonSet in IPVS mode.",
+    )]
+}
