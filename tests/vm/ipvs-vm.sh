@@ -70,7 +70,7 @@ KERNEL_PATHS=(
 )
 
 say() { echo "ipvs-vm: $*" >&2; }
-die() { echo "ipvs-vm: error: $*" >&2; exit "${2:-1}"; }
+die() { echo "ipvs-vm: error: $1" >&2; exit "${2:-1}"; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
 
@@ -403,11 +403,11 @@ cmd_run() {
   wait "$QEMU_PID" || qrc=$?
   QEMU_PID=
   # a cat still blocked in open() (qemu never opened its fifo) gets a writer and EOF
-  local fd
+  local fd f
   for f in out err; do exec {fd}<>"$work/$f"; exec {fd}>&-; done
   wait "$out_pid" "$err_pid" 2>/dev/null || true
-  RUN_PIDS=${tail_pid}
   if [ -n "$tail_pid" ]; then sleep 0.2; kill "$tail_pid" 2>/dev/null || true; wait "$tail_pid" 2>/dev/null || true; fi
+  RUN_PIDS=""
 
   local rc ready
   rc=$(tr -d '\r' < "$log" | sed -n 's/^IPVS-VM-EXIT=\([0-9]*\)$/\1/p' | tail -1)

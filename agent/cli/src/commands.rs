@@ -62,7 +62,19 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 )
             };
             let kp = inputs::kube_proxy_config(i)?;
-            let findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
+            let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
+            let nft_ready = facts
+                .kernel_release
+                .as_deref()
+                .and_then(ipvsmig_engine::preflight::kernel_version)
+                .is_some_and(|v| v >= ipvsmig_engine::preflight::tables::NFTABLES_MIN);
+            let rules = inv.families.iter().map(|f| f.kube_rules).sum();
+            findings.push(ipvsmig_engine::preflight::checks::scale(
+                inv.service_ports.len(),
+                rules,
+                nft_ready,
+            ));
+            findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
             let audit = Audit::new(&inv, &findings, *demo);
             match output {
                 Format::Json => print_json(&audit)?,

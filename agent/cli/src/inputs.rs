@@ -68,7 +68,12 @@ pub fn node_facts(inputs: &Inputs) -> Result<ipvsmig_engine::preflight::NodeFact
             format!("--host-root {}: not a directory", root.display()),
         ));
     }
-    Ok(ipvsmig_host::node::read_node_facts(&root))
+    let mut facts = ipvsmig_host::node::read_node_facts(&root);
+    if inputs.host_root.is_none() {
+        // The node itself: tools and kube-proxy's healthz can be asked too.
+        facts.live = Some(ipvsmig_host::node::live_facts());
+    }
+    Ok(facts)
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {

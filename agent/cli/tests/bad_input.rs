@@ -221,11 +221,37 @@ fn a_malformed_kube_proxy_config_is_bad_data_and_a_missing_one_is_missing_input(
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("kp.yaml");
     std::fs::write(&bad, "ipvs:\n  strictARP: [oops\n").unwrap();
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/preflight/ubuntu-22.04-calico");
-    let out = run(&["preflight", "--host-root", fixtures, "--kube-proxy-config", bad.to_str().unwrap()], None, &[]);
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/preflight/ubuntu-22.04-calico"
+    );
+    let out = run(
+        &[
+            "preflight",
+            "--host-root",
+            fixtures,
+            "--kube-proxy-config",
+            bad.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");
-    assert!(err.contains("kp.yaml: not a KubeProxyConfiguration"), "{err}");
-    let out = run(&["preflight", "--host-root", fixtures, "--kube-proxy-config", "/nonexistent/kp.yaml"], None, &[]);
+    assert!(
+        err.contains("kp.yaml: not a KubeProxyConfiguration"),
+        "{err}"
+    );
+    let out = run(
+        &[
+            "preflight",
+            "--host-root",
+            fixtures,
+            "--kube-proxy-config",
+            "/nonexistent/kp.yaml",
+        ],
+        None,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(66));
 }

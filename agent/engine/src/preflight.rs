@@ -164,8 +164,88 @@ pub struct NodeFacts {
     pub kube_proxy_manifests: Vec<String>,
     /// k3s is installed (/var/lib/rancher/k3s or /etc/rancher/k3s): kube-proxy is embedded.
     pub k3s: bool,
+    /// Virtual servers in /proc/net/ip_vs (`None`: the file does not exist, IPVS not loaded).
+    pub ipvs_services: Option<Vec<IpvsService>>,
+    /// Kubernetes version from a kube-proxy static pod's image tag (`v1.29.3`), if any.
+    pub kube_proxy_image_version: Option<String>,
+    /// Facts only a live node has (tools, kube-proxy's healthz); `None` for a --host-root.
+    pub live: Option<LiveFacts>,
     /// Files that exist but could not be read or parsed (path: reason).
     pub unreadable: Vec<String>,
+}
+
+/// A virtual server as /proc/net/ip_vs lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvsService {
+    /// `TCP`, `UDP`, `SCTP` or `FWM`.
+    pub protocol: String,
+    /// Address (or the firewall mark for FWM).
+    pub address: String,
+    /// Port (0 for FWM).
+    pub port: u16,
+    /// Scheduler.
+    pub scheduler: String,
+}
+
+/// Parses /proc/net/ip_vs (net/netfilter/ipvs/ip_vs_ctl.c `ip_vs_info_seq_show`): service lines
+/// are `PROT HEXADDR:HEXPORT SCHED [flags]`, IPv6 addresses in brackets; destination lines
+/// start with `->`.
+pub fn parse_proc_ip_vs(text: &str) -> Vec<IpvsService> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(proto), Some(addr)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !matches!(proto, "TCP" | "UDP" | "SCTP" | "FWM") {
+            continue;
+        }
+        let scheduler = parts.next().unwrap_or("").to_owned();
+        if proto == "FWM" {
+            let mark = u32::from_str_radix(addr, 16)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| addr.to_owned());
+            out.push(IpvsService {
+                protocol: proto.into(),
+                address: format!("fwmark {mark}"),
+                port: 0,
+                scheduler,
+            });
+            continue;
+        }
+        let Some((a, p)) = addr.rsplit_once(':') else {
+            continue;
+        };
+        let port = u16::from_str_radix(p, 16).unwrap_or(0);
+        let address = if let Some(v6) = a.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|_| v6.to_owned())
+        } else {
+            u32::from_str_radix(a, 16)
+                .map(|n| std::net::Ipv4Addr::from(n).to_string())
+                .unwrap_or_else(|_| a.to_owned())
+        };
+        out.push(IpvsService {
+            protocol: proto.into(),
+            address,
+            port,
+            scheduler,
+        });
+    }
+    out
+}
+
+/// What only a live node can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveFacts {
+    /// `ipset --version` output, or why it failed.
+    pub ipset_version: Result<String, String>,
+    /// `iptables --version` output, or why it failed.
+    pub iptables_version: Result<String, String>,
+    /// kube-proxy's /healthz answer (status line and body), or why it failed.
+    pub kube_proxy_healthz: Result<String, String>,
 }
 
 /// Kernel release → (major, minor), e.g. `6.1.0-27-amd64` → (6, 1).
@@ -188,6 +268,9 @@ pub fn run(facts: &NodeFacts, kube_proxy: Option<&kubeproxy::KubeProxyConfig>) -
     out.extend(checks::sysctl_files(facts));
     out.extend(checks::cni(facts));
     out.extend(checks::kube_ipvs0(facts));
+    out.extend(checks::foreign_virtual_servers(facts));
+    out.extend(checks::live(facts));
+    out.extend(checks::deprecation(facts));
     out.extend(checks::unreadable(facts));
     out.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
     out
@@ -223,6 +306,12 @@ pub const CHECK_IDS: &[&str] = &[
     "kube-proxy-daemonset",
     "kube-proxy-static-pod",
     "kube-proxy-embedded-k3s",
+    "ipvs-foreign-virtual-servers",
+    "tools-ipset",
+    "tools-iptables",
+    "kube-proxy-health",
+    "deprecation-timeline",
+    "scale-decision",
 ];
 
 #[cfg(test)]
@@ -258,6 +347,19 @@ mod tests {
         for (_, id, _, _, _) in tables::CNI {
             assert!(CHECK_IDS.contains(id), "CNI id {id} is not in CHECK_IDS");
         }
+    }
+
+    #[test]
+    fn proc_net_ip_vs_is_parsed() {
+        let text = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\nTCP  0A600001:01BB rr\n  -> AC120002:1A0A      Masq    1      0          0\nUDP  [fd00:0030:0000:0000:0000:0000:0000:000a]:0035 sh persistent 10800\nFWM  00000010 wlc\n";
+        let v = parse_proc_ip_vs(text);
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            (v[0].address.as_str(), v[0].port, v[0].scheduler.as_str()),
+            ("10.96.0.1", 443, "rr")
+        );
+        assert_eq!((v[1].address.as_str(), v[1].port), ("fd00:30::a", 53));
+        assert_eq!(v[2].address, "fwmark 16");
     }
 
     #[test]

@@ -224,6 +224,72 @@ pub fn cni_types(json: &str) -> Option<Vec<String>> {
     Some(types)
 }
 
+/// The Kubernetes version in a kube-proxy manifest's image tag: `…/kube-proxy:v1.29.3` or
+/// RKE2's `…/hardened-kubernetes:v1.28.8-rke2r1-build…` → `v1.29.3` / `v1.28.8`.
+pub fn image_version(manifest: &str) -> Option<String> {
+    manifest.lines().find_map(|l| {
+        let image = l.trim().strip_prefix("image:")?.trim().trim_matches('"');
+        let tag = image.rsplit_once(':')?.1;
+        let v = tag.strip_prefix('v')?;
+        let end = v
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(v.len());
+        let core = &v[..end];
+        (core.split('.').count() >= 2).then(|| format!("v{core}"))
+    })
+}
+
+/// Facts only the live node has: tool versions (from PATH) and kube-proxy's /healthz.
+pub fn live_facts() -> ipvsmig_engine::preflight::LiveFacts {
+    let version = |tool: &str| -> Result<String, String> {
+        match std::process::Command::new(tool).arg("--version").output() {
+            Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+            Ok(o) => Err(format!(
+                "{tool} --version: {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("{tool}: {e}")),
+        }
+    };
+    ipvsmig_engine::preflight::LiveFacts {
+        ipset_version: version("ipset"),
+        iptables_version: version("iptables"),
+        kube_proxy_healthz: healthz("127.0.0.1:10256"),
+    }
+}
+
+/// GET /healthz from kube-proxy (plain HTTP on loopback), bounded by a 2 s timeout.
+fn healthz(addr: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::time::Duration;
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_owned();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    Ok(format!("{status} {body}"))
+}
+
 /// Reads every fact below a directory.
 pub fn read_node_facts(root: &Path) -> NodeFacts {
     read_facts(&DirFs(root.to_owned()))
@@ -341,6 +407,13 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
     .map(|p| (*p).to_owned())
     .collect();
     let k3s = fs.is_dir("/var/lib/rancher/k3s") || fs.is_dir("/etc/rancher/k3s");
+    let ipvs_services = r
+        .read("/proc/net/ip_vs")
+        .map(|t| ipvsmig_engine::preflight::parse_proc_ip_vs(&t));
+    let kube_proxy_image_version = kube_proxy_manifests
+        .clone()
+        .iter()
+        .find_map(|m| r.read(m).and_then(|t| image_version(&t)));
     NodeFacts {
         host_root: fs.describe(),
         kernel_release,
@@ -358,6 +431,9 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         kube_ipvs0,
         kube_proxy_manifests,
         k3s,
+        ipvs_services,
+        kube_proxy_image_version,
+        live: None,
         unreadable: r.unreadable,
     }
 }
@@ -386,6 +462,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t, ["calico", "portmap"]);
+    }
+
+    #[test]
+    fn the_kubernetes_version_comes_from_the_image_tag() {
+        assert_eq!(
+            image_version("    image: registry.k8s.io/kube-proxy:v1.29.3\n").as_deref(),
+            Some("v1.29.3")
+        );
+        assert_eq!(
+            image_version(
+                "image: index.docker.io/rancher/hardened-kubernetes:v1.28.8-rke2r1-build20240315"
+            )
+            .as_deref(),
+            Some("v1.28.8")
+        );
+        assert_eq!(image_version("image: kube-proxy:latest"), None);
     }
 
     #[test]

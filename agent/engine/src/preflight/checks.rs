@@ -418,3 +418,196 @@ pub fn kube_proxy_runtime(f: &NodeFacts) -> Vec<Finding> {
         "finalize switches this node with a second, label-selected kube-proxy DaemonSet in IPVS mode.",
     )]
 }
+
+/// `ipvs-foreign-virtual-servers`: kube-proxy in iptables mode creates no virtual servers, so
+/// any that exist belong to another program (keepalived, kube-router) or are leftovers of an
+/// earlier IPVS-mode kube-proxy. IPVS-mode kube-proxy deletes every virtual server it did not
+/// create unless `ipvs.excludeCIDRs` covers it (kube-proxy-facts.md §2.1, `cleanLegacyService`).
+pub fn foreign_virtual_servers(f: &NodeFacts) -> Vec<Finding> {
+    let Some(list) = f.ipvs_services.as_ref().filter(|l| !l.is_empty()) else {
+        return Vec::new();
+    };
+    let mut cidrs: Vec<String> = list
+        .iter()
+        .filter(|s| s.protocol != "FWM")
+        .map(|s| {
+            if s.address.contains(':') {
+                format!("{}/128", s.address)
+            } else {
+                format!("{}/32", s.address)
+            }
+        })
+        .collect();
+    cidrs.sort();
+    cidrs.dedup();
+    let evidence = list
+        .iter()
+        .map(|s| {
+            if s.protocol == "FWM" {
+                format!("{} {} {}", s.protocol, s.address, s.scheduler)
+            } else {
+                format!("{} {}:{} {}", s.protocol, s.address, s.port, s.scheduler)
+            }
+        })
+        .collect();
+    let leftovers = if f.kube_ipvs0 {
+        " kube-ipvs0 also exists: these may be leftovers of an earlier IPVS-mode kube-proxy."
+    } else {
+        ""
+    };
+    vec![Finding::new(
+        "ipvs-foreign-virtual-servers",
+        Severity::Warning,
+        format!(
+            "{} IPVS virtual servers already exist on this node",
+            list.len()
+        ),
+        evidence,
+        format!(
+            "IPVS-mode kube-proxy deletes virtual servers it did not create on every sync unless ipvs.excludeCIDRs covers them: add {} to excludeCIDRs (finalize does) or move that program off the node. ipvs-migrate never touches them.{leftovers}",
+            if cidrs.is_empty() {
+                "their addresses".to_owned()
+            } else {
+                cidrs.join(", ")
+            }
+        ),
+    )]
+}
+
+fn version_at_least(text: &str, want: (u32, u32)) -> Option<bool> {
+    // First "vX.Y" or "X.Y" in the text.
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let v = super::kernel_version(&text[start..])?;
+    Some(v >= want)
+}
+
+/// `tools-ipset`, `tools-iptables`, `kube-proxy-health` (live nodes only).
+pub fn live(f: &NodeFacts) -> Vec<Finding> {
+    let Some(l) = &f.live else { return Vec::new() };
+    let mut out = Vec::new();
+    match &l.ipset_version {
+        Ok(v) if version_at_least(v, (6, 0)) == Some(true) => out.push(Finding::new("tools-ipset", Severity::Info, format!("ipset: {}", v.trim()), vec![v.trim().to_owned()], "Nothing to do.")),
+        Ok(v) => out.push(Finding::new(
+            "tools-ipset",
+            Severity::Blocker,
+            format!("ipset is older than 6.0: {}", v.trim()),
+            vec![v.trim().to_owned()],
+            "IPVS-mode kube-proxy requires ipset ≥ 6.0 (CanUseIPVSProxier) and ipvs-migrate programs its bypass sets with it: install a current ipset.",
+        )),
+        Err(e) => out.push(Finding::new(
+            "tools-ipset",
+            Severity::Blocker,
+            "ipset is not available",
+            vec![e.clone()],
+            "ipvs-migrate programs its bypass sets with ipset (≥ 6.0): install the ipset package, or ship it in the agent image.",
+        )),
+    }
+    match &l.iptables_version {
+        Ok(v) => out.push(Finding::new(
+            "tools-iptables",
+            Severity::Info,
+            format!("iptables: {}", v.trim()),
+            vec![v.trim().to_owned()],
+            "ipvs-migrate must use the same iptables version and backend as kube-proxy (kube-proxy's image ships its own; compare with `kubectl -n kube-system exec ds/kube-proxy -- iptables --version`).",
+        )),
+        Err(e) => out.push(Finding::new(
+            "tools-iptables",
+            Severity::Blocker,
+            "iptables is not available",
+            vec![e.clone()],
+            "Install iptables (both iptables-legacy and iptables-nft), or mount the host's binaries and set IPVS_MIGRATE_TOOLS_PATH.",
+        )),
+    }
+    match &l.kube_proxy_healthz {
+        Ok(v) if v.starts_with("200") => out.push(Finding::new("kube-proxy-health", Severity::Info, "kube-proxy's /healthz answers 200", vec![v.clone()], "Nothing to do.")),
+        Ok(v) => out.push(Finding::new(
+            "kube-proxy-health",
+            Severity::Warning,
+            "kube-proxy's /healthz reports a problem",
+            vec![v.clone()],
+            "kube-proxy is not syncing its rules (503 means its last sync is too old): fix kube-proxy before migrating; the inventory reads what it wrote.",
+        )),
+        Err(e) => out.push(Finding::new(
+            "kube-proxy-health",
+            Severity::Warning,
+            "kube-proxy's /healthz is not reachable on 127.0.0.1:10256",
+            vec![e.clone()],
+            "Check that kube-proxy runs on this node and where healthzBindAddress points; the migration follows kube-proxy's endpoints and needs it healthy.",
+        )),
+    }
+    out
+}
+
+/// `deprecation-timeline`: where the cluster's Kubernetes version stands against KEP-5495
+/// (IPVS deprecated in 1.35, off by default in 1.40, removed in 1.43; kube-proxy-facts.md §0).
+pub fn deprecation(f: &NodeFacts) -> Vec<Finding> {
+    let version = f.kube_proxy_image_version.as_deref();
+    let v = version.and_then(|s| super::kernel_version(s.trim_start_matches('v')));
+    let (sev, title, rem) = match v {
+        Some(v) if v >= (1, 43) => (Severity::Blocker, "IPVS mode was removed from kube-proxy in Kubernetes 1.43".to_owned(), "Migrate to nftables mode instead."),
+        Some(v) if v >= (1, 40) => (
+            Severity::Blocker,
+            format!("Kubernetes {}.{}: IPVS mode is disabled by default; kube-proxy exits unless the KubeProxyIPVS feature gate is set", v.0, v.1),
+            "Prefer nftables mode; IPVS mode needs featureGates: {KubeProxyIPVS: true} (finalize writes it) and is removed in 1.43.",
+        ),
+        Some(v) if v >= (1, 35) => (
+            Severity::Warning,
+            format!("Kubernetes {}.{}: IPVS mode is deprecated (KEP-5495)", v.0, v.1),
+            "IPVS mode is off by default in 1.40 and removed in 1.43: treat it as a bridge and plan nftables mode (kernel ≥ 5.13).",
+        ),
+        Some(v) => (
+            Severity::Info,
+            format!("Kubernetes {}.{}: IPVS mode is supported, deprecated from 1.35", v.0, v.1),
+            "IPVS mode is deprecated in 1.35, off by default in 1.40, removed in 1.43 (KEP-5495); nftables mode (GA in 1.33) is upstream's recommended target.",
+        ),
+        None => (
+            Severity::Info,
+            "Kubernetes version unknown: IPVS mode is deprecated in 1.35, off by default in 1.40, removed in 1.43".to_owned(),
+            "Check the cluster's version against the timeline; nftables mode (GA in 1.33, kernel ≥ 5.13) is upstream's recommended target.",
+        ),
+    };
+    let evidence = vec![match version {
+        Some(s) => format!("kube-proxy image version {s}"),
+        None => "no kube-proxy static pod image to read the version from".to_owned(),
+    }];
+    vec![Finding::new(
+        "deprecation-timeline",
+        sev,
+        title,
+        evidence,
+        rem,
+    )]
+}
+
+/// `scale-decision`: the runbook's decision tree on the measured inventory (services > 1000 →
+/// IPVS pays off; below, iptables' per-connection cost is negligible — Tigera's measurements,
+/// performance-facts.md §1.3).
+pub fn scale(service_ports: usize, kube_rules: usize, nftables_ready: bool) -> Finding {
+    let big = service_ports > 1000;
+    let target = if nftables_ready {
+        "nftables mode (upstream's recommendation) or IPVS as a bridge"
+    } else {
+        "IPVS"
+    };
+    Finding::new(
+        "scale-decision",
+        Severity::Info,
+        if big {
+            format!(
+                "{service_ports} service ports: past ~1000 services iptables' linear chains cost CPU and latency; switching to {target} pays off"
+            )
+        } else {
+            format!(
+                "{service_ports} service ports: below ~1000 services iptables' per-connection cost is negligible"
+            )
+        },
+        vec![format!(
+            "{service_ports} service ports, {kube_rules} KUBE-* rules"
+        )],
+        if big {
+            "Migrate namespace by namespace; the busiest namespaces gain most."
+        } else {
+            "A migration is optional at this size; consider staying on iptables until nftables mode is possible."
+        },
+    )
+}
