@@ -76,6 +76,10 @@ pub struct Inputs {
     /// The node's IPs (for NodePort virtual servers); repeatable.
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
+    /// The cluster's Kubernetes version (e.g. 1.34), for the IPVS deprecation timeline; by
+    /// default read from a kube-proxy static pod's image tag when there is one.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
 }
 
 impl Inputs {

@@ -166,7 +166,8 @@ pub struct NodeFacts {
     pub k3s: bool,
     /// Virtual servers in /proc/net/ip_vs (`None`: the file does not exist, IPVS not loaded).
     pub ipvs_services: Option<Vec<IpvsService>>,
-    /// Kubernetes version from a kube-proxy static pod's image tag (`v1.29.3`), if any.
+    /// Kubernetes version from `--kubernetes-version`, or a kube-proxy static pod's image tag
+    /// (`v1.29.3`), if any.
     pub kube_proxy_image_version: Option<String>,
     /// Facts only a live node has (tools, kube-proxy's healthz); `None` for a --host-root.
     pub live: Option<LiveFacts>,
@@ -266,6 +267,7 @@ pub fn run(facts: &NodeFacts, kube_proxy: Option<&kubeproxy::KubeProxyConfig>) -
     out.extend(checks::kernel_version(facts));
     out.extend(checks::os_support(facts));
     out.extend(checks::sysctl_files(facts));
+    out.extend(checks::sysctl_values(facts));
     out.extend(checks::cni(facts));
     out.extend(checks::kube_ipvs0(facts));
     out.extend(checks::foreign_virtual_servers(facts));
@@ -312,6 +314,7 @@ pub const CHECK_IDS: &[&str] = &[
     "kube-proxy-health",
     "deprecation-timeline",
     "scale-decision",
+    "sysctl-values",
 ];
 
 #[cfg(test)]

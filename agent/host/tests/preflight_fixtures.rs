@@ -124,3 +124,29 @@ fn a_missing_host_root_gives_findings_not_a_panic() {
             .any(|f| f.id == "kernel-version" && f.severity == Severity::Warning)
     );
 }
+
+#[test]
+fn a_malformed_cni_file_is_a_finding_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cni = dir.path().join("etc/cni/net.d");
+    std::fs::create_dir_all(&cni).unwrap();
+    std::fs::write(cni.join("10-broken.conflist"), "{ not json").unwrap();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(
+        dir.path().join("etc/os-release"),
+        "ID=debian\nVERSION_ID=12\n",
+    )
+    .unwrap();
+    let findings = run(&read_node_facts(dir.path()), None);
+    let unreadable = findings
+        .iter()
+        .find(|f| f.id == "host-file-unreadable")
+        .expect("finding");
+    assert!(
+        unreadable
+            .evidence
+            .iter()
+            .any(|e| e.contains("10-broken.conflist: not valid JSON")),
+        "{unreadable:?}"
+    );
+}

@@ -611,3 +611,48 @@ pub fn scale(service_ports: usize, kube_rules: usize, nftables_ready: bool) -> F
         },
     )
 }
+
+/// `sysctl-values`: the sysctls an IPVS data plane changes, with their current values
+/// (kube-proxy's IPVS proxier `NewProxier`; kube-proxy-facts.md §2.9). Informational, except
+/// ip_forward=0 (forwarded pod traffic depends on it) which is a warning.
+pub fn sysctl_values(f: &NodeFacts) -> Vec<Finding> {
+    let get = |k: &str| f.sysctls.get(k).map(String::as_str);
+    let v = f.kernel_release.as_deref().and_then(parse_kernel_version);
+    let mut changes = Vec::new();
+    let mut want = |key: &str, value: &str| {
+        let now = get(key);
+        if now != Some(value) {
+            changes.push(format!(
+                "{key}: {} → {value}",
+                now.unwrap_or("(absent until ip_vs is loaded)")
+            ));
+        }
+    };
+    want("net.ipv4.vs.conntrack", "1");
+    want("net.ipv4.vs.expire_nodest_conn", "1");
+    want("net.ipv4.vs.expire_quiescent_template", "1");
+    if v.is_some_and(|v| v >= CONN_REUSE_STALL.0 && v < CONN_REUSE_STALL.1) {
+        want("net.ipv4.vs.conn_reuse_mode", "0");
+    }
+    want("net.ipv4.conf.all.arp_ignore", "1");
+    want("net.ipv4.conf.all.arp_announce", "2");
+    let mut out = Vec::new();
+    if get("net.ipv4.ip_forward") == Some("0") {
+        out.push(Finding::new(
+            "sysctl-values",
+            Severity::Warning,
+            "net.ipv4.ip_forward is 0",
+            vec!["/proc/sys/net/ipv4/ip_forward = 0".into()],
+            "Pods' traffic through Services is forwarded; kube-proxy sets ip_forward=1 in IPVS mode. Find out what turned it off (a hardening profile?) before migrating.",
+        ));
+    } else if !changes.is_empty() {
+        out.push(Finding::new(
+            "sysctl-values",
+            Severity::Info,
+            "sysctls the IPVS data plane sets on this node",
+            changes,
+            "ipvs-migrate records the previous values and restores them on a full rollback; arp_ignore/arp_announce are set only before LoadBalancer or external IPs are bound (they stop the node answering ARP for VIPs on kube-ipvs0).",
+        ));
+    }
+    out
+}
