@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md documents it and .ci/run calls it.
-# Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct.
+# Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct, and
+# for the VM test bed qemu-system-x86 plus the Debian packages of the guest (tests/vm/).
 # Tests that change iptables run only in network namespaces they create themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,11 @@ fi
 # Every suite must run: a test that cannot (no root, a tool missing) fails instead of skipping.
 export IPVSMIG_REQUIRE_ALL=1
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# The real-IPVS test bed (Debian's stock kernel under qemu, no network device): one boot
+# proving IPVS, dummy links, ipset and both iptables backends work in it. It installs qemu and
+# downloads the Debian packages it needs into tests/vm/cache/ on first use.
+bash tests/vm/selftest.sh
 
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-fail-fast
