@@ -31,4 +31,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 bash tests/vm/selftest.sh
 
 cargo build --workspace --bins --locked
+
+# Kernel suites (one VM boot each): the plan's ipvsadm rendering round-trips through the
+# real IPVS kernel.
+bash tests/vm/ipvsadm-roundtrip.sh target/debug/ipvs-migrate
+
 cargo test --workspace --locked --no-fail-fast

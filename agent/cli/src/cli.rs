@@ -152,8 +152,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// The exact IPVS configuration kube-proxy's IPVS mode would program, and the hybrid state
-    /// for migrated namespaces. [not in this build yet: exits 69]
+    /// The exact IPVS configuration kube-proxy's IPVS mode would program (-o table, json,
+    /// ipvsadm). [partial: --namespace (hybrid state), --verify, -o iptables and -o
+    /// kube-proxy-config are not in this build yet and exit 69]
     Plan {
         #[command(flatten)]
         inputs: Inputs,

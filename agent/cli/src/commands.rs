@@ -133,7 +133,49 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 ExitCode::Ok
             })
         }
-        Command::Plan { .. } => Err(unavailable("plan", 4)),
+        Command::Plan {
+            inputs: i,
+            namespaces,
+            verify,
+            output,
+        } => {
+            if !namespaces.is_empty() {
+                return Err(unavailable("plan --namespace (the hybrid state)", 4));
+            }
+            if *verify {
+                return Err(unavailable("plan --verify (the equivalence check)", 4));
+            }
+            let inv = inputs::inventory(i, cli.common.iptables_backend)?;
+            let kp = inputs::kube_proxy_config(i)?;
+            let opts = ipvsmig_engine::plan::PlanOptions {
+                scheduler: kp
+                    .as_ref()
+                    .map(|k| k.scheduler().to_owned())
+                    .unwrap_or_default(),
+                node_ips: i.node_ips.clone(),
+            };
+            let mut plan = ipvsmig_engine::plan::full(&inv, &opts);
+            if i.node_ips.is_empty() && inv.service_ports.iter().any(|s| s.node_port.is_some()) {
+                plan.findings.push(ipvsmig_engine::plan::PlanFinding {
+                    id: "node-ips-unknown".into(),
+                    service: "*".into(),
+                    message: "no --node-ip given: NodePort virtual servers (one per node address) are not in this plan".into(),
+                });
+            }
+            match output {
+                PlanFormat::Json => print_json(&serde_json::json!({
+                    "apiVersion": API_VERSION,
+                    "kind": "IpvsPlan",
+                    "plan": plan,
+                }))?,
+                PlanFormat::Table => write_out(&ipvsmig_engine::plan::render::table(&plan))?,
+                PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(&plan))?,
+                PlanFormat::Iptables | PlanFormat::KubeProxyConfig => {
+                    return Err(unavailable("plan -o iptables / -o kube-proxy-config", 4));
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Apply { .. } | Command::Status { .. } => Err(unavailable("apply/status", 5)),
         Command::Cutover { .. }
         | Command::Rollback { .. }

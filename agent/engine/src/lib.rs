@@ -5,4 +5,5 @@
 //! The host crate gathers inputs; the binary prints results.
 
 pub mod inventory;
+pub mod plan;
 pub mod preflight;

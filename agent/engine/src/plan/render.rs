@@ -1,0 +1,107 @@
+//! Plan renderers: `ipvsadm -R` input and a human table. (JSON is the serde form.)
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::{FLAG_SCHED2, IpvsPlan, VirtualServer};
+use crate::inventory::Protocol;
+
+fn addr(ip: &IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn service_opt(vs: &VirtualServer) -> String {
+    let a = addr(&vs.address, vs.port);
+    match vs.protocol {
+        Protocol::Tcp => format!("-t {a}"),
+        Protocol::Udp => format!("-u {a}"),
+        Protocol::Sctp => format!("--sctp-service {a}"),
+    }
+}
+
+/// `ipvsadm -R` input (ipvsadm(8): `-A` adds a virtual service, `-a` a real server; `-m` is
+/// masquerading/NAT, `-p` persistence, `-b` scheduler flags).
+pub fn ipvsadm(plan: &IpvsPlan) -> String {
+    let mut out = String::new();
+    for vs in &plan.virtual_servers {
+        let svc = service_opt(vs);
+        let _ = write!(out, "-A {svc} -s {}", vs.scheduler);
+        if vs.flags & super::FLAG_PERSISTENT != 0 {
+            let _ = write!(out, " -p {}", vs.timeout);
+        }
+        if vs.flags & FLAG_SCHED2 != 0 {
+            let _ = write!(
+                out,
+                " -b {}",
+                if vs.scheduler == "mh" {
+                    "mh-port"
+                } else {
+                    "flag-2"
+                }
+            );
+        }
+        out.push('\n');
+        for rs in &vs.real_servers {
+            let _ = writeln!(
+                out,
+                "-a {svc} -r {} -m -w {}",
+                addr(&rs.address, rs.port),
+                rs.weight
+            );
+        }
+    }
+    out
+}
+
+/// A human summary: one line per virtual server.
+pub fn table(plan: &IpvsPlan) -> String {
+    let mut out = String::new();
+    let rs: usize = plan
+        .virtual_servers
+        .iter()
+        .map(|v| v.real_servers.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "{} virtual servers, {} real servers, {} addresses on kube-ipvs0\n",
+        plan.virtual_servers.len(),
+        rs,
+        plan.addresses.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<6} {:<28} {:<8} {:<24} {:<10} REAL SERVERS",
+        "PROTO", "VIRTUAL", "SCHED", "SERVICE", "KIND"
+    );
+    for vs in &plan.virtual_servers {
+        let persist = if vs.timeout > 0 {
+            format!(" (persistent {}s)", vs.timeout)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<6} {:<28} {:<8} {:<24} {:<10} {}{persist}",
+            vs.protocol.as_str(),
+            addr(&vs.address, vs.port),
+            vs.scheduler,
+            vs.service.to_string(),
+            format!("{:?}", vs.kind),
+            vs.real_servers
+                .iter()
+                .map(|r| addr(&r.address, r.port))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if !plan.findings.is_empty() {
+        let _ = writeln!(out, "\nbehaviour differences:");
+        for f in &plan.findings {
+            let _ = writeln!(out, "  {} [{}]: {}", f.service, f.id, f.message);
+        }
+    }
+    out
+}

@@ -1,0 +1,259 @@
+//! Expectations written from kube-proxy's IPVS proxier behaviour (kube-proxy-facts.md §2.1:
+//! one virtual server per ClusterIP / external IP / LB IP / NodePort-per-node-IP, weight-1 NAT
+//! real servers, ClientIP affinity → persistent + timeout, mh → FlagSourceHash, empty virtual
+//! servers for services without endpoints, eTP=Local falling back to all endpoints when none is
+//! local (PR kubernetes/kubernetes#97081)), applied by hand to the `overall` golden fixture —
+//! the services of kube-proxy's TestOverallIPTablesRules.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::inventory::inventory_from_str;
+
+const OVERALL: &str = include_str!("../../tests/golden/overall/restore.txt");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn plan(scheduler: &str) -> IpvsPlan {
+    let inv = inventory_from_str("overall", OVERALL).unwrap();
+    full(
+        &inv,
+        &PlanOptions {
+            scheduler: scheduler.into(),
+            node_ips: vec![ip("192.168.0.2"), ip("127.0.0.1")],
+        },
+    )
+}
+
+#[test]
+fn the_overall_services_give_kube_proxys_virtual_servers() {
+    let p = plan("");
+    // (service, kind, address, port, flags, timeout, real servers) — written from §2.1.
+    let want: Vec<(&str, VsKind, &str, u16, u32, u32, Vec<&str>)> = vec![
+        (
+            "ns2/svc2:p80",
+            VsKind::LoadBalancer,
+            "1.2.3.4",
+            80,
+            0,
+            0,
+            vec!["10.180.0.2:80"],
+        ),
+        (
+            "ns5/svc5:p80",
+            VsKind::LoadBalancer,
+            "5.6.7.8",
+            80,
+            1,
+            10800,
+            vec!["10.180.0.3:80"],
+        ),
+        (
+            "ns1/svc1:p80",
+            VsKind::ClusterIp,
+            "172.30.0.41",
+            80,
+            0,
+            0,
+            vec!["10.180.0.1:80"],
+        ),
+        (
+            "ns2/svc2:p80",
+            VsKind::ClusterIp,
+            "172.30.0.42",
+            80,
+            0,
+            0,
+            vec!["10.180.0.2:80"],
+        ),
+        (
+            "ns3/svc3:p80",
+            VsKind::ClusterIp,
+            "172.30.0.43",
+            80,
+            0,
+            0,
+            vec!["10.180.0.3:80"],
+        ),
+        (
+            "ns4/svc4:p80",
+            VsKind::ClusterIp,
+            "172.30.0.44",
+            80,
+            0,
+            0,
+            vec!["10.180.0.4:80", "10.180.0.5:80"],
+        ),
+        (
+            "ns5/svc5:p80",
+            VsKind::ClusterIp,
+            "172.30.0.45",
+            80,
+            1,
+            10800,
+            vec!["10.180.0.3:80"],
+        ),
+        (
+            "ns6/svc6:p80",
+            VsKind::ClusterIp,
+            "172.30.0.46",
+            80,
+            0,
+            0,
+            vec![],
+        ),
+        (
+            "ns2/svc2:p80",
+            VsKind::NodePort,
+            "192.168.0.2",
+            3001,
+            0,
+            0,
+            vec!["10.180.0.2:80"],
+        ),
+        (
+            "ns5/svc5:p80",
+            VsKind::NodePort,
+            "192.168.0.2",
+            3002,
+            1,
+            10800,
+            vec!["10.180.0.3:80"],
+        ),
+        (
+            "ns3/svc3:p80",
+            VsKind::NodePort,
+            "192.168.0.2",
+            3003,
+            0,
+            0,
+            vec!["10.180.0.3:80"],
+        ),
+        (
+            "ns2/svc2:p80",
+            VsKind::ExternalIp,
+            "192.168.99.22",
+            80,
+            0,
+            0,
+            vec!["10.180.0.2:80"],
+        ),
+        (
+            "ns4/svc4:p80",
+            VsKind::ExternalIp,
+            "192.168.99.33",
+            80,
+            0,
+            0,
+            vec!["10.180.0.4:80", "10.180.0.5:80"],
+        ),
+    ];
+    let got: Vec<(String, VsKind, String, u16, u32, u32, Vec<String>)> = p
+        .virtual_servers
+        .iter()
+        .map(|v| {
+            assert_eq!(v.protocol, Protocol::Tcp);
+            assert_eq!(v.scheduler, "rr", "kube-proxy's default scheduler");
+            assert_eq!(v.netmask, 0xffff_ffff);
+            assert!(v.real_servers.iter().all(|r| r.weight == 1));
+            (
+                v.service.to_string(),
+                v.kind,
+                v.address.to_string(),
+                v.port,
+                v.flags,
+                v.timeout,
+                v.real_servers
+                    .iter()
+                    .map(|r| format!("{}:{}", r.address, r.port))
+                    .collect(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, VsKind, String, u16, u32, u32, Vec<String>)> = want
+        .into_iter()
+        .map(|(s, k, a, p, f, t, r)| {
+            (
+                s.into(),
+                k,
+                a.into(),
+                p,
+                f,
+                t,
+                r.into_iter().map(String::from).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn vips_are_bound_and_node_ports_are_not() {
+    let p = plan("");
+    let want: Vec<IpAddr> = [
+        "1.2.3.4",
+        "5.6.7.8",
+        "172.30.0.41",
+        "172.30.0.42",
+        "172.30.0.43",
+        "172.30.0.44",
+        "172.30.0.45",
+        "172.30.0.46",
+        "192.168.99.22",
+        "192.168.99.33",
+    ]
+    .iter()
+    .map(|s| ip(s))
+    .collect();
+    assert_eq!(p.addresses, want);
+}
+
+#[test]
+fn mh_gets_the_source_hash_port_flag() {
+    let p = plan("mh");
+    assert!(
+        p.virtual_servers
+            .iter()
+            .all(|v| v.flags & FLAG_SCHED2 != 0 && v.scheduler == "mh")
+    );
+    assert!(render::ipvsadm(&p).contains("-s mh -b mh-port"));
+}
+
+#[test]
+fn behaviour_differences_are_reported() {
+    let p = plan("");
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| f.id == "etp-local-no-local-endpoints" && f.service == "ns2/svc2:p80")
+    );
+    // The fixture has localhost NodePorts on (NewFakeProxier's default).
+    assert_eq!(
+        p.findings
+            .iter()
+            .filter(|f| f.id == "localhost-nodeport")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn the_ipvsadm_rendering_has_one_service_line_per_virtual_server() {
+    let p = plan("");
+    let text = render::ipvsadm(&p);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("-A ")).count(),
+        p.virtual_servers.len()
+    );
+    assert!(
+        text.contains(
+            "-A -t 5.6.7.8:80 -s rr -p 10800\n-a -t 5.6.7.8:80 -r 10.180.0.3:80 -m -w 1\n"
+        )
+    );
+    assert!(
+        text.contains("-A -t 172.30.0.46:80 -s rr\n-A"),
+        "an empty virtual server for a service without endpoints"
+    );
+}
