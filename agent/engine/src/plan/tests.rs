@@ -12,6 +12,9 @@ use crate::inventory::inventory_from_str;
 
 const OVERALL: &str = include_str!("../../tests/golden/overall/restore.txt");
 
+/// (service, kind, address, port, flags, timeout, real servers)
+type Row<S> = (S, VsKind, S, u16, u32, u32, Vec<S>);
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -31,7 +34,7 @@ fn plan(scheduler: &str) -> IpvsPlan {
 fn the_overall_services_give_kube_proxys_virtual_servers() {
     let p = plan("");
     // (service, kind, address, port, flags, timeout, real servers) — written from §2.1.
-    let want: Vec<(&str, VsKind, &str, u16, u32, u32, Vec<&str>)> = vec![
+    let want: Vec<Row<&str>> = vec![
         (
             "ns2/svc2:p80",
             VsKind::LoadBalancer,
@@ -150,7 +153,7 @@ fn the_overall_services_give_kube_proxys_virtual_servers() {
             vec!["10.180.0.4:80", "10.180.0.5:80"],
         ),
     ];
-    let got: Vec<(String, VsKind, String, u16, u32, u32, Vec<String>)> = p
+    let got: Vec<Row<String>> = p
         .virtual_servers
         .iter()
         .map(|v| {
@@ -172,7 +175,7 @@ fn the_overall_services_give_kube_proxys_virtual_servers() {
             )
         })
         .collect();
-    let want: Vec<(String, VsKind, String, u16, u32, u32, Vec<String>)> = want
+    let want: Vec<Row<String>> = want
         .into_iter()
         .map(|(s, k, a, p, f, t, r)| {
             (
