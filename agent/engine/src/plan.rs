@@ -8,6 +8,7 @@
 //! server. Pure: no I/O. The hybrid (per-namespace) state, the diff and the equivalence check
 //! build on this.
 
+pub mod diff;
 pub mod render;
 
 use std::net::IpAddr;
