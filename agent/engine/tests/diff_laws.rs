@@ -58,7 +58,9 @@ fn anyone() -> BoxedStrategy<Owner> {
     prop_oneof![3 => Just(Owner::Us), 1 => Just(Owner::Foreign)].boxed()
 }
 
-fn foreign_part(s: &State) -> (BTreeMap<(Protocol, IpAddr, u16), VsState>, Vec<IpAddr>) {
+type ForeignPart = (BTreeMap<(Protocol, IpAddr, u16), VsState>, Vec<IpAddr>);
+
+fn foreign_part(s: &State) -> ForeignPart {
     (
         s.services
             .iter()
