@@ -69,13 +69,23 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 .and_then(ipvsmig_engine::preflight::kernel_version)
                 .is_some_and(|v| v >= ipvsmig_engine::preflight::tables::NFTABLES_MIN);
             let rules = inv.families.iter().map(|f| f.kube_rules).sum();
+            let plan = ipvsmig_engine::plan::full(
+                &inv,
+                &ipvsmig_engine::plan::PlanOptions {
+                    scheduler: kp
+                        .as_ref()
+                        .map(|k| k.scheduler().to_owned())
+                        .unwrap_or_default(),
+                    node_ips: i.node_ips.clone(),
+                },
+            );
             findings.push(ipvsmig_engine::preflight::checks::scale(
                 inv.service_ports.len(),
                 rules,
                 nft_ready,
             ));
             findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
-            let audit = Audit::new(&inv, &findings, *demo);
+            let audit = Audit::new(&inv, &findings, &plan, *demo);
             match output {
                 Format::Json => print_json(&audit)?,
                 Format::Table => write_out(&table::audit(
@@ -83,6 +93,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     &inv,
                     &findings,
                     &facts,
+                    &plan,
                     *demo,
                 ))?,
                 Format::Html => return Err(unavailable("audit -o html", 7)),
@@ -258,10 +269,26 @@ pub struct Audit<'a> {
     pub verdict: Verdict,
     /// Preflight findings (blockers first).
     findings: &'a [ipvsmig_engine::preflight::Finding],
+    /// Plan summary and its behaviour differences.
+    plan: PlanSummary<'a>,
     /// Inventory summary.
     summary: table::Summary,
     /// The full inventory.
     inventory: &'a Inventory,
+}
+
+/// What the IPVS plan would program, in numbers, and what behaves differently.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary<'a> {
+    /// Virtual servers.
+    virtual_servers: usize,
+    /// Real servers.
+    real_servers: usize,
+    /// Addresses bound on kube-ipvs0.
+    addresses: usize,
+    /// Behaviour differences per service.
+    findings: &'a [ipvsmig_engine::plan::PlanFinding],
 }
 
 /// The audit verdict.
@@ -278,6 +305,7 @@ impl<'a> Audit<'a> {
     fn new(
         inv: &'a Inventory,
         findings: &'a [ipvsmig_engine::preflight::Finding],
+        plan: &'a ipvsmig_engine::plan::IpvsPlan,
         demo: bool,
     ) -> Audit<'a> {
         use ipvsmig_engine::preflight::Severity;
@@ -296,7 +324,7 @@ impl<'a> Audit<'a> {
                 .to_owned(),
         );
         reasons.push(
-            "the IPVS plan and its equivalence check are not in this build yet (issue 4)"
+            "the plan's equivalence check (--verify) and the hybrid state are not in this build yet (issue 4)"
                 .to_owned(),
         );
         if !inv.warnings.is_empty() {
@@ -311,6 +339,16 @@ impl<'a> Audit<'a> {
             demo,
             verdict: Verdict { status, reasons },
             findings,
+            plan: PlanSummary {
+                virtual_servers: plan.virtual_servers.len(),
+                real_servers: plan
+                    .virtual_servers
+                    .iter()
+                    .map(|v| v.real_servers.len())
+                    .sum(),
+                addresses: plan.addresses.len(),
+                findings: &plan.findings,
+            },
             summary: table::Summary::of(inv),
             inventory: inv,
         }

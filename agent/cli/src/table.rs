@@ -308,6 +308,7 @@ pub fn audit(
     inv: &Inventory,
     findings: &[ipvsmig_engine::preflight::Finding],
     facts: &ipvsmig_engine::preflight::NodeFacts,
+    plan: &ipvsmig_engine::plan::IpvsPlan,
     demo: bool,
 ) -> String {
     let mut out = String::new();
@@ -326,6 +327,47 @@ pub fn audit(
     let _ = writeln!(out, "\nPREFLIGHT");
     out.push_str(&preflight(findings, facts));
     let s = Summary::of(inv);
+    let _ = writeln!(out, "\nPLAN (what kube-proxy's IPVS mode would program)");
+    let rs: usize = plan
+        .virtual_servers
+        .iter()
+        .map(|v| v.real_servers.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "{} virtual servers, {} real servers, {} addresses on kube-ipvs0{}",
+        plan.virtual_servers.len(),
+        rs,
+        plan.addresses.len(),
+        if plan
+            .virtual_servers
+            .iter()
+            .any(|v| v.kind == ipvsmig_engine::plan::VsKind::NodePort)
+        {
+            ""
+        } else {
+            " (NodePort virtual servers need --node-ip)"
+        }
+    );
+    if plan.findings.is_empty() {
+        let _ = writeln!(out, "no behaviour differences found");
+    } else {
+        let _ = writeln!(
+            out,
+            "behaviour that changes under IPVS ({}):",
+            plan.findings.len()
+        );
+        for f in plan.findings.iter().take(15) {
+            let _ = writeln!(out, "  {} [{}]: {}", f.service, f.id, f.message);
+        }
+        if plan.findings.len() > 15 {
+            let _ = writeln!(
+                out,
+                "  … {} more (`ipvs-migrate plan`, or -o json)",
+                plan.findings.len() - 15
+            );
+        }
+    }
     let _ = writeln!(out, "\nINVENTORY");
     for f in &inv.families {
         family_line(&mut out, f);
