@@ -153,8 +153,9 @@ pub enum Command {
         output: Format,
     },
     /// The exact IPVS configuration kube-proxy's IPVS mode would program (-o table, json,
-    /// ipvsadm). [partial: --namespace (hybrid state), --verify, -o iptables and -o
-    /// kube-proxy-config are not in this build yet and exit 69]
+    /// ipvsadm), and kube-proxy's configuration for IPVS mode (-o kube-proxy-config, from
+    /// --kube-proxy-config). [partial: --namespace (hybrid state), --verify and -o iptables are
+    /// not in this build yet and exit 69]
     Plan {
         #[command(flatten)]
         inputs: Inputs,

@@ -181,8 +181,53 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 }))?,
                 PlanFormat::Table => write_out(&ipvsmig_engine::plan::render::table(&plan))?,
                 PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(&plan))?,
-                PlanFormat::Iptables | PlanFormat::KubeProxyConfig => {
-                    return Err(unavailable("plan -o iptables / -o kube-proxy-config", 4));
+                PlanFormat::Iptables => {
+                    return Err(unavailable(
+                        "plan -o iptables (the hybrid admission rules)",
+                        4,
+                    ));
+                }
+                PlanFormat::KubeProxyConfig => {
+                    let Some(path) = &i.kube_proxy_config else {
+                        return Err(CliError::new(
+                            ExitCode::Usage,
+                            "-o kube-proxy-config rewrites kube-proxy's current configuration: pass it with --kube-proxy-config",
+                        ));
+                    };
+                    let original = std::fs::read_to_string(path).map_err(|e| {
+                        CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display()))
+                    })?;
+                    let facts = inputs::node_facts(i)?;
+                    let foreign: Vec<String> = facts
+                        .ipvs_services
+                        .iter()
+                        .flatten()
+                        .filter(|s| s.protocol != "FWM")
+                        .map(|s| {
+                            if s.address.contains(':') {
+                                format!("{}/128", s.address)
+                            } else {
+                                format!("{}/32", s.address)
+                            }
+                        })
+                        .collect();
+                    let version = facts.kube_proxy_image_version.as_deref().and_then(|v| {
+                        ipvsmig_engine::preflight::kernel_version(v.trim_start_matches('v'))
+                    });
+                    let out = ipvsmig_engine::plan::kube_proxy_config::ipvs_config(
+                        &original, &foreign, version,
+                    )
+                    .map_err(|e| {
+                        CliError::new(ExitCode::DataErr, format!("{}: {e}", path.display()))
+                    })?;
+                    let mut text = String::from(
+                        "# KubeProxyConfiguration for IPVS mode, written by ipvs-migrate plan:\n",
+                    );
+                    for n in &out.notes {
+                        text.push_str(&format!("#   {n}\n"));
+                    }
+                    text.push_str(&out.yaml);
+                    write_out(&text)?;
                 }
             }
             Ok(ExitCode::Ok)

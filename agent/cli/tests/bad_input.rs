@@ -255,3 +255,68 @@ fn a_malformed_kube_proxy_config_is_bad_data_and_a_missing_one_is_missing_input(
     );
     assert_eq!(out.status.code(), Some(66));
 }
+
+#[test]
+fn plan_writes_kube_proxys_ipvs_configuration_and_needs_the_current_one() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dump = format!("{root}/agent/engine/tests/golden/overall/restore.txt");
+    let out = run(
+        &["plan", "--iptables-save", &dump, "-o", "kube-proxy-config"],
+        None,
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kp = format!("{root}/tests/preflight/flatcar-cilium/kube-proxy-config.yaml");
+    let host = format!("{root}/tests/preflight/rhel-8-loadable-modules");
+    let out = run(
+        &[
+            "plan",
+            "--iptables-save",
+            &dump,
+            "--host-root",
+            &host,
+            "--kube-proxy-config",
+            &kp,
+            "-o",
+            "kube-proxy-config",
+        ],
+        None,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\nmode: ipvs\n"), "{text}");
+    assert!(
+        text.contains("192.168.10.100/32"),
+        "the fixture's foreign virtual server is excluded: {text}"
+    );
+    let out = run(
+        &[
+            "plan",
+            "--iptables-save",
+            &dump,
+            "--node-ip",
+            "192.168.0.2",
+            "-o",
+            "json",
+        ],
+        None,
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "IpvsPlan");
+    assert_eq!(
+        v["plan"]["virtualServers"].as_array().map(|a| a.len()),
+        Some(13)
+    );
+}
