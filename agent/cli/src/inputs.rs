@@ -130,8 +130,16 @@ fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError>
 pub fn demo_inventory() -> Result<Inventory, CliError> {
     let mut inv = empty();
     for (name, family, bytes) in [
-        ("demo/iptables-save.txt", IpFamily::IPv4, DEMO_IPV4),
-        ("demo/ip6tables-save.txt", IpFamily::IPv6, DEMO_IPV6),
+        (
+            "demo/node-snapshot/iptables-save.txt (bundled)",
+            IpFamily::IPv4,
+            DEMO_IPV4,
+        ),
+        (
+            "demo/node-snapshot/ip6tables-save.txt (bundled)",
+            IpFamily::IPv6,
+            DEMO_IPV6,
+        ),
     ] {
         add(
             &mut inv,

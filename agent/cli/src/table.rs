@@ -393,8 +393,8 @@ pub fn audit(
     warnings(&mut out, inv);
     let _ = writeln!(
         out,
-        "\nEvery service port: `ipvs-migrate inventory`{}; machine-readable: -o json",
-        if demo {
+        "\nEvery service port: `ipvs-migrate inventory{src}`; the IPVS plan: `ipvs-migrate plan{src}`; machine-readable: add -o json",
+        src = if demo {
             " --iptables-save demo/node-snapshot/iptables-save.txt"
         } else {
             ""

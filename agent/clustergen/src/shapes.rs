@@ -88,6 +88,48 @@ fn doc_ip(family: IpFamily, base: [u8; 3], i: u32) -> IpAddr {
     }
 }
 
+/// Namespace names for the mixed shape: what a production cluster looks like (a few platform
+/// namespaces and many application ones), so the demo and reports read naturally. Past the
+/// list, names repeat with a numeric suffix.
+const NAMESPACES: &[&str] = &[
+    "kube-system",
+    "ingress-nginx",
+    "monitoring",
+    "logging",
+    "cert-manager",
+    "payments",
+    "checkout",
+    "catalog",
+    "search",
+    "recommendations",
+    "accounts",
+    "notifications",
+    "orders",
+    "inventory",
+    "shipping",
+    "reviews",
+    "analytics",
+    "data-pipeline",
+    "auth",
+    "api-gateway",
+];
+
+fn namespace(shape: Shape, i: u32) -> String {
+    match shape {
+        Shape::ClusterIp => format!("ns{}", i % 97),
+        Shape::Mix => {
+            let n = NAMESPACES.len() as u32;
+            let base = NAMESPACES[(i % n) as usize];
+            let round = i / (n * 12);
+            if round == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}-{round}")
+            }
+        }
+    }
+}
+
 /// Generates `services` services with about `endpoints` endpoints each. With [`Shape::Mix`]
 /// some services have several ports, so there are more service ports than services.
 pub fn generate(
@@ -104,7 +146,7 @@ pub fn generate(
     let mut node_port = 30000u32;
     let mut total_eps = 0usize;
     for i in 0..services {
-        let ns = format!("ns{}", i % 97);
+        let ns = namespace(shape, i);
         let name = format!("svc{i}");
         let cip = cluster_ip(family, i);
         let mut eps = |n: u32, port: u16, rng: &mut Rng| -> Vec<EndpointSpec> {
