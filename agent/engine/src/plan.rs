@@ -9,6 +9,7 @@
 //! build on this.
 
 pub mod diff;
+pub mod ipsets;
 pub mod kube_proxy_config;
 pub mod render;
 
@@ -114,6 +115,8 @@ pub struct IpvsPlan {
     pub virtual_servers: Vec<VirtualServer>,
     /// Addresses bound on kube-ipvs0 (ClusterIPs, external IPs, LB IPs), sorted.
     pub addresses: Vec<IpAddr>,
+    /// kube-proxy's IPVS-mode ipsets and their members (`KUBE-…`, `KUBE-6-…`).
+    pub ipsets: std::collections::BTreeMap<String, ipsets::IpSetPlan>,
     /// sysctls IPVS-mode kube-proxy sets (`key`, `value`).
     pub sysctls: Vec<(String, String)>,
     /// Behaviour differences and things not carried over.
@@ -259,9 +262,11 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    let ipsets = ipsets::ipsets(inv, opts, &addresses);
     IpvsPlan {
         virtual_servers: vss,
         addresses,
+        ipsets,
         sysctls,
         findings,
     }

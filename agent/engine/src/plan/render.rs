@@ -105,3 +105,26 @@ pub fn table(plan: &IpvsPlan) -> String {
     }
     out
 }
+
+/// `ipset restore` input creating kube-proxy's sets (ipset(8): bitmap:port needs a range,
+/// IPv6 hash sets `family inet6`) and adding their members.
+pub fn ipset_restore(plan: &IpvsPlan) -> String {
+    let mut out = String::new();
+    for (name, set) in &plan.ipsets {
+        let family = if name.starts_with("KUBE-6-") {
+            " family inet6"
+        } else {
+            " family inet"
+        };
+        let opts = if set.set_type.starts_with("bitmap:port") {
+            " range 0-65535".to_owned()
+        } else {
+            format!("{family} hashsize 1024 maxelem 65536")
+        };
+        let _ = writeln!(out, "create {name} {}{opts}", set.set_type);
+        for m in &set.members {
+            let _ = writeln!(out, "add {name} {m}");
+        }
+    }
+    out
+}

@@ -260,3 +260,59 @@ fn the_ipvsadm_rendering_has_one_service_line_per_virtual_server() {
         "an empty virtual server for a service without endpoints"
     );
 }
+
+#[test]
+fn kube_proxys_ipsets_hold_the_overall_services() {
+    // Written from kube-proxy's IPVS syncProxyRules (facts §2.4): ClusterIPs always; external
+    // IPs in -LOCAL for eTP=Local; LB IPs, plus -LOCAL, -FW and -SOURCE-CIDR as the service
+    // needs; NodePorts in bitmap sets; health-check node ports; the bound VIPs.
+    let p = plan("");
+    let set = |n: &str| -> Vec<String> { p.ipsets[n].members.iter().cloned().collect() };
+    assert_eq!(
+        set("KUBE-CLUSTER-IP"),
+        [
+            "172.30.0.41,tcp:80",
+            "172.30.0.42,tcp:80",
+            "172.30.0.43,tcp:80",
+            "172.30.0.44,tcp:80",
+            "172.30.0.45,tcp:80",
+            "172.30.0.46,tcp:80"
+        ]
+    );
+    assert_eq!(set("KUBE-EXTERNAL-IP"), ["192.168.99.33,tcp:80"]);
+    assert_eq!(set("KUBE-EXTERNAL-IP-LOCAL"), ["192.168.99.22,tcp:80"]);
+    assert_eq!(
+        set("KUBE-LOAD-BALANCER"),
+        ["1.2.3.4,tcp:80", "5.6.7.8,tcp:80"]
+    );
+    assert_eq!(set("KUBE-LOAD-BALANCER-LOCAL"), ["1.2.3.4,tcp:80"]);
+    assert_eq!(set("KUBE-LOAD-BALANCER-FW"), ["5.6.7.8,tcp:80"]);
+    assert_eq!(
+        set("KUBE-LOAD-BALANCER-SOURCE-CIDR"),
+        ["5.6.7.8,tcp:80,203.0.113.0/25"]
+    );
+    assert!(
+        set("KUBE-LOAD-BALANCER-SOURCE-IP").is_empty(),
+        "203.0.113.0/25 does not contain the node IP"
+    );
+    assert_eq!(set("KUBE-NODE-PORT-TCP"), ["3001", "3002", "3003"]);
+    assert_eq!(set("KUBE-NODE-PORT-LOCAL-TCP"), ["3001"]);
+    assert_eq!(set("KUBE-HEALTH-CHECK-NODE-PORT"), ["30000"]);
+    assert_eq!(set("KUBE-IPVS-IPS").len(), 10);
+    // ns2/svc2's only endpoint is known not to be local; the others' locality is unknown.
+    assert_eq!(
+        set("KUBE-LOOP-BACK"),
+        [
+            "10.180.0.1,tcp:80,10.180.0.1",
+            "10.180.0.3,tcp:80,10.180.0.3",
+            "10.180.0.4,tcp:80,10.180.0.4",
+            "10.180.0.5,tcp:80,10.180.0.5"
+        ]
+    );
+    assert_eq!(p.ipsets["KUBE-LOOP-BACK"].set_type, "hash:ip,port,ip");
+    assert_eq!(
+        p.ipsets.len(),
+        ipsets::SETS.len(),
+        "every set exists, empty or not, as kube-proxy creates them"
+    );
+}
