@@ -117,7 +117,31 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             let facts = inputs::node_facts(i)?;
             let kp = inputs::kube_proxy_config(i)?;
-            let findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
+            let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
+            // Behaviour that changes comes from the plan (one source): with rules to read —
+            // dump files, or the live node when no --host-root points elsewhere.
+            if i.has_files() || i.host_root.is_none() {
+                match inputs::inventory(i, cli.common.iptables_backend) {
+                    Ok(inv) => {
+                        let plan = ipvsmig_engine::plan::full(
+                            &inv,
+                            &ipvsmig_engine::plan::PlanOptions {
+                                scheduler: kp.as_ref().map(|k| k.scheduler().to_owned()).unwrap_or_default(),
+                                node_ips: i.node_ips.clone(),
+                            },
+                        );
+                        findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
+                    }
+                    Err(e) => findings.push(ipvsmig_engine::preflight::Finding::new(
+                        "behaviour-not-evaluated",
+                        ipvsmig_engine::preflight::Severity::Info,
+                        "kube-proxy's rules could not be read, so behaviour changes were not evaluated",
+                        vec![e.message.clone()],
+                        "Pass --iptables-save with a dump of the node's rules.",
+                    )),
+                }
+                findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
+            }
             let blockers = findings
                 .iter()
                 .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)

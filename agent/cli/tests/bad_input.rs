@@ -320,3 +320,34 @@ fn plan_writes_kube_proxys_ipvs_configuration_and_needs_the_current_one() {
         Some(13)
     );
 }
+
+#[test]
+fn preflight_shows_the_plans_behaviour_changes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = run(
+        &[
+            "preflight",
+            "--host-root",
+            &format!("{root}/tests/preflight/ubuntu-22.04-calico"),
+            "--iptables-save",
+            &format!("{root}/agent/engine/tests/golden/overall/restore.txt"),
+            "-o",
+            "json",
+        ],
+        None,
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    // The overall fixture: ns2/svc2 is eTP=Local without a local endpoint; localhost NodePorts on.
+    assert_eq!(
+        ids.iter().filter(|i| **i == "behaviour-change").count(),
+        2,
+        "{ids:?}"
+    );
+}

@@ -315,6 +315,8 @@ pub const CHECK_IDS: &[&str] = &[
     "deprecation-timeline",
     "scale-decision",
     "sysctl-values",
+    "behaviour-change",
+    "behaviour-not-evaluated",
 ];
 
 #[cfg(test)]

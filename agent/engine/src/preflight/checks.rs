@@ -335,10 +335,7 @@ pub fn cni(f: &NodeFacts) -> Vec<Finding> {
             },
             format!("CNI {typ} ({})", files.join(", ")),
             vec![
-                format!(
-                    "plugin type {typ} in /etc/cni/net.d/{}",
-                    files.join(", /etc/cni/net.d/")
-                ),
+                format!("plugin type {typ} in {}", files.join(", ")),
                 format!("source: {source}"),
             ],
             *what,
@@ -655,4 +652,32 @@ pub fn sysctl_values(f: &NodeFacts) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// `behaviour-change`: what the plan found behaves differently under IPVS (the plan is the one
+/// source; preflight only shows it), one finding per kind of difference.
+pub fn behaviour(plan_findings: &[crate::plan::PlanFinding]) -> Vec<Finding> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&crate::plan::PlanFinding>> =
+        std::collections::BTreeMap::new();
+    for f in plan_findings {
+        by_id.entry(f.id.as_str()).or_default().push(f);
+    }
+    by_id
+        .into_iter()
+        .map(|(id, fs)| {
+            let first = fs[0].message.clone();
+            Finding::new(
+                "behaviour-change",
+                Severity::Warning,
+                format!(
+                    "{} service ports behave differently under IPVS ({id})",
+                    fs.len()
+                ),
+                fs.iter()
+                    .map(|f| format!("{}: {}", f.service, f.message))
+                    .collect(),
+                format!("Review them before cutover; `ipvs-migrate plan` lists them all. {first}"),
+            )
+        })
+        .collect()
 }
