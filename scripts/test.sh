@@ -35,5 +35,7 @@ cargo build --workspace --bins --locked
 # Kernel suites (one VM boot each): the plan's ipvsadm rendering round-trips through the
 # real IPVS kernel.
 bash tests/vm/ipvsadm-roundtrip.sh target/debug/ipvs-migrate
+# preflight --probe creates, reads back and deletes a virtual server over our netlink client.
+bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
 
 cargo test --workspace --locked --no-fail-fast

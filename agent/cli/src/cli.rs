@@ -140,12 +140,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls. [partial: tools,
-    /// kube-proxy config, scale and --probe come later] Exit 0 ready, 1 blockers found.
+    /// Can this node run IPVS safely? Kernel, modules, OS, CNI, sysctls, tools, kube-proxy's
+    /// configuration and health, other IPVS users, the deprecation timeline. Exit 0 ready, 1
+    /// blockers found.
     Preflight {
         #[command(flatten)]
         inputs: Inputs,
-        /// Also create and delete a throw-away IPVS virtual server, as kube-proxy does.
+        /// Also create, read back and delete a throw-away IPVS virtual server
+        /// (198.51.100.0:20000/TCP) in this network namespace, as kube-proxy does at start.
         #[arg(long)]
         probe: bool,
         /// Output format.

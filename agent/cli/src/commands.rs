@@ -109,14 +109,27 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             probe,
             output,
         } => {
-            if *probe {
-                return Err(unavailable(
-                    "preflight --probe (needs the IPVS netlink client)",
-                    5,
-                ));
-            }
-            let facts = inputs::node_facts(i)?;
+            let mut facts = inputs::node_facts(i)?;
             let kp = inputs::kube_proxy_config(i)?;
+            if *probe {
+                use ipvsmig_engine::preflight::ProbeResult;
+                use ipvsmig_ipvs::IpvsError;
+                let sched = kp.as_ref().map_or("rr", |k| k.scheduler());
+                facts.ipvs_probe = Some(match ipvsmig_ipvs::probe(sched) {
+                    Ok(detail) => ProbeResult::Ok { detail },
+                    Err(e @ (IpvsError::NoIpvs | IpvsError::NotFound)) => {
+                        ProbeResult::Unavailable {
+                            detail: format!("{e} (scheduler {sched})"),
+                        }
+                    }
+                    Err(e @ IpvsError::Permission) => ProbeResult::Denied {
+                        detail: e.to_string(),
+                    },
+                    Err(e) => ProbeResult::Failed {
+                        detail: e.to_string(),
+                    },
+                });
+            }
             let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
             // Behaviour that changes comes from the plan (one source): with rules to read —
             // dump files, or the live node when no --host-root points elsewhere.

@@ -171,6 +171,9 @@ pub struct NodeFacts {
     pub kube_proxy_image_version: Option<String>,
     /// Facts only a live node has (tools, kube-proxy's healthz); `None` for a --host-root.
     pub live: Option<LiveFacts>,
+    /// Result of `--probe` (a throw-away virtual server created and deleted in this network
+    /// namespace): what happened, or why it failed and whether that means "no IPVS".
+    pub ipvs_probe: Option<ProbeResult>,
     /// Files that exist but could not be read or parsed (path: reason).
     pub unreadable: Vec<String>,
 }
@@ -237,6 +240,32 @@ pub fn parse_proc_ip_vs(text: &str) -> Vec<IpvsService> {
     out
 }
 
+/// The outcome of the IPVS probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum ProbeResult {
+    /// The virtual server was created, read back and deleted.
+    Ok {
+        /// What was done.
+        detail: String,
+    },
+    /// The kernel has no IPVS, or the scheduler does not exist.
+    Unavailable {
+        /// The error.
+        detail: String,
+    },
+    /// Not allowed (no CAP_NET_ADMIN).
+    Denied {
+        /// The error.
+        detail: String,
+    },
+    /// Anything else.
+    Failed {
+        /// The error.
+        detail: String,
+    },
+}
+
 /// What only a live node can tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -273,6 +302,7 @@ pub fn run(facts: &NodeFacts, kube_proxy: Option<&kubeproxy::KubeProxyConfig>) -
     out.extend(checks::foreign_virtual_servers(facts));
     out.extend(checks::live(facts));
     out.extend(checks::deprecation(facts));
+    out.extend(checks::probe(facts));
     out.extend(checks::unreadable(facts));
     out.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
     out
@@ -317,6 +347,7 @@ pub const CHECK_IDS: &[&str] = &[
     "sysctl-values",
     "behaviour-change",
     "behaviour-not-evaluated",
+    "ipvs-probe",
 ];
 
 #[cfg(test)]

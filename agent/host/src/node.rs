@@ -434,6 +434,7 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         ipvs_services,
         kube_proxy_image_version,
         live: None,
+        ipvs_probe: None,
         unreadable: r.unreadable,
     }
 }

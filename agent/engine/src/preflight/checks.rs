@@ -681,3 +681,45 @@ pub fn behaviour(plan_findings: &[crate::plan::PlanFinding]) -> Vec<Finding> {
         })
         .collect()
 }
+
+/// `ipvs-probe`: kube-proxy's own test (CanUseIPVSProxier): a throw-away virtual server
+/// 198.51.100.0:20000/TCP created with the scheduler, read back and deleted.
+pub fn probe(f: &NodeFacts) -> Vec<Finding> {
+    use super::ProbeResult;
+    let Some(p) = &f.ipvs_probe else {
+        return Vec::new();
+    };
+    let (sev, title, detail, rem) = match p {
+        ProbeResult::Ok { detail } => (
+            Severity::Info,
+            "the IPVS probe succeeded",
+            detail,
+            "Nothing to do.",
+        ),
+        ProbeResult::Unavailable { detail } => (
+            Severity::Blocker,
+            "the IPVS probe failed: no IPVS or no such scheduler in this kernel",
+            detail,
+            "kube-proxy's IPVS mode runs the same probe at start and exits when it fails: load ip_vs and the scheduler's module (modprobe ip_vs ip_vs_rr) or use a kernel that has them.",
+        ),
+        ProbeResult::Denied { detail } => (
+            Severity::Warning,
+            "the IPVS probe was not allowed",
+            detail,
+            "Run preflight --probe as root (CAP_NET_ADMIN), as the agent's DaemonSet does.",
+        ),
+        ProbeResult::Failed { detail } => (
+            Severity::Blocker,
+            "the IPVS probe failed",
+            detail,
+            "See the error; IPVS-mode kube-proxy would fail the same way.",
+        ),
+    };
+    vec![Finding::new(
+        "ipvs-probe",
+        sev,
+        title,
+        vec![detail.clone()],
+        rem,
+    )]
+}

@@ -1,0 +1,239 @@
+//! A blocking client on one NETLINK_GENERIC socket. Requests are acknowledged one at a time
+//! here; pipelining many requests per round trip comes with the kernel layer (issue 5).
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+
+use crate::codec::*;
+
+/// IPVS client errors, from the kernel's errno where there is one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IpvsError {
+    /// The generic netlink family "IPVS" does not exist: the kernel has no (loaded) ip_vs.
+    #[error(
+        "the kernel has no IPVS (generic netlink family \"IPVS\" not found; is ip_vs loaded or built in?)"
+    )]
+    NoIpvs,
+    /// The object already exists (EEXIST).
+    #[error("already exists")]
+    Exists,
+    /// No such object or scheduler (ENOENT / ESRCH).
+    #[error("not found (no such service, destination or scheduler)")]
+    NotFound,
+    /// Not permitted (EPERM / EACCES): CAP_NET_ADMIN is needed.
+    #[error("permission denied (needs CAP_NET_ADMIN)")]
+    Permission,
+    /// Another errno.
+    #[error("kernel error {0}")]
+    Errno(i32),
+    /// Socket I/O.
+    #[error("netlink socket: {0}")]
+    Io(String),
+    /// A reply that does not parse.
+    #[error("malformed netlink reply: {0}")]
+    Malformed(String),
+}
+
+fn errno(e: i32) -> IpvsError {
+    match e {
+        17 => IpvsError::Exists,
+        2 | 3 => IpvsError::NotFound,
+        1 | 13 => IpvsError::Permission,
+        _ => IpvsError::Errno(e),
+    }
+}
+
+/// A connected client with the resolved family id.
+pub struct Client {
+    socket: Socket,
+    family: u16,
+    seq: u32,
+}
+
+impl Client {
+    /// Opens a socket and resolves the IPVS family.
+    pub fn open() -> Result<Client, IpvsError> {
+        let mut socket = Socket::new(NETLINK_GENERIC).map_err(|e| IpvsError::Io(e.to_string()))?;
+        socket
+            .bind_auto()
+            .map_err(|e| IpvsError::Io(e.to_string()))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| IpvsError::Io(e.to_string()))?;
+        let mut c = Client {
+            socket,
+            family: 0,
+            seq: 1,
+        };
+        let mut name = IPVS_GENL_NAME.as_bytes().to_vec();
+        name.push(0);
+        let mut a = Vec::new();
+        put_attr(&mut a, CTRL_ATTR_FAMILY_NAME, &name);
+        let replies = c
+            .request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, &a, false)
+            .map_err(|e| match e {
+                IpvsError::NotFound => IpvsError::NoIpvs,
+                e => e,
+            })?;
+        for payload in replies {
+            let body = payload
+                .get(4..)
+                .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
+            for (ty, v) in attrs(body).map_err(IpvsError::Malformed)? {
+                if ty == CTRL_ATTR_FAMILY_ID && v.len() >= 2 {
+                    c.family = u16::from_ne_bytes([v[0], v[1]]);
+                }
+            }
+        }
+        if c.family == 0 {
+            return Err(IpvsError::NoIpvs);
+        }
+        Ok(c)
+    }
+
+    /// Sends one request and collects the payloads of its replies (genl header included);
+    /// an acknowledgement with errno 0 ends it.
+    fn request(
+        &mut self,
+        family: u16,
+        cmd: u8,
+        version: u8,
+        attrs: &[u8],
+        _dump: bool,
+    ) -> Result<Vec<Vec<u8>>, IpvsError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let msg = message(family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd, version, attrs);
+        self.socket
+            .send(&msg, 0)
+            .map_err(|e| IpvsError::Io(e.to_string()))?;
+        let mut out = Vec::new();
+        loop {
+            let (buf, _) = self
+                .socket
+                .recv_from_full()
+                .map_err(|e| IpvsError::Io(e.to_string()))?;
+            for (ty, _flags, rseq, payload) in messages(&buf).map_err(IpvsError::Malformed)? {
+                if rseq != seq {
+                    continue;
+                }
+                match ty {
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .ok_or_else(|| IpvsError::Malformed("short error".into()))?;
+                        return if code == 0 {
+                            Ok(out)
+                        } else {
+                            Err(errno(-code))
+                        };
+                    }
+                    NLMSG_DONE => return Ok(out),
+                    _ => out.push(payload.to_vec()),
+                }
+            }
+        }
+    }
+
+    /// `IPVS_CMD_NEW_SERVICE`.
+    pub fn add_service(&mut self, svc: &Service) -> Result<(), IpvsError> {
+        let a = service_attrs(svc, true);
+        self.request(
+            self.family,
+            IPVS_CMD_NEW_SERVICE,
+            IPVS_GENL_VERSION,
+            &a,
+            false,
+        )
+        .map(|_| ())
+    }
+
+    /// `IPVS_CMD_GET_SERVICE` for one key: the scheduler the kernel holds, if the service exists.
+    pub fn get_service_scheduler(&mut self, svc: &Service) -> Result<Option<String>, IpvsError> {
+        let a = service_attrs(svc, false);
+        let replies = match self.request(
+            self.family,
+            IPVS_CMD_GET_SERVICE,
+            IPVS_GENL_VERSION,
+            &a,
+            false,
+        ) {
+            Ok(r) => r,
+            Err(IpvsError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for payload in replies {
+            let body = payload
+                .get(4..)
+                .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
+            for (ty, nested) in attrs(body).map_err(IpvsError::Malformed)? {
+                if ty != IPVS_CMD_ATTR_SERVICE {
+                    continue;
+                }
+                for (t, v) in attrs(nested).map_err(IpvsError::Malformed)? {
+                    if t == IPVS_SVC_ATTR_SCHED_NAME {
+                        let name = v.split(|b| *b == 0).next().unwrap_or(&[]);
+                        return Ok(Some(String::from_utf8_lossy(name).into_owned()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `IPVS_CMD_DEL_SERVICE`.
+    pub fn del_service(&mut self, svc: &Service) -> Result<(), IpvsError> {
+        let a = service_attrs(svc, false);
+        self.request(
+            self.family,
+            IPVS_CMD_DEL_SERVICE,
+            IPVS_GENL_VERSION,
+            &a,
+            false,
+        )
+        .map(|_| ())
+    }
+}
+
+/// kube-proxy's `CanUseIPVSProxier` probe: create a throw-away virtual server
+/// 198.51.100.0:20000/TCP (TEST-NET-2) with the scheduler, read it back, delete it. An
+/// existing one is not ours and is left alone.
+pub fn probe(scheduler: &str) -> Result<String, IpvsError> {
+    let mut c = Client::open()?;
+    let svc = Service {
+        address: std::net::IpAddr::from([198, 51, 100, 0]),
+        protocol: 6,
+        port: 20000,
+        scheduler: if scheduler.is_empty() {
+            "rr".into()
+        } else {
+            scheduler.to_owned()
+        },
+        flags: 0,
+        timeout: 0,
+        netmask: 0xffff_ffff,
+    };
+    match c.add_service(&svc) {
+        Ok(()) => {}
+        Err(IpvsError::Exists) => {
+            return Ok("198.51.100.0:20000/TCP already exists (not created by ipvs-migrate; left alone): IPVS works".into());
+        }
+        Err(e) => return Err(e),
+    }
+    let read = c.get_service_scheduler(&svc);
+    let deleted = c.del_service(&svc);
+    let got = read?;
+    deleted?;
+    match got {
+        Some(s) if s == svc.scheduler => Ok(format!(
+            "created, read back (scheduler {s}) and deleted 198.51.100.0:20000/TCP"
+        )),
+        Some(s) => Err(IpvsError::Malformed(format!(
+            "read back scheduler {s}, asked for {}",
+            svc.scheduler
+        ))),
+        None => Err(IpvsError::Malformed(
+            "the probe virtual server was not there after creation".into(),
+        )),
+    }
+}

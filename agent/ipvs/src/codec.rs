@@ -1,0 +1,246 @@
+//! Message layout (netlink(7), genetlink, include/uapi/linux/ip_vs.h): `nlmsghdr` (16 bytes:
+//! len u32, type u16, flags u16, seq u32, pid u32, native endian), `genlmsghdr` (cmd u8,
+//! version u8, reserved u16), then attributes (`nlattr`: len u16, type u16, payload, padded
+//! to 4 bytes; nested attributes carry NLA_F_NESTED).
+
+use std::net::IpAddr;
+
+/// `GENL_ID_CTRL`.
+pub const GENL_ID_CTRL: u16 = 0x10;
+/// `CTRL_CMD_GETFAMILY`.
+pub const CTRL_CMD_GETFAMILY: u8 = 3;
+/// `CTRL_ATTR_FAMILY_ID`.
+pub const CTRL_ATTR_FAMILY_ID: u16 = 1;
+/// `CTRL_ATTR_FAMILY_NAME`.
+pub const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+/// `NLMSG_ERROR`.
+pub const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`.
+pub const NLMSG_DONE: u16 = 3;
+/// `NLM_F_REQUEST`.
+pub const NLM_F_REQUEST: u16 = 0x1;
+/// `NLM_F_ACK`.
+pub const NLM_F_ACK: u16 = 0x4;
+/// `NLA_F_NESTED`.
+pub const NLA_F_NESTED: u16 = 0x8000;
+
+/// `IPVS_GENL_NAME`.
+pub const IPVS_GENL_NAME: &str = "IPVS";
+/// `IPVS_GENL_VERSION`.
+pub const IPVS_GENL_VERSION: u8 = 1;
+/// `IPVS_CMD_NEW_SERVICE`.
+pub const IPVS_CMD_NEW_SERVICE: u8 = 1;
+/// `IPVS_CMD_DEL_SERVICE`.
+pub const IPVS_CMD_DEL_SERVICE: u8 = 3;
+/// `IPVS_CMD_GET_SERVICE`.
+pub const IPVS_CMD_GET_SERVICE: u8 = 4;
+/// `IPVS_CMD_ATTR_SERVICE`.
+pub const IPVS_CMD_ATTR_SERVICE: u16 = 1;
+/// `IPVS_SVC_ATTR_AF`.
+pub const IPVS_SVC_ATTR_AF: u16 = 1;
+/// `IPVS_SVC_ATTR_PROTOCOL`.
+pub const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;
+/// `IPVS_SVC_ATTR_ADDR`.
+pub const IPVS_SVC_ATTR_ADDR: u16 = 3;
+/// `IPVS_SVC_ATTR_PORT`.
+pub const IPVS_SVC_ATTR_PORT: u16 = 4;
+/// `IPVS_SVC_ATTR_SCHED_NAME`.
+pub const IPVS_SVC_ATTR_SCHED_NAME: u16 = 6;
+/// `IPVS_SVC_ATTR_FLAGS`.
+pub const IPVS_SVC_ATTR_FLAGS: u16 = 7;
+/// `IPVS_SVC_ATTR_TIMEOUT`.
+pub const IPVS_SVC_ATTR_TIMEOUT: u16 = 8;
+/// `IPVS_SVC_ATTR_NETMASK`.
+pub const IPVS_SVC_ATTR_NETMASK: u16 = 9;
+
+/// A virtual service as the kernel identifies and configures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Address (AF_INET or AF_INET6 follows from it).
+    pub address: IpAddr,
+    /// IPPROTO_TCP (6), IPPROTO_UDP (17), IPPROTO_SCTP (132).
+    pub protocol: u16,
+    /// Port.
+    pub port: u16,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// Flags (IP_VS_SVC_F_*).
+    pub flags: u32,
+    /// Persistence timeout.
+    pub timeout: u32,
+    /// Netmask (0xffffffff for IPv4, 128 for IPv6).
+    pub netmask: u32,
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Appends one attribute.
+pub fn put_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len() + (align4(len) - len), 0);
+}
+
+/// Appends a nested attribute built by `f`.
+pub fn put_nested(buf: &mut Vec<u8>, ty: u16, f: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+    f(buf);
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// A whole request: nlmsghdr + genlmsghdr + attributes.
+pub fn message(family: u16, flags: u16, seq: u32, cmd: u8, version: u8, attrs: &[u8]) -> Vec<u8> {
+    let len = 16 + 4 + attrs.len();
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&(len as u32).to_ne_bytes());
+    b.extend_from_slice(&family.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[cmd, version, 0, 0]);
+    b.extend_from_slice(attrs);
+    b
+}
+
+/// The nested `IPVS_CMD_ATTR_SERVICE` for `svc` (all of it for NEW, the key only otherwise).
+pub fn service_attrs(svc: &Service, full: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    put_nested(&mut b, IPVS_CMD_ATTR_SERVICE, |b| {
+        let (af, addr): (u16, [u8; 16]) = match svc.address {
+            IpAddr::V4(v4) => {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&v4.octets());
+                (2, a)
+            }
+            IpAddr::V6(v6) => (10, v6.octets()),
+        };
+        put_attr(b, IPVS_SVC_ATTR_AF, &af.to_ne_bytes());
+        put_attr(b, IPVS_SVC_ATTR_PROTOCOL, &svc.protocol.to_ne_bytes());
+        put_attr(b, IPVS_SVC_ATTR_ADDR, &addr);
+        put_attr(b, IPVS_SVC_ATTR_PORT, &svc.port.to_be_bytes());
+        if full {
+            let mut name = svc.scheduler.as_bytes().to_vec();
+            name.push(0);
+            put_attr(b, IPVS_SVC_ATTR_SCHED_NAME, &name);
+            let mut flags = svc.flags.to_ne_bytes().to_vec();
+            flags.extend_from_slice(&u32::MAX.to_ne_bytes());
+            put_attr(b, IPVS_SVC_ATTR_FLAGS, &flags);
+            put_attr(b, IPVS_SVC_ATTR_TIMEOUT, &svc.timeout.to_ne_bytes());
+            put_attr(b, IPVS_SVC_ATTR_NETMASK, &svc.netmask.to_ne_bytes());
+        }
+    });
+    b
+}
+
+/// Splits attributes; `Err` names what is malformed.
+pub fn attrs(mut b: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return Err(format!("attribute of length {len} in {} bytes", b.len()));
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[align4(len).min(b.len())..];
+    }
+    Ok(out)
+}
+
+/// One message of a reply: (type, flags, seq, payload after the 16-byte header).
+pub fn messages(mut b: &[u8]) -> Result<Vec<(u16, u16, u32, &[u8])>, String> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 16 || len > b.len() {
+            return Err(format!("message of length {len} in {} bytes", b.len()));
+        }
+        let ty = u16::from_ne_bytes([b[4], b[5]]);
+        let flags = u16::from_ne_bytes([b[6], b[7]]);
+        let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+        out.push((ty, flags, seq, &b[16..len]));
+        b = &b[align4(len).min(b.len())..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Expected bytes written out by hand from the uapi layout (x86_64, little endian).
+    #[test]
+    fn a_new_service_request_has_the_uapi_layout() {
+        let svc = Service {
+            address: "198.51.100.0".parse().unwrap(),
+            protocol: 6,
+            port: 20000,
+            scheduler: "rr".into(),
+            flags: 0,
+            timeout: 0,
+            netmask: 0xffff_ffff,
+        };
+        let attrs = service_attrs(&svc, true);
+        let want: Vec<u8> = [
+            // nested IPVS_CMD_ATTR_SERVICE: len 4 + 8+8+20+8+8+12+8+8 = 84, type 1 | NLA_F_NESTED
+            &[84, 0, 0x01, 0x80][..],
+            &[6, 0, 1, 0, 2, 0, 0, 0], // AF = AF_INET (2), padded
+            &[6, 0, 2, 0, 6, 0, 0, 0], // PROTOCOL = 6 (TCP), padded
+            &[
+                20, 0, 3, 0, 198, 51, 100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ], // ADDR, 16 bytes
+            &[6, 0, 4, 0, 0x4e, 0x20, 0, 0], // PORT 20000 big-endian, padded
+            &[7, 0, 6, 0, b'r', b'r', 0, 0], // SCHED_NAME "rr\0", padded
+            &[12, 0, 7, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], // FLAGS {0, mask ~0}
+            &[8, 0, 8, 0, 0, 0, 0, 0], // TIMEOUT 0
+            &[8, 0, 9, 0, 0xff, 0xff, 0xff, 0xff], // NETMASK
+        ]
+        .concat();
+        assert_eq!(attrs, want);
+        let msg = message(
+            0x1c,
+            NLM_F_REQUEST | NLM_F_ACK,
+            7,
+            IPVS_CMD_NEW_SERVICE,
+            IPVS_GENL_VERSION,
+            &attrs,
+        );
+        assert_eq!(
+            &msg[..20],
+            &[
+                104, 0, 0, 0, 0x1c, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0
+            ]
+        );
+    }
+
+    #[test]
+    fn attributes_parse_back_and_bad_lengths_are_errors() {
+        let svc = Service {
+            address: "fd00::1".parse().unwrap(),
+            protocol: 17,
+            port: 53,
+            scheduler: "mh".into(),
+            flags: 0x10,
+            timeout: 0,
+            netmask: 128,
+        };
+        let b = service_attrs(&svc, true);
+        let outer = attrs(&b).unwrap();
+        assert_eq!(outer.len(), 1);
+        assert_eq!(outer[0].0, IPVS_CMD_ATTR_SERVICE);
+        let inner = attrs(outer[0].1).unwrap();
+        let get = |t: u16| inner.iter().find(|(ty, _)| *ty == t).unwrap().1;
+        assert_eq!(get(IPVS_SVC_ATTR_AF), &10u16.to_ne_bytes());
+        assert_eq!(get(IPVS_SVC_ATTR_PORT), &53u16.to_be_bytes());
+        assert_eq!(get(IPVS_SVC_ATTR_SCHED_NAME), b"mh\0");
+        assert!(attrs(&[200, 0, 1, 0]).is_err());
+        assert!(messages(&[40, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+}
