@@ -155,7 +155,10 @@ pub fn attrs(mut b: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
 }
 
 /// One message of a reply: (type, flags, seq, payload after the 16-byte header).
-pub fn messages(mut b: &[u8]) -> Result<Vec<(u16, u16, u32, &[u8])>, String> {
+pub type Message<'a> = (u16, u16, u32, &'a [u8]);
+
+/// Splits a receive buffer into messages.
+pub fn messages(mut b: &[u8]) -> Result<Vec<Message<'_>>, String> {
     let mut out = Vec::new();
     while b.len() >= 16 {
         let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
