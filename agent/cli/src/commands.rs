@@ -84,6 +84,22 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 rules,
                 nft_ready,
             ));
+            let lbs = plan
+                .virtual_servers
+                .iter()
+                .filter(|v| {
+                    matches!(
+                        v.kind,
+                        ipvsmig_engine::plan::VsKind::LoadBalancer
+                            | ipvsmig_engine::plan::VsKind::ExternalOrLoadBalancer
+                    )
+                })
+                .count();
+            findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(
+                lbs,
+                kp.as_ref(),
+            ));
+            findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
             findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
             let audit = Audit::new(&inv, &findings, &plan, *demo);
             match output {
@@ -144,6 +160,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                             },
                         );
                         findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
+                        let lbs = plan
+                            .virtual_servers
+                            .iter()
+                            .filter(|v| matches!(v.kind, ipvsmig_engine::plan::VsKind::LoadBalancer | ipvsmig_engine::plan::VsKind::ExternalOrLoadBalancer))
+                            .count();
+                        findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(lbs, kp.as_ref()));
                     }
                     Err(e) => findings.push(ipvsmig_engine::preflight::Finding::new(
                         "behaviour-not-evaluated",

@@ -348,6 +348,7 @@ pub const CHECK_IDS: &[&str] = &[
     "behaviour-change",
     "behaviour-not-evaluated",
     "ipvs-probe",
+    "lb-strict-arp",
 ];
 
 #[cfg(test)]

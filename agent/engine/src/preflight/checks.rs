@@ -723,3 +723,28 @@ pub fn probe(f: &NodeFacts) -> Vec<Finding> {
         rem,
     )]
 }
+
+/// `lb-strict-arp`: LoadBalancer IPs will be bound on kube-ipvs0 while kube-proxy's
+/// `ipvs.strictARP` is off. With MetalLB in L2 mode every node would then answer ARP for every
+/// LB IP (MetalLB installation docs: "strictARP: true" is required with IPVS).
+pub fn lb_strict_arp(
+    lb_ips: usize,
+    kube_proxy: Option<&super::kubeproxy::KubeProxyConfig>,
+) -> Vec<Finding> {
+    let strict = kube_proxy
+        .and_then(|k| k.ipvs.as_ref())
+        .and_then(|i| i.strict_arp)
+        .unwrap_or(false);
+    if lb_ips == 0 || strict {
+        return Vec::new();
+    }
+    vec![Finding::new(
+        "lb-strict-arp",
+        Severity::Warning,
+        format!("{lb_ips} LoadBalancer IPs will be bound on kube-ipvs0 and ipvs.strictARP is off"),
+        vec![format!(
+            "{lb_ips} load-balancer virtual servers in the plan; ipvs.strictARP: false or unknown"
+        )],
+        "If MetalLB (L2 mode) or another ARP-based announcer serves these IPs, set ipvs.strictARP: true before kube-proxy takes over (plan -o kube-proxy-config does); during the migration ipvs-migrate sets arp_ignore=1/arp_announce=2 itself before binding them.",
+    )]
+}
