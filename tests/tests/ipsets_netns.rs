@@ -36,6 +36,7 @@ fn planned_ipsets_round_trip_through_the_kernel() {
             legacy_chains: vec![],
             ipvs_mode_chains: vec![],
             hooks: vec![],
+            read_millis: None,
         });
     }
     let inv = Inventory {

@@ -79,10 +79,16 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     node_ips: i.node_ips.clone(),
                 },
             );
+            let read_ms = inv
+                .families
+                .iter()
+                .filter_map(|f| f.read_millis)
+                .reduce(|a, b| a + b);
             findings.push(ipvsmig_engine::preflight::checks::scale(
                 inv.service_ports.len(),
                 rules,
                 nft_ready,
+                read_ms,
             ));
             let lbs = plan
                 .virtual_servers

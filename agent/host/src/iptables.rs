@@ -335,6 +335,7 @@ pub fn read_live(
             looked: "iptables-legacy-save, iptables-nft-save".into(),
         });
     };
+    let started = std::time::Instant::now();
     let mut child = Command::new(tool)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -373,7 +374,8 @@ pub fn read_live(
             message: format!("{status}: {}", err.trim()),
         });
     }
-    let (facts, ports, mut warnings) = result?;
+    let (mut facts, ports, mut warnings) = result?;
+    facts.read_millis = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     let mut choice = choice.clone();
     match choice.backend {
         Backend::Legacy => choice.legacy_kube_chains = Some(facts.kube_chains),

@@ -388,10 +388,17 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         let rel = format!("{dir}/{name}");
         if let Some(t) = r.read(&rel) {
             match cni_types(&t) {
-                Some(types) => cni.push(CniConf {
-                    file: rel.clone(),
-                    types,
-                }),
+                Some(mut types) => {
+                    // kube-router's CNI config is a plain `bridge` (kube-bridge) conflist, named
+                    // 10-kuberouter.conflist by its installer: recognise it by that.
+                    if name.contains("kuberouter") || t.contains("\"kube-bridge\"") {
+                        types.push("kube-router".to_owned());
+                    }
+                    cni.push(CniConf {
+                        file: rel.clone(),
+                        types,
+                    })
+                }
                 None => r.unreadable.push(format!("{rel}: not valid JSON")),
             }
         }
@@ -453,6 +460,25 @@ mod tests {
         assert_eq!(
             (s[1].line, s[1].key.as_str(), s[1].value.as_str()),
             (4, "net.ipv4.vs.conn_tab_size", "1048576")
+        );
+    }
+
+    #[test]
+    fn kube_routers_bridge_config_is_recognised() {
+        let dir = std::env::temp_dir().join(format!("ipvsmig-kr-{}", std::process::id()));
+        let cni = dir.join("etc/cni/net.d");
+        std::fs::create_dir_all(&cni).unwrap();
+        std::fs::write(
+            cni.join("10-kuberouter.conflist"),
+            r#"{"cniVersion":"0.3.0","name":"mynet","plugins":[{"bridge":"kube-bridge","ipam":{"type":"host-local"},"isDefaultGateway":true,"name":"kubernetes","type":"bridge"},{"type":"portmap","capabilities":{"snat":true,"portMappings":true}}]}"#,
+        )
+        .unwrap();
+        let facts = read_node_facts(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            facts.cni[0].types.iter().any(|t| t == "kube-router"),
+            "{:?}",
+            facts.cni
         );
     }
 

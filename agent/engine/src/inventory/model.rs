@@ -427,6 +427,9 @@ pub struct FamilyFacts {
     pub ipvs_mode_chains: Vec<String>,
     /// Jumps from built-in chains into KUBE-* chains, in order: `table/CHAIN -> KUBE-…`.
     pub hooks: Vec<Hook>,
+    /// How long reading the live rules took (iptables-save plus parsing), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_millis: Option<u64>,
 }
 
 /// A jump from a built-in chain to a KUBE-* chain.

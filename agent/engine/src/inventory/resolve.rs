@@ -818,6 +818,7 @@ fn family_facts(
         legacy_chains: c.node.legacy.clone(),
         ipvs_mode_chains: c.node.ipvs_mode.clone(),
         hooks: std::mem::take(&mut c.hooks),
+        read_millis: None,
     }
 }
 

@@ -579,7 +579,12 @@ pub fn deprecation(f: &NodeFacts) -> Vec<Finding> {
 /// `scale-decision`: the runbook's decision tree on the measured inventory (services > 1000 →
 /// IPVS pays off; below, iptables' per-connection cost is negligible — Tigera's measurements,
 /// performance-facts.md §1.3).
-pub fn scale(service_ports: usize, kube_rules: usize, nftables_ready: bool) -> Finding {
+pub fn scale(
+    service_ports: usize,
+    kube_rules: usize,
+    nftables_ready: bool,
+    read_millis: Option<u64>,
+) -> Finding {
     let big = service_ports > 1000;
     let target = if nftables_ready {
         "nftables mode (upstream's recommendation) or IPVS as a bridge"
@@ -598,9 +603,27 @@ pub fn scale(service_ports: usize, kube_rules: usize, nftables_ready: bool) -> F
                 "{service_ports} service ports: below ~1000 services iptables' per-connection cost is negligible"
             )
         },
-        vec![format!(
-            "{service_ports} service ports, {kube_rules} KUBE-* rules"
-        )],
+        {
+            // Restore throughput measured at 220k–340k kube-proxy rules: legacy 42–92k rules/s,
+            // nft 22–50k rules/s (performance-facts.md §2.2); a full sync rewrites them all.
+            let r = kube_rules as f64;
+            let mut ev = vec![
+                format!("{service_ports} service ports, {kube_rules} KUBE-* rules"),
+                format!(
+                    "a full iptables-restore of {kube_rules} rules takes about {:.1}–{:.1} s (legacy) or {:.1}–{:.1} s (nft)",
+                    r / 92_000.0,
+                    r / 42_000.0,
+                    r / 50_000.0,
+                    r / 22_000.0
+                ),
+            ];
+            if let Some(ms) = read_millis {
+                ev.push(format!(
+                    "reading the rules (iptables-save and parsing) took {ms} ms"
+                ));
+            }
+            ev
+        },
         if big {
             "Migrate namespace by namespace; the busiest namespaces gain most."
         } else {
