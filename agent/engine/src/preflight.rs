@@ -171,6 +171,9 @@ pub struct NodeFacts {
     pub kube_proxy_image_version: Option<String>,
     /// Facts only a live node has (tools, kube-proxy's healthz); `None` for a --host-root.
     pub live: Option<LiveFacts>,
+    /// The iptables package version inside the running kube-proxy's filesystem
+    /// (/proc/<pid>/root/var/lib/dpkg/status[.d]), when its process is visible.
+    pub kube_proxy_iptables: Option<String>,
     /// Result of `--probe` (a throw-away virtual server created and deleted in this network
     /// namespace): what happened, or why it failed and whether that means "no IPVS".
     pub ipvs_probe: Option<ProbeResult>,
@@ -303,6 +306,7 @@ pub fn run(facts: &NodeFacts, kube_proxy: Option<&kubeproxy::KubeProxyConfig>) -
     out.extend(checks::live(facts));
     out.extend(checks::deprecation(facts));
     out.extend(checks::probe(facts));
+    out.extend(checks::iptables_skew(facts));
     out.extend(checks::unreadable(facts));
     out.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
     out
@@ -349,6 +353,7 @@ pub const CHECK_IDS: &[&str] = &[
     "behaviour-not-evaluated",
     "ipvs-probe",
     "lb-strict-arp",
+    "iptables-skew",
 ];
 
 #[cfg(test)]
@@ -397,6 +402,26 @@ mod tests {
         );
         assert_eq!((v[1].address.as_str(), v[1].port), ("fd00:30::a", 53));
         assert_eq!(v[2].address, "fwmark 16");
+    }
+
+    #[test]
+    fn an_iptables_version_skew_is_a_warning() {
+        let mut f = NodeFacts {
+            kube_proxy_iptables: Some("1.8.7-1".into()),
+            live: Some(LiveFacts {
+                ipset_version: Ok("ipset v7.17".into()),
+                iptables_version: Ok("iptables v1.8.9 (nf_tables)".into()),
+                kube_proxy_healthz: Err("no".into()),
+            }),
+            ..NodeFacts::default()
+        };
+        let w = checks::iptables_skew(&f);
+        assert_eq!(
+            (w[0].id.as_str(), w[0].severity),
+            ("iptables-skew", Severity::Warning)
+        );
+        f.kube_proxy_iptables = Some("1.8.9-2".into());
+        assert_eq!(checks::iptables_skew(&f)[0].severity, Severity::Info);
     }
 
     #[test]

@@ -290,6 +290,46 @@ fn healthz(addr: &str) -> Result<String, String> {
     Ok(format!("{status} {body}"))
 }
 
+/// The iptables version in the running kube-proxy's own filesystem: find its process in /proc
+/// (the host's PID namespace must be visible) and read the dpkg status of the iptables package
+/// below /proc/<pid>/root (kube-proxy's images are Debian-based: distroless keeps one status
+/// file per package in /var/lib/dpkg/status.d).
+fn kube_proxy_iptables(fs: &dyn HostFs) -> Option<String> {
+    let pids = fs.list("/proc").ok()?;
+    for pid in pids
+        .iter()
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        let Ok(comm) = fs.read(&format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&comm).trim() != "kube-proxy" {
+            continue;
+        }
+        let root = format!("/proc/{pid}/root/var/lib/dpkg");
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        if let Ok(t) = fs.read(&format!("{root}/status")) {
+            texts.push(t);
+        }
+        for name in fs.list(&format!("{root}/status.d")).unwrap_or_default() {
+            if let Ok(t) = fs.read(&format!("{root}/status.d/{name}")) {
+                texts.push(t);
+            }
+        }
+        for t in texts {
+            let text = String::from_utf8_lossy(&t);
+            for stanza in text.split("\n\n") {
+                if stanza.lines().any(|l| l.trim() == "Package: iptables")
+                    && let Some(v) = stanza.lines().find_map(|l| l.strip_prefix("Version:"))
+                {
+                    return Some(v.trim().to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Reads every fact below a directory.
 pub fn read_node_facts(root: &Path) -> NodeFacts {
     read_facts(&DirFs(root.to_owned()))
@@ -441,6 +481,7 @@ pub fn read_facts(fs: &dyn HostFs) -> NodeFacts {
         ipvs_services,
         kube_proxy_image_version,
         live: None,
+        kube_proxy_iptables: kube_proxy_iptables(fs),
         ipvs_probe: None,
         unreadable: r.unreadable,
     }
@@ -461,6 +502,24 @@ mod tests {
             (s[1].line, s[1].key.as_str(), s[1].value.as_str()),
             (4, "net.ipv4.vs.conn_tab_size", "1048576")
         );
+    }
+
+    #[test]
+    fn kube_proxys_iptables_version_is_read_from_its_image() {
+        let fs = MemFs {
+            name: "t".into(),
+            files: [
+                ("/proc/1/comm".to_owned(), b"systemd\n".to_vec()),
+                ("/proc/4242/comm".to_owned(), b"kube-proxy\n".to_vec()),
+                (
+                    "/proc/4242/root/var/lib/dpkg/status.d/iptables".to_owned(),
+                    b"Package: iptables\nVersion: 1.8.9-2\nArchitecture: amd64\n".to_vec(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(kube_proxy_iptables(&fs).as_deref(), Some("1.8.9-2"));
     }
 
     #[test]

@@ -771,3 +771,48 @@ pub fn lb_strict_arp(
         "If MetalLB (L2 mode) or another ARP-based announcer serves these IPs, set ipvs.strictARP: true before kube-proxy takes over (plan -o kube-proxy-config does); during the migration ipvs-migrate sets arp_ignore=1/arp_announce=2 itself before binding them.",
     )]
 }
+
+/// `iptables-skew`: the iptables ipvs-migrate runs (live `iptables --version`) against the one in
+/// kube-proxy's image. Rules written by one iptables version and read or rewritten by another
+/// can differ in how they print, and iptables-nft versions have differed in which rules they can
+/// show (the reason kube-proxy ships its own iptables).
+pub fn iptables_skew(f: &NodeFacts) -> Vec<Finding> {
+    let Some(kp) = f.kube_proxy_iptables.as_deref() else {
+        return Vec::new();
+    };
+    let Some(Ok(ours)) = f.live.as_ref().map(|l| &l.iptables_version) else {
+        return Vec::new();
+    };
+    let num = |s: &str| -> Option<String> {
+        let start = s.find(|c: char| c.is_ascii_digit())?;
+        let v: String = s[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        Some(v.trim_end_matches('.').to_owned())
+    };
+    let (Some(a), Some(b)) = (num(ours), num(kp)) else {
+        return Vec::new();
+    };
+    let evidence = vec![
+        format!("ipvs-migrate uses {}", ours.trim()),
+        format!("kube-proxy's image has iptables {kp}"),
+    ];
+    if a == b {
+        vec![Finding::new(
+            "iptables-skew",
+            Severity::Info,
+            format!("iptables {a} on both sides"),
+            evidence,
+            "Nothing to do.",
+        )]
+    } else {
+        vec![Finding::new(
+            "iptables-skew",
+            Severity::Warning,
+            format!("iptables version skew: ipvs-migrate {a}, kube-proxy {b}"),
+            evidence,
+            "Run ipvs-migrate with the same iptables version as kube-proxy (mount the binaries of the kube-proxy image, or use an agent image with that version) so both read and write rules the same way.",
+        )]
+    }
+}
