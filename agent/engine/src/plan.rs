@@ -238,6 +238,16 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
         let ext_accessible = sp.node_port.is_some()
             || !sp.external_ips.is_empty()
             || !sp.load_balancer_ips.is_empty();
+        if !sp.load_balancer_ips.is_empty() {
+            findings.push(PlanFinding {
+                id: "lb-ip-bound-locally".into(),
+                service: sp.name.to_string(),
+                message: format!(
+                    "load-balancer IPs {} are bound on kube-ipvs0: the node answers them itself, so cloud LB health checks and proxy-protocol load balancers that expect traffic to pass through the LB behave differently (kubernetes/kubernetes#79783, #66607; `ipMode: Proxy` avoids it)",
+                    sp.load_balancer_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
         if ext_accessible
             && sp.external_traffic_policy == TrafficPolicy::Local
             && !sp.endpoints.iter().any(|e| e.local == Some(true))

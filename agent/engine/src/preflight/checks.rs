@@ -625,9 +625,9 @@ pub fn scale(
             ev
         },
         if big {
-            "Migrate namespace by namespace; the busiest namespaces gain most."
+            "Migrate namespace by namespace; the busiest namespaces gain most. The runbook's other rules: more than 5000 new connections/s per node or more than 500 nodes also favour switching, and long-lived connections prefer IPVS (check them against the IPVS idle timeout)."
         } else {
-            "A migration is optional at this size; consider staying on iptables until nftables mode is possible."
+            "A migration is optional at this size unless the runbook's other rules apply: more than 5000 new connections/s per node, more than 500 nodes, or many long-lived connections. Otherwise consider staying on iptables until nftables mode is possible."
         },
     )
 }
