@@ -37,5 +37,7 @@ cargo build --workspace --bins --locked
 bash tests/vm/ipvsadm-roundtrip.sh target/debug/ipvs-migrate
 # preflight --probe creates, reads back and deletes a virtual server over our netlink client.
 bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
+# The IPVS netlink client: add, dump, edit, delete, error cases, against the real kernel.
+bash tests/vm/ipvs-client.sh
 
 cargo test --workspace --locked --no-fail-fast

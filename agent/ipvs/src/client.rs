@@ -98,11 +98,16 @@ impl Client {
         cmd: u8,
         version: u8,
         attrs: &[u8],
-        _dump: bool,
+        dump: bool,
     ) -> Result<Vec<Vec<u8>>, IpvsError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let msg = message(family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd, version, attrs);
+        let flags = if dump {
+            NLM_F_REQUEST | NLM_F_DUMP
+        } else {
+            NLM_F_REQUEST | NLM_F_ACK
+        };
+        let msg = message(family, flags, seq, cmd, version, attrs);
         self.socket
             .send(&msg, 0)
             .map_err(|e| IpvsError::Io(e.to_string()))?;
@@ -179,6 +184,93 @@ impl Client {
             }
         }
         Ok(None)
+    }
+
+    /// `IPVS_CMD_SET_SERVICE` (scheduler, flags, timeout, netmask of an existing service).
+    pub fn edit_service(&mut self, svc: &Service) -> Result<(), IpvsError> {
+        let a = service_attrs(svc, true);
+        self.request(
+            self.family,
+            IPVS_CMD_SET_SERVICE,
+            IPVS_GENL_VERSION,
+            &a,
+            false,
+        )
+        .map(|_| ())
+    }
+
+    /// Every virtual service in this network namespace (`IPVS_CMD_GET_SERVICE`, dump).
+    pub fn services(&mut self) -> Result<Vec<Service>, IpvsError> {
+        // An empty nested service attribute, as moby/ipvs sends it (the dump ignores its content).
+        let mut a = Vec::new();
+        put_nested(&mut a, IPVS_CMD_ATTR_SERVICE, |_| {});
+        let replies = self.request(
+            self.family,
+            IPVS_CMD_GET_SERVICE,
+            IPVS_GENL_VERSION,
+            &a,
+            true,
+        )?;
+        let mut out = Vec::new();
+        for payload in replies {
+            let body = payload
+                .get(4..)
+                .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
+            for (ty, nested) in attrs(body).map_err(IpvsError::Malformed)? {
+                if ty == IPVS_CMD_ATTR_SERVICE {
+                    out.push(parse_service(nested).map_err(IpvsError::Malformed)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The destinations of one service (`IPVS_CMD_GET_DEST`, dump).
+    pub fn dests(&mut self, svc: &Service) -> Result<Vec<Dest>, IpvsError> {
+        let a = service_attrs(svc, false);
+        let replies = self.request(self.family, IPVS_CMD_GET_DEST, IPVS_GENL_VERSION, &a, true)?;
+        let af = if svc.address.is_ipv4() { 2 } else { 10 };
+        let mut out = Vec::new();
+        for payload in replies {
+            let body = payload
+                .get(4..)
+                .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
+            for (ty, nested) in attrs(body).map_err(IpvsError::Malformed)? {
+                if ty == IPVS_CMD_ATTR_DEST {
+                    out.push(parse_dest(nested, af).map_err(IpvsError::Malformed)?);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn dest_request(
+        &mut self,
+        cmd: u8,
+        svc: &Service,
+        d: &Dest,
+        full: bool,
+    ) -> Result<(), IpvsError> {
+        let mut a = service_attrs(svc, false);
+        a.extend(dest_attrs(d, full));
+        self.request(self.family, cmd, IPVS_GENL_VERSION, &a, false)
+            .map(|_| ())
+    }
+
+    /// `IPVS_CMD_NEW_DEST`.
+    pub fn add_dest(&mut self, svc: &Service, d: &Dest) -> Result<(), IpvsError> {
+        self.dest_request(IPVS_CMD_NEW_DEST, svc, d, true)
+    }
+
+    /// `IPVS_CMD_SET_DEST` (weight).
+    pub fn edit_dest(&mut self, svc: &Service, d: &Dest) -> Result<(), IpvsError> {
+        self.dest_request(IPVS_CMD_SET_DEST, svc, d, true)
+    }
+
+    /// `IPVS_CMD_DEL_DEST`.
+    pub fn del_dest(&mut self, svc: &Service, d: &Dest) -> Result<(), IpvsError> {
+        self.dest_request(IPVS_CMD_DEL_DEST, svc, d, false)
     }
 
     /// `IPVS_CMD_DEL_SERVICE`.

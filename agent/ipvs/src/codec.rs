@@ -34,6 +34,39 @@ pub const IPVS_CMD_NEW_SERVICE: u8 = 1;
 pub const IPVS_CMD_DEL_SERVICE: u8 = 3;
 /// `IPVS_CMD_GET_SERVICE`.
 pub const IPVS_CMD_GET_SERVICE: u8 = 4;
+/// `IPVS_CMD_SET_SERVICE`.
+pub const IPVS_CMD_SET_SERVICE: u8 = 2;
+/// `IPVS_CMD_NEW_DEST`.
+pub const IPVS_CMD_NEW_DEST: u8 = 5;
+/// `IPVS_CMD_SET_DEST`.
+pub const IPVS_CMD_SET_DEST: u8 = 6;
+/// `IPVS_CMD_DEL_DEST`.
+pub const IPVS_CMD_DEL_DEST: u8 = 7;
+/// `IPVS_CMD_GET_DEST`.
+pub const IPVS_CMD_GET_DEST: u8 = 8;
+/// `IPVS_CMD_ATTR_DEST`.
+pub const IPVS_CMD_ATTR_DEST: u16 = 2;
+/// `IPVS_DEST_ATTR_ADDR`.
+pub const IPVS_DEST_ATTR_ADDR: u16 = 1;
+/// `IPVS_DEST_ATTR_PORT`.
+pub const IPVS_DEST_ATTR_PORT: u16 = 2;
+/// `IPVS_DEST_ATTR_FWD_METHOD`.
+pub const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
+/// `IPVS_DEST_ATTR_WEIGHT`.
+pub const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
+/// `IPVS_DEST_ATTR_U_THRESH`.
+pub const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
+/// `IPVS_DEST_ATTR_L_THRESH`.
+pub const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+/// `IPVS_DEST_ATTR_ADDR_FAMILY`.
+pub const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
+/// `NLM_F_DUMP` (NLM_F_ROOT | NLM_F_MATCH).
+pub const NLM_F_DUMP: u16 = 0x300;
+/// `IP_VS_SVC_F_HASHED`: set by the kernel on every service it returns.
+pub const IP_VS_SVC_F_HASHED: u32 = 0x2;
+/// `IP_VS_CONN_F_MASQ`: NAT forwarding.
+pub const IP_VS_CONN_F_MASQ: u32 = 0;
+
 /// `IPVS_CMD_ATTR_SERVICE`.
 pub const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 /// `IPVS_SVC_ATTR_AF`.
@@ -113,14 +146,7 @@ pub fn message(family: u16, flags: u16, seq: u32, cmd: u8, version: u8, attrs: &
 pub fn service_attrs(svc: &Service, full: bool) -> Vec<u8> {
     let mut b = Vec::new();
     put_nested(&mut b, IPVS_CMD_ATTR_SERVICE, |b| {
-        let (af, addr): (u16, [u8; 16]) = match svc.address {
-            IpAddr::V4(v4) => {
-                let mut a = [0u8; 16];
-                a[..4].copy_from_slice(&v4.octets());
-                (2, a)
-            }
-            IpAddr::V6(v6) => (10, v6.octets()),
-        };
+        let (af, addr) = addr_bytes(&svc.address);
         put_attr(b, IPVS_SVC_ATTR_AF, &af.to_ne_bytes());
         put_attr(b, IPVS_SVC_ATTR_PROTOCOL, &svc.protocol.to_ne_bytes());
         put_attr(b, IPVS_SVC_ATTR_ADDR, &addr);
@@ -137,6 +163,131 @@ pub fn service_attrs(svc: &Service, full: bool) -> Vec<u8> {
         }
     });
     b
+}
+
+/// A real server (destination).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dest {
+    /// Address.
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Weight.
+    pub weight: u32,
+    /// Forwarding method (0: masquerade/NAT).
+    pub fwd: u32,
+}
+
+fn addr_bytes(ip: &IpAddr) -> (u16, [u8; 16]) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            (2, a)
+        }
+        IpAddr::V6(v6) => (10, v6.octets()),
+    }
+}
+
+/// The nested `IPVS_CMD_ATTR_DEST` for `d` (all of it, or the key only).
+pub fn dest_attrs(d: &Dest, full: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    put_nested(&mut b, IPVS_CMD_ATTR_DEST, |b| {
+        let (af, addr) = addr_bytes(&d.address);
+        put_attr(b, IPVS_DEST_ATTR_ADDR, &addr);
+        put_attr(b, IPVS_DEST_ATTR_PORT, &d.port.to_be_bytes());
+        put_attr(b, IPVS_DEST_ATTR_ADDR_FAMILY, &af.to_ne_bytes());
+        if full {
+            put_attr(b, IPVS_DEST_ATTR_FWD_METHOD, &d.fwd.to_ne_bytes());
+            put_attr(b, IPVS_DEST_ATTR_WEIGHT, &d.weight.to_ne_bytes());
+            put_attr(b, IPVS_DEST_ATTR_U_THRESH, &0u32.to_ne_bytes());
+            put_attr(b, IPVS_DEST_ATTR_L_THRESH, &0u32.to_ne_bytes());
+        }
+    });
+    b
+}
+
+fn u16_of(v: &[u8]) -> Option<u16> {
+    Some(u16::from_ne_bytes([*v.first()?, *v.get(1)?]))
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes([
+        *v.first()?,
+        *v.get(1)?,
+        *v.get(2)?,
+        *v.get(3)?,
+    ]))
+}
+
+fn ip_of(af: u16, v: &[u8]) -> Option<IpAddr> {
+    match af {
+        2 => Some(IpAddr::from([
+            *v.first()?,
+            *v.get(1)?,
+            *v.get(2)?,
+            *v.get(3)?,
+        ])),
+        10 => {
+            let b: [u8; 16] = v.get(..16)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// Parses the attributes inside a returned `IPVS_CMD_ATTR_SERVICE`.
+pub fn parse_service(nested: &[u8]) -> Result<Service, String> {
+    let a = attrs(nested)?;
+    let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+    let af = get(IPVS_SVC_ATTR_AF)
+        .and_then(u16_of)
+        .ok_or("service without AF")?;
+    let address = get(IPVS_SVC_ATTR_ADDR)
+        .and_then(|v| ip_of(af, v))
+        .ok_or("service without address")?;
+    let port = get(IPVS_SVC_ATTR_PORT)
+        .and_then(|v| Some(u16::from_be_bytes([*v.first()?, *v.get(1)?])))
+        .unwrap_or(0);
+    let protocol = get(IPVS_SVC_ATTR_PROTOCOL).and_then(u16_of).unwrap_or(0);
+    let scheduler = get(IPVS_SVC_ATTR_SCHED_NAME)
+        .map(|v| String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned())
+        .unwrap_or_default();
+    let flags = get(IPVS_SVC_ATTR_FLAGS).and_then(u32_of).unwrap_or(0) & !IP_VS_SVC_F_HASHED;
+    let timeout = get(IPVS_SVC_ATTR_TIMEOUT).and_then(u32_of).unwrap_or(0);
+    let netmask = get(IPVS_SVC_ATTR_NETMASK).and_then(u32_of).unwrap_or(0);
+    Ok(Service {
+        address,
+        protocol,
+        port,
+        scheduler,
+        flags,
+        timeout,
+        netmask,
+    })
+}
+
+/// Parses the attributes inside a returned `IPVS_CMD_ATTR_DEST`.
+pub fn parse_dest(nested: &[u8], service_af: u16) -> Result<Dest, String> {
+    let a = attrs(nested)?;
+    let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+    let af = get(IPVS_DEST_ATTR_ADDR_FAMILY)
+        .and_then(u16_of)
+        .unwrap_or(service_af);
+    let address = get(IPVS_DEST_ATTR_ADDR)
+        .and_then(|v| ip_of(af, v))
+        .ok_or("destination without address")?;
+    let port = get(IPVS_DEST_ATTR_PORT)
+        .and_then(|v| Some(u16::from_be_bytes([*v.first()?, *v.get(1)?])))
+        .unwrap_or(0);
+    let weight = get(IPVS_DEST_ATTR_WEIGHT).and_then(u32_of).unwrap_or(0);
+    let fwd = get(IPVS_DEST_ATTR_FWD_METHOD).and_then(u32_of).unwrap_or(0) & 0x7;
+    Ok(Dest {
+        address,
+        port,
+        weight,
+        fwd,
+    })
 }
 
 /// Splits attributes; `Err` names what is malformed.
@@ -221,6 +372,32 @@ mod tests {
                 104, 0, 0, 0, 0x1c, 0, 5, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0
             ]
         );
+    }
+
+    #[test]
+    fn services_and_destinations_parse_back_from_their_attributes() {
+        let svc = Service {
+            address: "fd00::a".parse().unwrap(),
+            protocol: 132,
+            port: 3868,
+            scheduler: "mh".into(),
+            flags: 0x10 | 0x1,
+            timeout: 300,
+            netmask: 128,
+        };
+        let b = service_attrs(&svc, true);
+        let outer = attrs(&b).unwrap();
+        assert_eq!(parse_service(outer[0].1).unwrap(), svc);
+        let d = Dest {
+            address: "10.1.2.3".parse().unwrap(),
+            port: 8080,
+            weight: 1,
+            fwd: IP_VS_CONN_F_MASQ,
+        };
+        let b = dest_attrs(&d, true);
+        let outer = attrs(&b).unwrap();
+        assert_eq!(parse_dest(outer[0].1, 2).unwrap(), d);
+        assert!(parse_service(&[]).is_err());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! its own (shared/reference/rust-crates.md §2). [`codec`] builds and parses messages and holds
 //! no socket (tested on fixed bytes); [`client`] sends them on a NETLINK_GENERIC socket.
 //!
-//! This first cut covers what preflight's `--probe` needs — resolving the family and adding,
-//! reading back and deleting one virtual server, as kube-proxy's `CanUseIPVSProxier` does; the
-//! kernel layer (issue 5) extends it to destinations, dumps, timeouts and pipelining.
+//! It resolves the family; adds, edits, deletes and dumps services and destinations; and runs
+//! kube-proxy's `CanUseIPVSProxier` probe. The kernel layer (issue 5) adds timeouts, GET_INFO
+//! and pipelining.
 
 pub mod client;
 pub mod codec;
