@@ -80,6 +80,10 @@ pub struct Inputs {
     /// default read from a kube-proxy static pod's image tag when there is one.
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: Option<String>,
+    /// Do not look at the machine this runs on: no tool versions, no kube-proxy /healthz, no
+    /// live iptables read (for checking a copied host tree with --host-root).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl Inputs {

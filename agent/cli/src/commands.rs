@@ -36,7 +36,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 Format::Html => {
                     return Err(CliError::new(
                         ExitCode::Usage,
-                        "inventory has no html output; use `audit -o html`",
+                        "inventory has no html output: use -o table or -o json",
                     ));
                 }
             }
@@ -54,7 +54,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                         "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save/--host-root",
                     ));
                 }
-                (inputs::demo_inventory()?, inputs::demo_node_facts())
+                let mut facts = inputs::demo_node_facts();
+                if let Some(v) = &i.kubernetes_version {
+                    facts.kube_proxy_image_version = Some(inputs::kubernetes_version(v)?);
+                }
+                (inputs::demo_inventory()?, facts)
             } else {
                 (
                     inputs::inventory(i, cli.common.iptables_backend)?,
@@ -90,17 +94,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 nft_ready,
                 read_ms,
             ));
-            let lbs = plan
-                .virtual_servers
-                .iter()
-                .filter(|v| {
-                    matches!(
-                        v.kind,
-                        ipvsmig_engine::plan::VsKind::LoadBalancer
-                            | ipvsmig_engine::plan::VsKind::ExternalOrLoadBalancer
-                    )
-                })
-                .count();
+            let lbs = bound_vips(&plan);
             findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(
                 lbs,
                 kp.as_ref(),
@@ -155,7 +149,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
             // Behaviour that changes comes from the plan (one source): with rules to read —
             // dump files, or the live node when no --host-root points elsewhere.
-            if i.has_files() || i.host_root.is_none() {
+            if i.has_files() || !i.offline {
                 match inputs::inventory(i, cli.common.iptables_backend) {
                     Ok(inv) => {
                         let plan = ipvsmig_engine::plan::full(
@@ -166,11 +160,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                             },
                         );
                         findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
-                        let lbs = plan
-                            .virtual_servers
-                            .iter()
-                            .filter(|v| matches!(v.kind, ipvsmig_engine::plan::VsKind::LoadBalancer | ipvsmig_engine::plan::VsKind::ExternalOrLoadBalancer))
-                            .count();
+                        let lbs = bound_vips(&plan);
                         findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(lbs, kp.as_ref()));
                     }
                     Err(e) => findings.push(ipvsmig_engine::preflight::Finding::new(
@@ -279,6 +269,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     let version = facts.kube_proxy_image_version.as_deref().and_then(|v| {
                         ipvsmig_engine::preflight::kernel_version(v.trim_start_matches('v'))
                     });
+                    if version.is_some_and(|v| v >= (1, 43)) {
+                        return Err(CliError::new(
+                            ExitCode::NotReady,
+                            "Kubernetes 1.43 removed kube-proxy's IPVS mode: no IPVS configuration written; migrate to nftables mode",
+                        ));
+                    }
                     let out = ipvsmig_engine::plan::kube_proxy_config::ipvs_config(
                         &original, &foreign, version,
                     )
@@ -429,14 +425,11 @@ impl<'a> Audit<'a> {
         } else {
             "not-ready"
         };
-        reasons.push(
-            "preflight in this build covers kernel, OS, sysctl files, CNI and kube-ipvs0; tools, kube-proxy config and scale checks are still to come (issue 3)"
-                .to_owned(),
-        );
-        reasons.push(
-            "the plan's equivalence check (--verify) and the hybrid state are not in this build yet (issue 4)"
-                .to_owned(),
-        );
+        reasons.push(if status == "not-evaluated" {
+            "no blocker found; a full verdict also needs the plan's equivalence check (--verify), not in this build yet (issue 4)".to_owned()
+        } else {
+            "the plan's equivalence check (--verify) is not in this build yet (issue 4)".to_owned()
+        });
         if !inv.warnings.is_empty() {
             reasons.push(format!(
                 "{} KUBE-* rules or chains were not understood (see warnings)",
@@ -463,4 +456,23 @@ impl<'a> Audit<'a> {
             inventory: inv,
         }
     }
+}
+
+/// LoadBalancer and external IPs the plan binds on kube-ipvs0 (distinct addresses).
+fn bound_vips(plan: &ipvsmig_engine::plan::IpvsPlan) -> usize {
+    use ipvsmig_engine::plan::VsKind;
+    let mut ips: Vec<std::net::IpAddr> = plan
+        .virtual_servers
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.kind,
+                VsKind::LoadBalancer | VsKind::ExternalOrLoadBalancer | VsKind::ExternalIp
+            )
+        })
+        .map(|v| v.address)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips.len()
 }

@@ -70,16 +70,12 @@ pub fn node_facts(inputs: &Inputs) -> Result<ipvsmig_engine::preflight::NodeFact
     }
     let mut facts = ipvsmig_host::node::read_node_facts(&root);
     if let Some(v) = &inputs.kubernetes_version {
-        if ipvsmig_engine::preflight::kernel_version(v.trim_start_matches('v')).is_none() {
-            return Err(CliError::new(
-                ExitCode::Usage,
-                format!("--kubernetes-version {v:?}: expected MAJOR.MINOR[.PATCH], e.g. 1.34"),
-            ));
-        }
-        facts.kube_proxy_image_version = Some(format!("v{}", v.trim_start_matches('v')));
+        facts.kube_proxy_image_version = Some(kubernetes_version(v)?);
     }
-    if inputs.host_root.is_none() {
-        // The node itself: tools and kube-proxy's healthz can be asked too.
+
+    if !inputs.offline {
+        // This process runs on the node (the DaemonSet mounts the host's root at --host-root
+        // and shares its network): tools and kube-proxy's healthz can be asked too.
         facts.live = Some(ipvsmig_host::node::live_facts());
     }
     Ok(facts)
@@ -251,4 +247,15 @@ pub fn kube_proxy_config(
             err.input = Some(path.display().to_string());
             err
         })
+}
+
+/// Validates `--kubernetes-version` (MAJOR.MINOR[.PATCH], an optional leading v).
+pub fn kubernetes_version(v: &str) -> Result<String, CliError> {
+    if ipvsmig_engine::preflight::kernel_version(v.trim_start_matches('v')).is_none() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!("--kubernetes-version {v:?}: expected MAJOR.MINOR[.PATCH], e.g. 1.34"),
+        ));
+    }
+    Ok(format!("v{}", v.trim_start_matches('v')))
 }

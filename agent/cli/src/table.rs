@@ -354,19 +354,9 @@ pub fn audit(
     } else {
         let _ = writeln!(
             out,
-            "behaviour that changes under IPVS ({}):",
+            "{} behaviour differences (listed under PREFLIGHT as behaviour-change; all of them: `ipvs-migrate plan`)",
             plan.findings.len()
         );
-        for f in plan.findings.iter().take(15) {
-            let _ = writeln!(out, "  {} [{}]: {}", f.service, f.id, f.message);
-        }
-        if plan.findings.len() > 15 {
-            let _ = writeln!(
-                out,
-                "  … {} more (`ipvs-migrate plan`, or -o json)",
-                plan.findings.len() - 15
-            );
-        }
     }
     let _ = writeln!(out, "\nINVENTORY");
     for f in &inv.families {
@@ -393,11 +383,11 @@ pub fn audit(
     warnings(&mut out, inv);
     let _ = writeln!(
         out,
-        "\nEvery service port: `ipvs-migrate inventory{src}`; the IPVS plan: `ipvs-migrate plan{src}`; machine-readable: add -o json",
+        "\nNext: every service port with `ipvs-migrate inventory`, the IPVS plan with `ipvs-migrate plan`{src}; machine-readable: add -o json",
         src = if demo {
-            " --iptables-save demo/node-snapshot/iptables-save.txt"
+            " (the demo's rules, in a checkout: --iptables-save demo/node-snapshot/iptables-save.txt --ip6tables-save demo/node-snapshot/ip6tables-save.txt)"
         } else {
-            ""
+            ", with the same inputs"
         }
     );
     out
@@ -421,9 +411,9 @@ pub fn preflight(
     let _ = writeln!(out, "host root: {}", facts.host_root);
     let _ = writeln!(
         out,
-        "VERDICT: {} ({blockers} blockers, {warnings} warnings)\n",
+        "Preflight: {} ({blockers} blockers, {warnings} warnings)\n",
         if blockers == 0 {
-            "READY for the checks in this build"
+            "no blocker"
         } else {
             "NOT READY"
         }

@@ -151,7 +151,14 @@ fn other_tables_and_non_kube_chains_are_passed_over() {
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["kind"], "Inventory");
-    assert_eq!(v["warnings"].as_array().map(|a| a.len()), Some(0));
+    // Nothing of kube-proxy's is there: the one warning says so, nothing else is reported.
+    let codes: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["no-kube-proxy-rules"]);
 }
 
 #[test]
@@ -179,6 +186,7 @@ fn preflight_exits_1_with_blockers_and_0_without() {
     let out = run(
         &[
             "preflight",
+            "--offline",
             "--host-root",
             &format!("{fixtures}centos-7-flannel"),
         ],
@@ -195,6 +203,7 @@ fn preflight_exits_1_with_blockers_and_0_without() {
     let out = run(
         &[
             "preflight",
+            "--offline",
             "--host-root",
             &format!("{fixtures}ubuntu-22.04-calico"),
             "-o",
@@ -212,7 +221,11 @@ fn preflight_exits_1_with_blockers_and_0_without() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "Preflight");
     assert_eq!(v["ready"], true);
-    let out = run(&["preflight", "--host-root", "/nonexistent"], None, &[]);
+    let out = run(
+        &["preflight", "--offline", "--host-root", "/nonexistent"],
+        None,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(66));
 }
 
@@ -228,6 +241,7 @@ fn a_malformed_kube_proxy_config_is_bad_data_and_a_missing_one_is_missing_input(
     let out = run(
         &[
             "preflight",
+            "--offline",
             "--host-root",
             fixtures,
             "--kube-proxy-config",
@@ -245,6 +259,7 @@ fn a_malformed_kube_proxy_config_is_bad_data_and_a_missing_one_is_missing_input(
     let out = run(
         &[
             "preflight",
+            "--offline",
             "--host-root",
             fixtures,
             "--kube-proxy-config",
@@ -278,6 +293,7 @@ fn plan_writes_kube_proxys_ipvs_configuration_and_needs_the_current_one() {
             "plan",
             "--iptables-save",
             &dump,
+            "--offline",
             "--host-root",
             &host,
             "--kube-proxy-config",
@@ -327,6 +343,7 @@ fn preflight_shows_the_plans_behaviour_changes() {
     let out = run(
         &[
             "preflight",
+            "--offline",
             "--host-root",
             &format!("{root}/tests/preflight/ubuntu-22.04-calico"),
             "--iptables-save",
@@ -350,5 +367,20 @@ fn preflight_shows_the_plans_behaviour_changes() {
         ids.iter().filter(|i| **i == "behaviour-change").count(),
         3,
         "{ids:?}"
+    );
+}
+
+#[test]
+fn an_ipv6_dump_passed_as_ipv4_is_rejected_with_the_flag_to_use() {
+    let dump = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../agent/engine/tests/golden/ipv6/restore.txt"
+    );
+    let out = run(&["plan", "--iptables-save", dump], None, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("pass this dump with --ip6tables-save"),
+        "{err}"
     );
 }

@@ -35,7 +35,7 @@ fn help(args: &[&str]) -> String {
 fn render() -> String {
     let mut s = String::from(
         "# ipvs-migrate command line\n\nGenerated from the CLI definition (`agent/cli/src/cli.rs`) by `agent/cli/tests/docs.rs`; do not edit.\n\
-         Exit codes, JSON conventions and the commands' status: README.md and DESIGN.md.\n",
+         Exit codes, JSON conventions and the commands' status: README.md; JSON schemas: docs/schemas/.\n",
     );
     for args in COMMANDS {
         let title = if args.is_empty() {

@@ -242,10 +242,7 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
             findings.push(PlanFinding {
                 id: "lb-ip-bound-locally".into(),
                 service: sp.name.to_string(),
-                message: format!(
-                    "load-balancer IPs {} are bound on kube-ipvs0: the node answers them itself, so cloud LB health checks and proxy-protocol load balancers that expect traffic to pass through the LB behave differently (kubernetes/kubernetes#79783, #66607; `ipMode: Proxy` avoids it)",
-                    sp.load_balancer_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-                ),
+                message: "its load-balancer IPs are bound on kube-ipvs0: the node answers them itself, so cloud LB health checks and proxy-protocol load balancers that expect traffic to pass through the LB behave differently (kubernetes/kubernetes#79783, #66607; `ipMode: Proxy` avoids it)".into(),
             });
         }
         if ext_accessible

@@ -411,6 +411,9 @@ pub struct Collector {
     scratch: Vec<Token<'static>>,
     pub(crate) node_hint_detector: Option<LocalDetector>,
     pub(crate) node_hint_masq_all: bool,
+    /// First service address of the other IP family (an ip6tables dump read as IPv4, or the
+    /// reverse): the whole dump is then rejected.
+    pub(crate) family_mismatch: Option<(u32, std::net::IpAddr)>,
 }
 
 impl Collector {
@@ -437,6 +440,7 @@ impl Collector {
             scratch: Vec::new(),
             node_hint_detector: None,
             node_hint_masq_all: false,
+            family_mismatch: None,
         }
     }
 
@@ -793,6 +797,9 @@ impl Collector {
         let proto = r.proto.and_then(Protocol::parse).ok_or("no protocol")?;
         let dst = r.dst.filter(|d| !d.negated).ok_or("no destination")?;
         let ip = parse_host(dst.value).ok_or("destination is not a host address")?;
+        if super::model::IpFamily::of(&ip) != self.family && self.family_mismatch.is_none() {
+            self.family_mismatch = Some((line, ip));
+        }
         let port = r
             .dport
             .and_then(|p| p.parse::<u16>().ok())

@@ -57,6 +57,20 @@ pub fn resolve(
     mut c: Collector,
     source: SourceKind,
 ) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
+    if let Some((line, ip)) = c.family_mismatch {
+        let (flag, other) = match c.family {
+            IpFamily::IPv4 => ("--iptables-save", "--ip6tables-save"),
+            IpFamily::IPv6 => ("--ip6tables-save", "--iptables-save"),
+        };
+        return Err(InventoryError::Malformed {
+            input: c.source.clone(),
+            line,
+            message: format!(
+                "service address {ip} is not of this dump's family ({:?}): pass this dump with {other}, not {flag}",
+                c.family
+            ),
+        });
+    }
     let mut order: Vec<Key> = Vec::new();
     let mut builders: FxHashMap<Key, Builder> = FxHashMap::default();
     let mut by_hash: FxHashMap<Hash, Key> = FxHashMap::default();
@@ -307,6 +321,15 @@ pub fn resolve(
     }
     let (detector, masquerade_all) = (ctx.detector.take(), ctx.masquerade_all);
     stale_chains(&mut c);
+    if c.kube_chains == 0 {
+        c.warn_in(
+            "no-kube-proxy-rules",
+            "",
+            0,
+            "",
+            "no KUBE-* chains at all: kube-proxy (iptables mode) has not written rules in this dump, or they live in the other iptables backend or another network namespace".to_owned(),
+        );
+    }
     let facts = family_facts(&mut c, source, detector, masquerade_all);
     let warnings = std::mem::take(&mut c.warnings);
     Ok((facts, ports, warnings))

@@ -19,7 +19,7 @@ pub struct IpvsKubeProxyConfig {
     pub notes: Vec<String>,
 }
 
-fn config_text(original: &str) -> Result<String, String> {
+fn config_text(original: &str, notes: &mut Vec<String>) -> Result<String, String> {
     let v: Value = serde_saphyr::from_str(original).map_err(|e| e.to_string())?;
     if v.get("kind").and_then(Value::as_str) == Some("ConfigMap") {
         let data = v
@@ -36,6 +36,7 @@ fn config_text(original: &str) -> Result<String, String> {
             })
             .and_then(Value::as_str)
             .ok_or("a ConfigMap without a KubeProxyConfiguration")?;
+        notes.push("input was the kube-proxy ConfigMap: this is its KubeProxyConfiguration (put it back under the same key)".into());
         return Ok(conf.to_owned());
     }
     Ok(original.to_owned())
@@ -47,7 +48,8 @@ pub fn ipvs_config(
     foreign_cidrs: &[String],
     version: Option<(u32, u32)>,
 ) -> Result<IpvsKubeProxyConfig, String> {
-    let text = config_text(original)?;
+    let mut notes = Vec::new();
+    let text = config_text(original, &mut notes)?;
     let mut v: Value = serde_saphyr::from_str(&text).map_err(|e| e.to_string())?;
     let Some(obj) = v.as_object_mut() else {
         return Err("the configuration is not a mapping".into());
@@ -56,14 +58,17 @@ pub fn ipvs_config(
         Some("KubeProxyConfiguration") | None => {}
         Some(k) => return Err(format!("kind {k}, not KubeProxyConfiguration")),
     }
-    let mut notes = Vec::new();
     let old_mode = obj
         .get("mode")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
     obj.insert("mode".into(), Value::from("ipvs"));
-    notes.push(format!("mode: {old_mode:?} → \"ipvs\""));
+    if old_mode == "ipvs" {
+        notes.push("mode was already \"ipvs\": kube-proxy runs in IPVS mode on the nodes using this configuration".into());
+    } else {
+        notes.push(format!("mode: {old_mode:?} → \"ipvs\""));
+    }
     let ipvs = obj
         .entry("ipvs")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -71,6 +76,13 @@ pub fn ipvs_config(
         *ipvs = Value::Object(Map::new());
     }
     if let Some(ipvs) = ipvs.as_object_mut() {
+        if let Some(s) = ipvs
+            .get("scheduler")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && !crate::preflight::kubeproxy::SCHEDULERS.contains(s))
+        {
+            notes.push(format!("WARNING: ipvs.scheduler {s:?} is not an IPVS scheduler; kube-proxy would exit at start — fix it before using this configuration"));
+        }
         if ipvs.get("strictARP").and_then(Value::as_bool) != Some(true) {
             ipvs.insert("strictARP".into(), Value::from(true));
             notes.push("ipvs.strictARP: true (the node must not answer ARP for VIPs bound on kube-ipvs0; MetalLB L2 needs it)".into());

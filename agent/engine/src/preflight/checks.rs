@@ -74,9 +74,9 @@ pub fn module_state(f: &NodeFacts, module: &str) -> ModuleState {
         (_, Some(_), None) => {
             ModuleState::Missing("not loaded, not built in, not in the module tree".into())
         }
-        (_, None, None) => {
-            ModuleState::Unknown("no /proc/modules, module tree or kernel config to tell".into())
-        }
+        (_, None, None) => ModuleState::Unknown(
+            "not loaded, and no module tree or kernel config to tell whether it can be".into(),
+        ),
     }
 }
 
@@ -368,7 +368,7 @@ pub fn kube_ipvs0(f: &NodeFacts) -> Vec<Finding> {
         Severity::Warning,
         "kube-ipvs0 already exists",
         vec!["/sys/class/net/kube-ipvs0".into()],
-        "Something (an earlier IPVS-mode kube-proxy, or an interrupted migration) created kube-ipvs0: `ipvs-migrate status` tells whether it is ours; otherwise list its addresses (`ip addr show kube-ipvs0`) and remove leftovers before migrating.",
+        "Something (an earlier IPVS-mode kube-proxy, or an interrupted migration) created kube-ipvs0: An earlier IPVS-mode kube-proxy or an interrupted migration left it: list its addresses (`ip addr show kube-ipvs0`) and remove leftovers before migrating.",
     )]
 }
 
@@ -404,7 +404,7 @@ pub fn kube_proxy_runtime(f: &NodeFacts) -> Vec<Finding> {
             Severity::Warning,
             "kube-proxy runs as a static pod",
             f.kube_proxy_manifests.clone(),
-            "finalize cannot switch a static pod through the API: edit the manifest's --proxy-mode / config on this node (RKE2: the kube-proxy-arg setting in /etc/rancher/rke2/config.yaml) as the finalize runbook describes.",
+            "finalize cannot switch a static pod through the API: edit the manifest's --proxy-mode / config on this node (RKE2: kube-proxy-arg in /etc/rancher/rke2/config.yaml); see docs/runbooks/preflight.md#kube-proxy-static-pod.",
         )];
     }
     vec![Finding::new(
@@ -543,9 +543,9 @@ pub fn deprecation(f: &NodeFacts) -> Vec<Finding> {
     let (sev, title, rem) = match v {
         Some(v) if v >= (1, 43) => (Severity::Blocker, "IPVS mode was removed from kube-proxy in Kubernetes 1.43".to_owned(), "Migrate to nftables mode instead."),
         Some(v) if v >= (1, 40) => (
-            Severity::Blocker,
+            Severity::Warning,
             format!("Kubernetes {}.{}: IPVS mode is disabled by default; kube-proxy exits unless the KubeProxyIPVS feature gate is set", v.0, v.1),
-            "Prefer nftables mode; IPVS mode needs featureGates: {KubeProxyIPVS: true} (finalize writes it) and is removed in 1.43.",
+            "Prefer nftables mode. IPVS mode needs featureGates: {KubeProxyIPVS: true} in kube-proxy's configuration (plan -o kube-proxy-config writes it) and is removed in 1.43.",
         ),
         Some(v) if v >= (1, 35) => (
             Severity::Warning,
@@ -564,7 +564,9 @@ pub fn deprecation(f: &NodeFacts) -> Vec<Finding> {
         ),
     };
     let evidence = vec![match version {
-        Some(s) => format!("kube-proxy image version {s}"),
+        Some(s) => format!(
+            "Kubernetes version {s} (--kubernetes-version or the kube-proxy static pod's image)"
+        ),
         None => "no kube-proxy static pod image to read the version from".to_owned(),
     }];
     vec![Finding::new(
@@ -642,10 +644,12 @@ pub fn sysctl_values(f: &NodeFacts) -> Vec<Finding> {
     let mut want = |key: &str, value: &str| {
         let now = get(key);
         if now != Some(value) {
-            changes.push(format!(
-                "{key}: {} → {value}",
-                now.unwrap_or("(absent until ip_vs is loaded)")
-            ));
+            let absent = if key.starts_with("net.ipv4.vs.") {
+                "(absent until ip_vs is loaded)"
+            } else {
+                "(not read)"
+            };
+            changes.push(format!("{key}: {} → {value}", now.unwrap_or(absent)));
         }
     };
     want("net.ipv4.vs.conntrack", "1");
@@ -688,18 +692,25 @@ pub fn behaviour(plan_findings: &[crate::plan::PlanFinding]) -> Vec<Finding> {
     by_id
         .into_iter()
         .map(|(id, fs)| {
-            let first = fs[0].message.clone();
             Finding::new(
                 "behaviour-change",
                 Severity::Warning,
                 format!(
-                    "{} service ports behave differently under IPVS ({id})",
-                    fs.len()
+                    "{} service port{} behave{} differently under IPVS ({id})",
+                    fs.len(),
+                    if fs.len() == 1 { "" } else { "s" },
+                    if fs.len() == 1 { "s" } else { "" }
                 ),
-                fs.iter()
-                    .map(|f| format!("{}: {}", f.service, f.message))
-                    .collect(),
-                format!("Review them before cutover; `ipvs-migrate plan` lists them all. {first}"),
+                {
+                    // What differs once, then the services (bounded, so reports stay readable).
+                    let mut ev = vec![fs[0].message.clone()];
+                    let names: Vec<&str> = fs.iter().map(|f| f.service.as_str()).collect();
+                    let shown = names.len().min(12);
+                    let more = if names.len() > shown { format!(" … and {} more", names.len() - shown) } else { String::new() };
+                    ev.push(format!("services: {}{more}", names[..shown].join(", ")));
+                    ev
+                },
+                "Review them before the namespace moves; `ipvs-migrate plan` lists them all and docs/runbooks/preflight.md#behaviour-change explains each kind.".to_owned(),
             )
         })
         .collect()
@@ -764,9 +775,11 @@ pub fn lb_strict_arp(
     vec![Finding::new(
         "lb-strict-arp",
         Severity::Warning,
-        format!("{lb_ips} LoadBalancer IPs will be bound on kube-ipvs0 and ipvs.strictARP is off"),
+        format!(
+            "{lb_ips} LoadBalancer/external IPs will be bound on kube-ipvs0 and ipvs.strictARP is off"
+        ),
         vec![format!(
-            "{lb_ips} load-balancer virtual servers in the plan; ipvs.strictARP: false or unknown"
+            "{lb_ips} LoadBalancer or external IPs in the plan; ipvs.strictARP: false or unknown"
         )],
         "If MetalLB (L2 mode) or another ARP-based announcer serves these IPs, set ipvs.strictARP: true before kube-proxy takes over (plan -o kube-proxy-config does); during the migration ipvs-migrate sets arp_ignore=1/arp_announce=2 itself before binding them.",
     )]

@@ -141,7 +141,7 @@ pub fn checks(config: Option<&KubeProxyConfig>) -> Vec<Finding> {
         "ipvs" => (
             Severity::Warning,
             "kube-proxy already runs in IPVS mode".to_owned(),
-            "Nothing to migrate: check for iptables-mode leftovers instead (`ipvs-migrate finalize --dry-run`).",
+            "Nothing to migrate: check for iptables-mode leftovers instead (stale KUBE-SVC/KUBE-SEP chains and filter REJECT rules: `ipvs-migrate inventory` lists them).",
         ),
         "nftables" => (
             Severity::Warning,
