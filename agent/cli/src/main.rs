@@ -54,15 +54,22 @@ fn init_logging(verbose: u8) {
 
 fn report(e: &CliError, json: bool) {
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "apiVersion": ipvsmig_engine::inventory::API_VERSION,
             "kind": "Error",
             "exitCode": e.code.code(),
             "reason": e.code.as_str(),
             "message": e.message,
-            "input": e.input,
-            "line": e.line,
         });
+        // Absent fields are omitted, as everywhere in ipvs-migrate's JSON.
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(input) = &e.input {
+                obj.insert("input".into(), serde_json::Value::from(input.clone()));
+            }
+            if let Some(line) = e.line {
+                obj.insert("line".into(), serde_json::Value::from(line));
+            }
+        }
         eprintln!("{v}");
     } else {
         eprintln!("ipvs-migrate: error: {}", e.message);

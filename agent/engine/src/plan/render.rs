@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::{FLAG_SCHED2, IpvsPlan, VirtualServer};
+use super::{FLAG_SCHED2, IpvsPlan, VirtualServer, VsKind};
 use crate::inventory::Protocol;
 
 fn addr(ip: &IpAddr, port: u16) -> String {
@@ -71,31 +71,65 @@ pub fn table(plan: &IpvsPlan) -> String {
         rs,
         plan.addresses.len()
     );
-    let _ = writeln!(
-        out,
-        "{:<6} {:<28} {:<8} {:<24} {:<10} REAL SERVERS",
-        "PROTO", "VIRTUAL", "SCHED", "SERVICE", "KIND"
-    );
+    let kind = |k: VsKind| match k {
+        VsKind::ClusterIp => "cluster-ip",
+        VsKind::ExternalIp => "external-ip",
+        VsKind::LoadBalancer => "load-balancer",
+        VsKind::ExternalOrLoadBalancer => "external-or-lb",
+        VsKind::NodePort => "node-port",
+    };
+    let mut rows: Vec<[String; 6]> = vec![
+        [
+            "PROTO",
+            "VIRTUAL",
+            "SCHED",
+            "SERVICE",
+            "KIND",
+            "REAL SERVERS",
+        ]
+        .map(String::from),
+    ];
     for vs in &plan.virtual_servers {
         let persist = if vs.timeout > 0 {
             format!(" (persistent {}s)", vs.timeout)
         } else {
             String::new()
         };
-        let _ = writeln!(
-            out,
-            "{:<6} {:<28} {:<8} {:<24} {:<10} {}{persist}",
-            vs.protocol.as_str(),
-            addr(&vs.address, vs.port),
-            vs.scheduler,
-            vs.service.to_string(),
-            format!("{:?}", vs.kind),
+        let real = if vs.real_servers.is_empty() {
+            "(none: connections are refused)".to_owned()
+        } else {
             vs.real_servers
                 .iter()
                 .map(|r| addr(&r.address, r.port))
                 .collect::<Vec<_>>()
                 .join(" ")
-        );
+        };
+        rows.push([
+            vs.protocol.as_str().to_owned(),
+            addr(&vs.address, vs.port),
+            vs.scheduler.clone(),
+            vs.service.to_string(),
+            kind(vs.kind).to_owned(),
+            format!("{real}{persist}"),
+        ]);
+    }
+    let mut width = [0usize; 6];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}  ", w = width[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if !plan.findings.is_empty() {
         let _ = writeln!(out, "\nbehaviour differences:");
