@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use ipvsmig_ipvs::codec::{Dest, Service};
+use ipvsmig_ipvs::codec::{Dest, Service, Timeouts};
 use ipvsmig_ipvs::{Client, IpvsError};
 
 fn svc(addr: &str, protocol: u16, port: u16, sched: &str, flags: u32, timeout: u32) -> Service {
@@ -58,6 +58,41 @@ fn main() {
         }
     };
     let mut c = Client::open().expect("open the IPVS family");
+    let (version, tab) = c.info().unwrap();
+    check(
+        "GET_INFO returns the IPVS version and the default 4096-entry table",
+        version >= 0x010201 && tab == 4096,
+        format!("{version:#x} {tab}"),
+    );
+    let before = c.timeouts().unwrap();
+    check(
+        "GET_CONFIG returns the kernel's default timeouts 900/120/300",
+        before
+            == Timeouts {
+                tcp: 900,
+                tcp_fin: 120,
+                udp: 300,
+            },
+        format!("{before:?}"),
+    );
+    let r = c.set_timeouts(Timeouts {
+        tcp: 3600,
+        tcp_fin: 0,
+        udp: 60,
+    });
+    let after = c.timeouts().unwrap();
+    check(
+        "SET_CONFIG changes tcp and udp and leaves tcp_fin (0) alone",
+        r.is_ok()
+            && after
+                == Timeouts {
+                    tcp: 3600,
+                    tcp_fin: 120,
+                    udp: 60,
+                },
+        format!("{r:?} {after:?}"),
+    );
+    let _ = c.set_timeouts(before);
     let services = vec![
         (
             svc("10.96.0.1", 6, 443, "rr", 0, 0),

@@ -140,6 +140,73 @@ impl Client {
         }
     }
 
+    fn top_level_u32s(&mut self, cmd: u8) -> Result<Vec<(u16, u32)>, IpvsError> {
+        let replies = self.request(self.family, cmd, IPVS_GENL_VERSION, &[], false)?;
+        let mut out = Vec::new();
+        for payload in replies {
+            let body = payload
+                .get(4..)
+                .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
+            for (ty, v) in attrs(body).map_err(IpvsError::Malformed)? {
+                if let Some(b) = v.get(..4) {
+                    out.push((ty, u32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `IPVS_CMD_GET_INFO`: (IPVS version as 0x00MMmmpp, connection table size).
+    pub fn info(&mut self) -> Result<(u32, u32), IpvsError> {
+        let a = self.top_level_u32s(IPVS_CMD_GET_INFO)?;
+        let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+        match (
+            get(IPVS_INFO_ATTR_VERSION),
+            get(IPVS_INFO_ATTR_CONN_TAB_SIZE),
+        ) {
+            (Some(v), Some(s)) => Ok((v, s)),
+            _ => Err(IpvsError::Malformed(
+                "GET_INFO reply without version or table size".into(),
+            )),
+        }
+    }
+
+    /// `IPVS_CMD_GET_CONFIG`: the connection timeouts.
+    pub fn timeouts(&mut self) -> Result<Timeouts, IpvsError> {
+        let a = self.top_level_u32s(IPVS_CMD_GET_CONFIG)?;
+        let get = |t: u16| {
+            a.iter()
+                .find(|(ty, _)| *ty == t)
+                .map(|(_, v)| *v)
+                .unwrap_or(0)
+        };
+        Ok(Timeouts {
+            tcp: get(IPVS_CMD_ATTR_TIMEOUT_TCP),
+            tcp_fin: get(IPVS_CMD_ATTR_TIMEOUT_TCP_FIN),
+            udp: get(IPVS_CMD_ATTR_TIMEOUT_UDP),
+        })
+    }
+
+    /// `IPVS_CMD_SET_CONFIG`: sets the connection timeouts (0 leaves one unchanged).
+    pub fn set_timeouts(&mut self, t: Timeouts) -> Result<(), IpvsError> {
+        let mut a = Vec::new();
+        put_attr(&mut a, IPVS_CMD_ATTR_TIMEOUT_TCP, &t.tcp.to_ne_bytes());
+        put_attr(
+            &mut a,
+            IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
+            &t.tcp_fin.to_ne_bytes(),
+        );
+        put_attr(&mut a, IPVS_CMD_ATTR_TIMEOUT_UDP, &t.udp.to_ne_bytes());
+        self.request(
+            self.family,
+            IPVS_CMD_SET_CONFIG,
+            IPVS_GENL_VERSION,
+            &a,
+            false,
+        )
+        .map(|_| ())
+    }
+
     /// `IPVS_CMD_NEW_SERVICE`.
     pub fn add_service(&mut self, svc: &Service) -> Result<(), IpvsError> {
         let a = service_attrs(svc, true);

@@ -67,6 +67,34 @@ pub const IP_VS_SVC_F_HASHED: u32 = 0x2;
 /// `IP_VS_CONN_F_MASQ`: NAT forwarding.
 pub const IP_VS_CONN_F_MASQ: u32 = 0;
 
+/// `IPVS_CMD_SET_CONFIG`.
+pub const IPVS_CMD_SET_CONFIG: u8 = 12;
+/// `IPVS_CMD_GET_CONFIG`.
+pub const IPVS_CMD_GET_CONFIG: u8 = 13;
+/// `IPVS_CMD_GET_INFO`.
+pub const IPVS_CMD_GET_INFO: u8 = 15;
+/// `IPVS_CMD_ATTR_TIMEOUT_TCP`.
+pub const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
+/// `IPVS_CMD_ATTR_TIMEOUT_TCP_FIN`.
+pub const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
+/// `IPVS_CMD_ATTR_TIMEOUT_UDP`.
+pub const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
+/// `IPVS_INFO_ATTR_VERSION`.
+pub const IPVS_INFO_ATTR_VERSION: u16 = 1;
+/// `IPVS_INFO_ATTR_CONN_TAB_SIZE`.
+pub const IPVS_INFO_ATTR_CONN_TAB_SIZE: u16 = 2;
+
+/// IPVS connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`; 0 keeps a value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timeouts {
+    /// Established TCP.
+    pub tcp: u32,
+    /// TCP after FIN.
+    pub tcp_fin: u32,
+    /// UDP.
+    pub udp: u32,
+}
+
 /// `IPVS_CMD_ATTR_SERVICE`.
 pub const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 /// `IPVS_SVC_ATTR_AF`.
