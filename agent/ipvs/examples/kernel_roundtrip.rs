@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use ipvsmig_ipvs::codec::{Dest, Service, Timeouts};
-use ipvsmig_ipvs::{Client, IpvsError};
+use ipvsmig_ipvs::{Client, IpvsError, Request};
 
 fn svc(addr: &str, protocol: u16, port: u16, sched: &str, flags: u32, timeout: u32) -> Service {
     let address: std::net::IpAddr = addr.parse().unwrap();
@@ -233,6 +233,96 @@ fn main() {
         "nothing is left behind",
         left.is_empty(),
         format!("{left:?}"),
+    );
+    // Pipelined batches: 1,000 services x 5 destinations in windows of 256 requests.
+    let many: Vec<(Service, Vec<Dest>)> = (0..1000u32)
+        .map(|i| {
+            let s = svc(
+                &format!("10.97.{}.{}", i / 250, i % 250 + 1),
+                6,
+                80,
+                "rr",
+                0,
+                0,
+            );
+            let ds = (0..5u32)
+                .map(|j| {
+                    dest(
+                        &format!("10.245.{}.{}", i / 250, i % 250 + 1),
+                        8000 + j as u16,
+                        1,
+                    )
+                })
+                .collect();
+            (s, ds)
+        })
+        .collect();
+    let mut reqs = Vec::new();
+    for (s, ds) in &many {
+        reqs.push(Request::AddService(s.clone()));
+        reqs.extend(ds.iter().map(|d| Request::AddDest(s.clone(), d.clone())));
+    }
+    let r = c.batch(&reqs, 256).unwrap();
+    check(
+        "a pipelined batch of 6,000 requests: every one acknowledged, in order, all ok",
+        r.len() == reqs.len() && r.iter().all(|x| x.is_ok()),
+        format!(
+            "{} results, first error {:?}",
+            r.len(),
+            r.iter().find(|x| x.is_err())
+        ),
+    );
+    let dumped = c.services().unwrap();
+    let total_dests: usize = many.iter().map(|(s, _)| c.dests(s).unwrap().len()).sum();
+    check(
+        "the kernel holds all 1,000 services and 5,000 destinations",
+        dumped.len() == 1000 && total_dests == 5000,
+        format!("{} services, {total_dests} destinations", dumped.len()),
+    );
+    let (s1, d1) = (&many[7].0, &many[7].1[2]);
+    let mixed = vec![
+        Request::EditDest(
+            s1.clone(),
+            Dest {
+                weight: 0,
+                ..d1.clone()
+            },
+        ),
+        Request::AddService(s1.clone()),
+        Request::DelDest(s1.clone(), dest("10.9.9.9", 1, 1)),
+        Request::DelDest(s1.clone(), d1.clone()),
+    ];
+    let r = c.batch(&mixed, 256).unwrap();
+    check(
+        "a batch reports each request's own result (ok, Exists, NotFound, ok)",
+        r == vec![
+            Ok(()),
+            Err(IpvsError::Exists),
+            Err(IpvsError::NotFound),
+            Ok(()),
+        ],
+        format!("{r:?}"),
+    );
+    check(
+        "after the mixed batch the edited destination is gone and its siblings remain",
+        c.dests(s1).unwrap().len() == 4,
+        format!("{:?}", c.dests(s1)),
+    );
+    let dels: Vec<Request> = many
+        .iter()
+        .map(|(s, _)| Request::DelService(s.clone()))
+        .collect();
+    let r = c.batch(&dels, 4096).unwrap();
+    check(
+        "a batch larger than the receive buffer allows is windowed, not lost",
+        r.len() == 1000 && r.iter().all(|x| x.is_ok()),
+        format!("{:?}", r.iter().find(|x| x.is_err())),
+    );
+    let left = c.services().unwrap();
+    check(
+        "nothing is left behind after the batches",
+        left.is_empty(),
+        format!("{} left", left.len()),
     );
     println!("ipvs-client: {pass} passed, {fail} failed");
     std::process::exit(if fail == 0 { 0 } else { 1 });

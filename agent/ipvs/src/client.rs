@@ -47,7 +47,13 @@ pub struct Client {
     socket: Socket,
     family: u16,
     seq: u32,
+    rx_buf: usize,
 }
+
+/// Receive buffer asked for (the kernel caps it at `net.core.rmem_max`, doubled).
+const RX_BUF_WANTED: usize = 8 << 20;
+/// Receive-buffer cost of one acknowledgement, generously rounded.
+const ACK_TRUESIZE: usize = 1024;
 
 impl Client {
     /// Opens a socket and resolves the IPVS family.
@@ -59,10 +65,17 @@ impl Client {
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(|e| IpvsError::Io(e.to_string()))?;
+        // Pipelined acknowledgements all queue before we read them (the kernel handles a
+        // datagram's messages synchronously), so ask for a large receive buffer and small
+        // acknowledgements; `batch` sizes its window to what the kernel granted.
+        let _ = socket.set_cap_ack(true);
+        let _ = socket.set_rx_buf_sz(RX_BUF_WANTED);
+        let rx_buf = socket.get_rx_buf_sz().unwrap_or(212_992);
         let mut c = Client {
             socket,
             family: 0,
             seq: 1,
+            rx_buf,
         };
         let mut name = IPVS_GENL_NAME.as_bytes().to_vec();
         name.push(0);
@@ -205,6 +218,74 @@ impl Client {
             false,
         )
         .map(|_| ())
+    }
+
+    /// Sends `requests` pipelined — up to `window` in flight before their acknowledgements are
+    /// read — instead of one round trip each. Returns one result per request, in order. The
+    /// kernel handles every request it was sent, so a failure does not stop the others in its
+    /// window; callers that must stop at the first failure use a window of 1.
+    pub fn batch(
+        &mut self,
+        requests: &[Request],
+        window: usize,
+    ) -> Result<Vec<Result<(), IpvsError>>, IpvsError> {
+        // An acknowledgement occupies about 1 KiB of receive buffer (skb overhead included);
+        // a window larger than the buffer holds would lose acknowledgements (ENOBUFS).
+        let window = window.clamp(1, (self.rx_buf / ACK_TRUESIZE).max(1));
+        let mut results = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(window) {
+            let first_seq = self.seq.wrapping_add(1);
+            let mut buf = Vec::with_capacity(chunk.len() * 128);
+            for r in chunk {
+                self.seq = self.seq.wrapping_add(1);
+                let (cmd, attrs) = r.encode();
+                buf.extend_from_slice(&message(
+                    self.family,
+                    NLM_F_REQUEST | NLM_F_ACK,
+                    self.seq,
+                    cmd,
+                    IPVS_GENL_VERSION,
+                    &attrs,
+                ));
+            }
+            // Several messages in one datagram: netlink processes them in order.
+            self.socket
+                .send(&buf, 0)
+                .map_err(|e| IpvsError::Io(e.to_string()))?;
+            let mut acks: Vec<Option<Result<(), IpvsError>>> =
+                (0..chunk.len()).map(|_| None).collect();
+            let mut pending = chunk.len();
+            while pending > 0 {
+                let (reply, _) = self
+                    .socket
+                    .recv_from_full()
+                    .map_err(|e| IpvsError::Io(e.to_string()))?;
+                for (ty, _flags, rseq, payload) in messages(&reply).map_err(IpvsError::Malformed)? {
+                    if ty != NLMSG_ERROR {
+                        continue;
+                    }
+                    let idx = rseq.wrapping_sub(first_seq) as usize;
+                    let Some(slot) = acks.get_mut(idx) else {
+                        continue;
+                    };
+                    if slot.is_some() {
+                        continue;
+                    }
+                    let code = payload
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or_else(|| IpvsError::Malformed("short error".into()))?;
+                    *slot = Some(if code == 0 { Ok(()) } else { Err(errno(-code)) });
+                    pending -= 1;
+                }
+            }
+            results.extend(
+                acks.into_iter().map(|a| {
+                    a.unwrap_or(Err(IpvsError::Malformed("missing acknowledgement".into())))
+                }),
+            );
+        }
+        Ok(results)
     }
 
     /// `IPVS_CMD_NEW_SERVICE`.
@@ -351,6 +432,40 @@ impl Client {
             false,
         )
         .map(|_| ())
+    }
+}
+
+/// One request of a [`Client::batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Add a virtual service.
+    AddService(Service),
+    /// Delete a virtual service.
+    DelService(Service),
+    /// Add a destination to a service.
+    AddDest(Service, Dest),
+    /// Change a destination (weight).
+    EditDest(Service, Dest),
+    /// Delete a destination.
+    DelDest(Service, Dest),
+}
+
+impl Request {
+    fn encode(&self) -> (u8, Vec<u8>) {
+        match self {
+            Request::AddService(s) => (IPVS_CMD_NEW_SERVICE, service_attrs(s, true)),
+            Request::DelService(s) => (IPVS_CMD_DEL_SERVICE, service_attrs(s, false)),
+            Request::AddDest(s, d) | Request::EditDest(s, d) | Request::DelDest(s, d) => {
+                let (cmd, full) = match self {
+                    Request::AddDest(..) => (IPVS_CMD_NEW_DEST, true),
+                    Request::EditDest(..) => (IPVS_CMD_SET_DEST, true),
+                    _ => (IPVS_CMD_DEL_DEST, false),
+                };
+                let mut a = service_attrs(s, false);
+                a.extend(dest_attrs(d, full));
+                (cmd, a)
+            }
+        }
     }
 }
 

@@ -9,4 +9,4 @@
 pub mod client;
 pub mod codec;
 
-pub use client::{Client, IpvsError, probe};
+pub use client::{Client, IpvsError, Request, probe};
