@@ -104,6 +104,15 @@ pub enum Format {
     Html,
 }
 
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// IPv4 (iptables, inet sets).
+    Ipv4,
+    /// IPv6 (ip6tables, inet6 sets).
+    Ipv6,
+}
+
 /// Plan output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
@@ -113,8 +122,11 @@ pub enum PlanFormat {
     Json,
     /// `ipvsadm -R` input.
     Ipvsadm,
-    /// `iptables-restore --noflush` input.
+    /// The hybrid admission rules as `iptables-restore --noflush` input (only `IPVSMIG-`
+    /// chains; one family, see --family). Without --namespace: every namespace.
     Iptables,
+    /// The hybrid plan's ipsets as `ipset restore -exist` input (one family, see --family).
+    Ipset,
     /// KubeProxyConfiguration with mode ipvs.
     KubeProxyConfig,
 }
@@ -160,14 +172,22 @@ pub enum Command {
     },
     /// The exact IPVS configuration kube-proxy's IPVS mode would program (-o table, json,
     /// ipvsadm), and kube-proxy's configuration for IPVS mode (-o kube-proxy-config, from
-    /// --kube-proxy-config). [partial: --namespace (hybrid state), --verify and -o iptables are
-    /// not in this build yet and exit 69]
+    /// --kube-proxy-config). With --namespace: the hybrid state that moves only those
+    /// namespaces while kube-proxy stays in iptables mode — virtual servers, addresses, the
+    /// agent's ipsets (-o ipset) and admission rules (-o iptables), sysctls, and what stays on
+    /// iptables. [partial: --verify is not in this build yet and exits 69]
     Plan {
         #[command(flatten)]
         inputs: Inputs,
-        /// Limit the hybrid plan to these namespaces (repeatable or comma-separated).
+        /// Plan the hybrid state for these namespaces (repeatable or comma-separated).
         #[arg(long = "namespace", value_delimiter = ',', value_name = "NS")]
         namespaces: Vec<String>,
+        /// Keep this service on iptables (NS/SVC; repeatable).
+        #[arg(long = "exclude", value_name = "NS/SVC")]
+        exclude: Vec<String>,
+        /// Family of -o iptables / -o ipset output.
+        #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
+        family: FamilyArg,
         /// Check the plan against the rules by tracing packets through both.
         #[arg(long)]
         verify: bool,

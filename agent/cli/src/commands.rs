@@ -6,7 +6,7 @@ use std::io::Write;
 use ipvsmig_engine::inventory::{API_VERSION, Inventory};
 use serde::Serialize;
 
-use crate::cli::{Cli, Command, FleetCommand, Format, PlanFormat};
+use crate::cli::{Cli, Command, FamilyArg, FleetCommand, Format, PlanFormat};
 use crate::exit::{CliError, ExitCode};
 use crate::{inputs, table};
 
@@ -202,11 +202,20 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Plan {
             inputs: i,
             namespaces,
+            exclude,
+            family,
             verify,
             output,
         } => {
-            if !namespaces.is_empty() {
-                return Err(unavailable("plan --namespace (the hybrid state)", 4));
+            for e in exclude {
+                if e.split_once('/')
+                    .is_none_or(|(n, s)| n.is_empty() || s.is_empty() || s.contains('/'))
+                {
+                    return Err(CliError::new(
+                        ExitCode::Usage,
+                        format!("--exclude {e:?}: expected NAMESPACE/SERVICE"),
+                    ));
+                }
             }
             if *verify {
                 return Err(unavailable("plan --verify (the equivalence check)", 4));
@@ -221,12 +230,81 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 node_ips: i.node_ips.clone(),
             };
             let mut plan = ipvsmig_engine::plan::full(&inv, &opts);
+            let node_ips_unknown = ipvsmig_engine::plan::PlanFinding {
+                id: "node-ips-unknown".into(),
+                service: "*".into(),
+                message: "no --node-ip given: NodePort virtual servers (one per node address) are not in this plan".into(),
+            };
             if i.node_ips.is_empty() && inv.service_ports.iter().any(|s| s.node_port.is_some()) {
-                plan.findings.push(ipvsmig_engine::plan::PlanFinding {
-                    id: "node-ips-unknown".into(),
-                    service: "*".into(),
-                    message: "no --node-ip given: NodePort virtual servers (one per node address) are not in this plan".into(),
-                });
+                plan.findings.push(node_ips_unknown.clone());
+            }
+            if !namespaces.is_empty() || matches!(output, PlanFormat::Iptables | PlanFormat::Ipset)
+            {
+                let namespaces = if namespaces.is_empty() {
+                    inv.namespaces().into_iter().map(str::to_owned).collect()
+                } else {
+                    namespaces.clone()
+                };
+                let facts = inputs::node_facts(i).ok();
+                let kernel = facts
+                    .as_ref()
+                    .and_then(|f| f.kernel_release.as_deref())
+                    .and_then(ipvsmig_engine::preflight::kernel_version);
+                let hopts = ipvsmig_engine::plan::hybrid::HybridOptions {
+                    namespaces,
+                    exclude: exclude.clone(),
+                    kernel,
+                    ..Default::default()
+                };
+                let mut h = ipvsmig_engine::plan::hybrid::hybrid(&inv, &plan, &opts, &hopts);
+                if i.node_ips.is_empty() && inv.service_ports.iter().any(|s| s.node_port.is_some())
+                {
+                    h.left_on_iptables.push(ipvsmig_engine::plan::PlanFinding {
+                        message: "no --node-ip given: NodePorts stay on iptables".into(),
+                        ..node_ips_unknown
+                    });
+                }
+                let fam = match family {
+                    FamilyArg::Ipv4 => ipvsmig_engine::inventory::IpFamily::IPv4,
+                    FamilyArg::Ipv6 => ipvsmig_engine::inventory::IpFamily::IPv6,
+                };
+                match output {
+                    PlanFormat::Json => print_json(&serde_json::json!({
+                        "apiVersion": API_VERSION,
+                        "kind": "HybridPlan",
+                        "plan": h,
+                    }))?,
+                    PlanFormat::Table => write_out(&h.summary())?,
+                    PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(
+                        &ipvsmig_engine::plan::IpvsPlan {
+                            virtual_servers: h.virtual_servers.clone(),
+                            ..plan
+                        },
+                    ))?,
+                    PlanFormat::Iptables => {
+                        if !h.rules.iter().any(|r| r.family == fam) {
+                            return Err(CliError::new(
+                                ExitCode::DataErr,
+                                format!(
+                                    "the inventory has no {} rules: nothing to render (see --family)",
+                                    fam.as_str()
+                                ),
+                            ));
+                        }
+                        write_out(&h.render_iptables(fam, true))?;
+                    }
+                    PlanFormat::Ipset => write_out(&h.render_ipsets_family(
+                        ipvsmig_engine::plan::hybrid::Stage::Admitted,
+                        Some(fam),
+                    ))?,
+                    PlanFormat::KubeProxyConfig => {
+                        return Err(CliError::new(
+                            ExitCode::Usage,
+                            "-o kube-proxy-config describes the whole node: drop --namespace",
+                        ));
+                    }
+                }
+                return Ok(ExitCode::Ok);
             }
             match output {
                 PlanFormat::Json => print_json(&serde_json::json!({
@@ -236,12 +314,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 }))?,
                 PlanFormat::Table => write_out(&ipvsmig_engine::plan::render::table(&plan))?,
                 PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(&plan))?,
-                PlanFormat::Iptables => {
-                    return Err(unavailable(
-                        "plan -o iptables (the hybrid admission rules)",
-                        4,
-                    ));
-                }
+                // Rendered from the hybrid state above.
+                PlanFormat::Iptables | PlanFormat::Ipset => {}
                 PlanFormat::KubeProxyConfig => {
                     let Some(path) = &i.kube_proxy_config else {
                         return Err(CliError::new(

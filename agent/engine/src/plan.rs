@@ -9,6 +9,7 @@
 //! build on this.
 
 pub mod diff;
+pub mod hybrid;
 pub mod ipsets;
 pub mod kube_proxy_config;
 pub mod render;

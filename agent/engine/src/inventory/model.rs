@@ -64,6 +64,14 @@ impl IpFamily {
             IpFamily::IPv6
         }
     }
+
+    /// `IPv4` or `IPv6`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::IPv4 => "IPv4",
+            IpFamily::IPv6 => "IPv6",
+        }
+    }
 }
 
 /// `namespace/name[:port-name]`: kube-proxy's `ServicePortName.String()`.

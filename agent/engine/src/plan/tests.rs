@@ -316,3 +316,275 @@ fn kube_proxys_ipsets_hold_the_overall_services() {
         "every set exists, empty or not, as kube-proxy creates them"
     );
 }
+
+// ---- the hybrid state (DESIGN.md "The hybrid data plane"), on the same fixture ----
+
+mod hybrid_state {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::inventory::{LocalDetector, Masquerade};
+    use crate::plan::hybrid::{HybridOptions, Stage, hybrid, set, set_name};
+
+    fn inv() -> Inventory {
+        inventory_from_str("overall", OVERALL).unwrap()
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            scheduler: String::new(),
+            node_ips: vec![ip("192.168.0.2")],
+        }
+    }
+
+    fn h(inv: &Inventory, ns: &[&str], exclude: &[&str]) -> hybrid::HybridPlan {
+        let full = full(inv, &opts());
+        hybrid(
+            inv,
+            &full,
+            &opts(),
+            &HybridOptions {
+                namespaces: ns.iter().map(|s| (*s).to_owned()).collect(),
+                exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+                kernel: Some((6, 1)),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn members(p: &hybrid::HybridPlan, base: &str) -> BTreeSet<String> {
+        p.ipsets[&set_name(base, IpFamily::IPv4)].members.clone()
+    }
+
+    fn set_of(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn ns2_and_ns5_sets_follow_their_policies() {
+        // ns2/svc2: ClusterIP .42, external IP 192.168.99.22, LB 1.2.3.4, NodePort 3001,
+        // eTP=Local with its only endpoint on another node. ns5/svc5: ClusterIP .45, LB 5.6.7.8
+        // with source range 203.0.113.0/25 (the node is not in it), NodePort 3002, eTP=Cluster.
+        let p = h(&inv(), &["ns2", "ns5"], &[]);
+        let vs = set_of(&[
+            "172.30.0.42,tcp:80",
+            "192.168.99.22,tcp:80",
+            "1.2.3.4,tcp:80",
+            "192.168.0.2,tcp:3001",
+            "172.30.0.45,tcp:80",
+            "5.6.7.8,tcp:80",
+            "192.168.0.2,tcp:3002",
+        ]);
+        assert_eq!(members(&p, set::VS), vs);
+        assert_eq!(
+            members(&p, set::ADMITTED),
+            vs,
+            "admitted = every key, at the final stage"
+        );
+        assert!(members(&p, set::PROBING).is_empty());
+        assert_eq!(
+            members(&p, set::BOUND),
+            set_of(&[
+                "172.30.0.42",
+                "192.168.99.22",
+                "1.2.3.4",
+                "172.30.0.45",
+                "5.6.7.8"
+            ]),
+            "ClusterIPs, external and LB IPs are bound; node IPs never"
+        );
+        assert_eq!(
+            members(&p, set::CLUSTER_IP),
+            set_of(&["172.30.0.42,tcp:80", "172.30.0.45,tcp:80"])
+        );
+        // IPVS mode marks external traffic for masquerade unless eTP=Local (KUBE-EXTERNAL-IP,
+        // KUBE-LOAD-BALANCER, KUBE-NODE-PORT with their -LOCAL RETURNs).
+        assert_eq!(
+            members(&p, set::EXT_MASQ),
+            set_of(&["5.6.7.8,tcp:80", "192.168.0.2,tcp:3002"])
+        );
+        // iptables mode drops external traffic of an eTP=Local service without local endpoints.
+        assert_eq!(
+            members(&p, set::NO_LOCAL),
+            set_of(&[
+                "192.168.99.22,tcp:80",
+                "1.2.3.4,tcp:80",
+                "192.168.0.2,tcp:3001"
+            ])
+        );
+        assert_eq!(members(&p, set::LB_FW), set_of(&["5.6.7.8,tcp:80"]));
+        assert_eq!(
+            members(&p, set::LB_SRC),
+            set_of(&["5.6.7.8,tcp:80,203.0.113.0/25"])
+        );
+        assert_eq!(members(&p, set::NODE_DENIED), set_of(&["5.6.7.8,tcp:80"]));
+        // Hairpin: endpoints not known to be elsewhere (svc2's endpoint is on another node).
+        assert_eq!(
+            members(&p, set::LOOP_BACK),
+            set_of(&["10.180.0.3,tcp:80,10.180.0.3"])
+        );
+        assert_eq!(p.virtual_servers.len(), 7);
+        assert!(
+            p.virtual_servers
+                .iter()
+                .all(|v| ["ns2", "ns5"].contains(&v.service.namespace.as_str()))
+        );
+        let sysctls: Vec<&str> = p.sysctls.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            sysctls.contains(&"net.ipv4.conf.all.arp_ignore"),
+            "LB IPs are bound"
+        );
+        assert!(
+            !sysctls.contains(&"net.ipv4.vs.conn_reuse_mode"),
+            "6.1 keeps it"
+        );
+    }
+
+    #[test]
+    fn a_clusterip_only_namespace_needs_no_arp_sysctls_and_old_kernels_get_conn_reuse_mode() {
+        let inv = inv();
+        let full = full(&inv, &opts());
+        let p = hybrid(
+            &inv,
+            &full,
+            &opts(),
+            &HybridOptions {
+                namespaces: vec!["ns1".into()],
+                kernel: Some((5, 4)),
+                ..Default::default()
+            },
+        );
+        let sysctls: Vec<&str> = p.sysctls.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(!sysctls.contains(&"net.ipv4.conf.all.arp_ignore"));
+        assert!(
+            sysctls.contains(&"net.ipv4.vs.conn_reuse_mode"),
+            "4.1 ≤ 5.4 < 5.9"
+        );
+        assert!(sysctls.contains(&"net.ipv4.vs.conntrack"));
+    }
+
+    #[test]
+    fn excluded_and_address_sharing_services_stay_on_iptables() {
+        let p = h(&inv(), &["ns4"], &["ns4/svc4"]);
+        assert!(p.virtual_servers.is_empty());
+        assert_eq!(p.excluded, vec!["ns4/svc4".to_owned()]);
+        assert_eq!(p.left_on_iptables[0].id, "excluded");
+
+        // ns4's external IP becomes ns2's LB IP: moving ns2 alone would capture ns4's traffic.
+        let mut i = inv();
+        for sp in &mut i.service_ports {
+            if sp.name.namespace == "ns4" {
+                sp.external_ips = vec![ip("1.2.3.4")];
+            }
+        }
+        let p = h(&i, &["ns2"], &[]);
+        assert!(p.virtual_servers.is_empty(), "{:?}", p.virtual_servers);
+        assert_eq!(p.left_on_iptables[0].id, "shared-address");
+        let p = h(&i, &["ns2", "ns4"], &[]);
+        assert!(
+            !p.left_on_iptables.iter().any(|f| f.id == "shared-address"),
+            "both move: nothing shared stays: {:?}",
+            p.left_on_iptables
+        );
+        assert_eq!(
+            p.virtual_servers.len(),
+            6,
+            "ns2's four and ns4's ClusterIP + external IP"
+        );
+    }
+
+    #[test]
+    fn the_probe_stage_admits_the_same_keys_for_marked_packets_only() {
+        let p = h(&inv(), &["ns5"], &[]);
+        let probe = p.sets_at(Stage::Probe);
+        let name = |b: &str| set_name(b, IpFamily::IPv4);
+        assert!(probe[&name(set::ADMITTED)].members.is_empty());
+        assert_eq!(
+            probe[&name(set::PROBING)].members,
+            members(&p, set::ADMITTED)
+        );
+        let text = p.render_ipsets(Stage::Probe);
+        assert!(
+            text.contains("add IPVSMIG-PROBING 5.6.7.8,tcp:80 timeout 60\n"),
+            "{text}"
+        );
+        assert!(!text.contains("add IPVSMIG-ADMITTED"));
+        let rules = p.render_iptables(IpFamily::IPv4, true);
+        assert!(rules.contains(&format!(
+            "-A IPVSMIG-SERVICES -m mark --mark {m:#x}/{m:#x} -m set --match-set IPVSMIG-PROBING dst,dst -j IPVSMIG-ADMIT\n",
+            m = hybrid::DEFAULT_PROBE_MARK
+        )));
+    }
+
+    #[test]
+    fn masquerade_marking_follows_kube_proxys_ipvs_mode_for_each_detector() {
+        // proxier.go writeIptablesRules: masqueradeAll → mark every ClusterIP packet; a
+        // local-traffic detector → mark what it calls not local; none → mark VIP-sourced
+        // (src,dst) packets only.
+        let cases: Vec<(Option<LocalDetector>, bool, &str)> = vec![
+            (
+                None,
+                true,
+                "-A IPVSMIG-ADMIT -m set --match-set IPVSMIG-CLUSTER-IP dst,dst -j MARK --or-mark 0x4000\n",
+            ),
+            (
+                Some(LocalDetector::Cidr {
+                    cidr: "10.0.0.0/8".parse().unwrap(),
+                }),
+                false,
+                "-A IPVSMIG-ADMIT -m set --match-set IPVSMIG-CLUSTER-IP dst,dst ! -s 10.0.0.0/8 -j MARK --or-mark 0x4000\n",
+            ),
+            (
+                Some(LocalDetector::InterfaceNamePrefix {
+                    prefix: "cali".into(),
+                }),
+                false,
+                "-A IPVSMIG-ADMIT -m set --match-set IPVSMIG-CLUSTER-IP dst,dst ! -i cali+ -j MARK --or-mark 0x4000\n",
+            ),
+            (
+                None,
+                false,
+                "-A IPVSMIG-ADMIT -m set --match-set IPVSMIG-CLUSTER-IP src,dst -j MARK --or-mark 0x4000\n",
+            ),
+        ];
+        for (det, all, want) in cases {
+            let mut i = inv();
+            for f in &mut i.families {
+                f.masquerade = Some(Masquerade {
+                    mark: 0x4000,
+                    bit: Some(14),
+                    masquerade_all: all,
+                    local_detector: det.clone(),
+                    random_fully: false,
+                });
+            }
+            let p = h(&i, &["ns1"], &[]);
+            let text = p.render_iptables(IpFamily::IPv4, true);
+            assert!(text.contains(want), "{det:?} {all}: {text}");
+            assert!(text.contains("-A IPVSMIG-ADMIT -j ACCEPT\n"));
+        }
+        // No masquerade facts: nothing of that family moves.
+        let mut i = inv();
+        for f in &mut i.families {
+            f.masquerade = None;
+        }
+        let p = h(&i, &["ns1"], &[]);
+        assert!(p.virtual_servers.is_empty());
+        assert_eq!(p.left_on_iptables[0].id, "no-masquerade-facts");
+    }
+
+    #[test]
+    fn the_rules_never_name_a_kube_proxy_chain() {
+        let p = h(&inv(), &["ns1", "ns2", "ns3", "ns4", "ns5", "ns6"], &[]);
+        let text = p.render_iptables(IpFamily::IPv4, true);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("KUBE-"), "{line}");
+            if let Some(r) = line.strip_prefix("-A ") {
+                assert!(r.starts_with("IPVSMIG-"), "{line}");
+            }
+            if let Some(c) = line.strip_prefix(':') {
+                assert!(c.starts_with("IPVSMIG-"), "{line}");
+            }
+        }
+    }
+}
