@@ -5,4 +5,5 @@
 //! returns typed errors; the binary decides exit codes.
 
 pub mod iptables;
+pub mod journal;
 pub mod node;
