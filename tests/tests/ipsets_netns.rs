@@ -88,7 +88,12 @@ fn planned_ipsets_round_trip_through_the_kernel() {
     let want: BTreeMap<String, BTreeSet<String>> = plan
         .ipsets
         .iter()
-        .map(|(n, s)| (n.clone(), s.members.clone()))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                s.members.iter().map(ToString::to_string).collect(),
+            )
+        })
         .collect();
     assert_eq!(
         got.keys().collect::<Vec<_>>(),

@@ -11,6 +11,7 @@
 pub mod diff;
 pub mod hybrid;
 pub mod ipsets;
+pub mod ipvs_rules;
 pub mod kube_proxy_config;
 pub mod render;
 
@@ -58,8 +59,8 @@ pub struct RealServer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServer {
-    /// The service port it serves.
-    pub service: ServicePortName,
+    /// The service port it serves (shared by the port's virtual servers).
+    pub service: std::sync::Arc<ServicePortName>,
     /// What the address is.
     pub kind: VsKind,
     /// Protocol.
@@ -68,8 +69,8 @@ pub struct VirtualServer {
     pub address: IpAddr,
     /// Virtual port.
     pub port: u16,
-    /// Scheduler name.
-    pub scheduler: String,
+    /// Scheduler name (shared by every virtual server of a plan).
+    pub scheduler: std::sync::Arc<str>,
     /// IPVS service flags (persistent, sched2).
     pub flags: u32,
     /// Persistence timeout in seconds (0 unless persistent).
@@ -120,6 +121,9 @@ pub struct IpvsPlan {
     pub ipsets: std::collections::BTreeMap<String, ipsets::IpSetPlan>,
     /// sysctls IPVS-mode kube-proxy sets (`key`, `value`).
     pub sysctls: Vec<(String, String)>,
+    /// The iptables rules IPVS-mode kube-proxy installs, per family (`plan/ipvs_rules.rs`).
+    #[serde(default)]
+    pub iptables: Vec<hybrid::FamilyRules>,
     /// Behaviour differences and things not carried over.
     pub findings: Vec<PlanFinding>,
 }
@@ -165,10 +169,10 @@ fn real_servers(sp: &ServicePort, external: bool) -> Vec<RealServer> {
 
 /// Builds the full IPVS-mode plan.
 pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
-    let scheduler = if opts.scheduler.is_empty() {
-        "rr".to_owned()
+    let scheduler: std::sync::Arc<str> = if opts.scheduler.is_empty() {
+        "rr".into()
     } else {
-        opts.scheduler.clone()
+        opts.scheduler.as_str().into()
     };
     let mut vss = Vec::new();
     let mut addresses = Vec::new();
@@ -180,15 +184,16 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
             flags |= FLAG_PERSISTENT;
             timeout = t;
         }
-        if scheduler == "mh" {
+        if &*scheduler == "mh" {
             flags |= FLAG_SCHED2;
         }
         let netmask = match sp.family {
             IpFamily::IPv4 => 0xffff_ffff,
             IpFamily::IPv6 => 128,
         };
+        let name = std::sync::Arc::new(sp.name.clone());
         let mk = |kind: VsKind, address: IpAddr, port: u16, rs: Vec<RealServer>| VirtualServer {
-            service: sp.name.clone(),
+            service: name.clone(),
             kind,
             protocol: sp.protocol,
             address,
@@ -271,7 +276,38 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     let ipsets = ipsets::ipsets(inv, opts, &addresses);
+    let mut iptables = Vec::new();
+    for f in &inv.families {
+        if iptables
+            .iter()
+            .any(|r: &hybrid::FamilyRules| r.family == f.family)
+        {
+            continue;
+        }
+        let no_node: Vec<(IpAddr, &str, u16)> = inv
+            .service_ports
+            .iter()
+            .filter(|sp| {
+                sp.family == f.family
+                    && !sp.load_balancer_source_ranges.is_empty()
+                    && !sp.load_balancer_allows_node
+            })
+            .flat_map(|sp| {
+                sp.load_balancer_ips
+                    .iter()
+                    .chain(&sp.external_or_load_balancer_ips)
+                    .map(|ip| (*ip, sp.protocol.as_str(), sp.port))
+            })
+            .collect();
+        iptables.push(ipvs_rules::ipvs_mode_rules(
+            f.family,
+            &ipsets,
+            f.masquerade.as_ref(),
+            &no_node,
+        ));
+    }
     IpvsPlan {
+        iptables,
         virtual_servers: vss,
         addresses,
         ipsets,

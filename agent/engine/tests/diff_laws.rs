@@ -25,7 +25,7 @@ fn vs_strategy(owner: BoxedStrategy<Owner>) -> impl Strategy<Value = VsState> {
         owner,
     )
         .prop_map(|(s, f, dests, owner)| VsState {
-            scheduler: s.to_owned(),
+            scheduler: s.into(),
             flags: f,
             timeout: f * 10800,
             netmask: 0xffff_ffff,

@@ -35,7 +35,7 @@ pub type DestKey = (IpAddr, u16);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsState {
     /// Scheduler.
-    pub scheduler: String,
+    pub scheduler: std::sync::Arc<str>,
     /// Flags.
     pub flags: u32,
     /// Persistence timeout.
@@ -107,7 +107,7 @@ pub enum Op {
         /// Service.
         service: VsKey,
         /// Scheduler.
-        scheduler: String,
+        scheduler: std::sync::Arc<str>,
         /// Flags.
         flags: u32,
         /// Timeout.
@@ -120,7 +120,7 @@ pub enum Op {
         /// Service.
         service: VsKey,
         /// Scheduler.
-        scheduler: String,
+        scheduler: std::sync::Arc<str>,
         /// Flags.
         flags: u32,
         /// Timeout.

@@ -30,6 +30,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::ipsets::Member;
 use super::{IpvsPlan, PlanFinding, PlanOptions, VirtualServer, VsKind};
 use crate::inventory::{
     Inventory, IpFamily, LocalDetector, Masquerade, Protocol, ServicePort, TrafficPolicy,
@@ -80,8 +81,8 @@ pub struct HybridSet {
     pub family: IpFamily,
     /// Members carry a timeout (admission sets: the dead man's switch).
     pub timeout: bool,
-    /// Members as `ipset add` takes them.
-    pub members: BTreeSet<String>,
+    /// Members (serialized as `ipset add` takes them).
+    pub members: BTreeSet<Member>,
 }
 
 /// One of the agent's chains.
@@ -219,16 +220,8 @@ pub mod chain {
     pub const SOURCE_RANGES: &str = "IPVSMIG-SOURCE-RANGES";
 }
 
-fn key(ip: &IpAddr, p: Protocol, port: u16) -> String {
-    format!("{ip},{}:{port}", p.as_str())
-}
-
-fn host_net(net: &ipnet::IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
+fn key(ip: &IpAddr, p: Protocol, port: u16) -> Member {
+    Member::IpPort(*ip, p, port)
 }
 
 fn sp_label(sp: &ServicePort) -> String {
@@ -366,7 +359,7 @@ pub fn hybrid(
             );
         }
     }
-    let mut add = |base: &str, fam: IpFamily, m: String| {
+    let mut add = |base: &str, fam: IpFamily, m: Member| {
         if let Some(s) = sets.get_mut(&set_name(base, fam)) {
             s.members.insert(m);
         }
@@ -378,7 +371,7 @@ pub fn hybrid(
         add(set::ADMITTED, fam, k);
     }
     for a in &addresses {
-        add(set::BOUND, IpFamily::of(a), a.to_string());
+        add(set::BOUND, IpFamily::of(a), Member::Ip(*a));
     }
     for sp in &moving_sps {
         let fam = sp.family;
@@ -388,7 +381,7 @@ pub fn hybrid(
             && !sp.endpoints.is_empty()
             && !sp.endpoints.iter().any(|e| e.local == Some(true));
         add(set::CLUSTER_IP, fam, key(&sp.cluster_ip, p, sp.port));
-        let mut external_keys: Vec<String> = sp
+        let mut external_keys: Vec<Member> = sp
             .external_ips
             .iter()
             .chain(&sp.load_balancer_ips)
@@ -420,7 +413,7 @@ pub fn hybrid(
                 let k = key(ip, p, sp.port);
                 add(set::LB_FW, fam, k.clone());
                 for net in &sp.load_balancer_source_ranges {
-                    add(set::LB_SRC, fam, format!("{k},{}", host_net(net)));
+                    add(set::LB_SRC, fam, Member::IpPortNet(*ip, p, sp.port, *net));
                 }
                 if !sp.load_balancer_allows_node {
                     add(set::NODE_DENIED, fam, k.clone());
@@ -429,11 +422,7 @@ pub fn hybrid(
         }
         for e in &sp.endpoints {
             if e.local != Some(false) {
-                add(
-                    set::LOOP_BACK,
-                    fam,
-                    format!("{},{}:{},{}", e.ip, p.as_str(), e.port, e.ip),
-                );
+                add(set::LOOP_BACK, fam, Member::IpPortIp(e.ip, p, e.port, e.ip));
             }
         }
         if sp.localhost_node_port {

@@ -36,7 +36,7 @@ pub fn ipvsadm(plan: &IpvsPlan) -> String {
             let _ = write!(
                 out,
                 " -b {}",
-                if vs.scheduler == "mh" {
+                if &*vs.scheduler == "mh" {
                     "mh-port"
                 } else {
                     "flag-2"
@@ -107,7 +107,7 @@ pub fn table(plan: &IpvsPlan) -> String {
         rows.push([
             vs.protocol.as_str().to_owned(),
             addr(&vs.address, vs.port),
-            vs.scheduler.clone(),
+            vs.scheduler.to_string(),
             vs.service.to_string(),
             kind(vs.kind).to_owned(),
             format!("{real}{persist}"),

@@ -158,7 +158,7 @@ fn the_overall_services_give_kube_proxys_virtual_servers() {
         .iter()
         .map(|v| {
             assert_eq!(v.protocol, Protocol::Tcp);
-            assert_eq!(v.scheduler, "rr", "kube-proxy's default scheduler");
+            assert_eq!(&*v.scheduler, "rr", "kube-proxy's default scheduler");
             assert_eq!(v.netmask, 0xffff_ffff);
             assert!(v.real_servers.iter().all(|r| r.weight == 1));
             (
@@ -219,7 +219,7 @@ fn mh_gets_the_source_hash_port_flag() {
     assert!(
         p.virtual_servers
             .iter()
-            .all(|v| v.flags & FLAG_SCHED2 != 0 && v.scheduler == "mh")
+            .all(|v| v.flags & FLAG_SCHED2 != 0 && &*v.scheduler == "mh")
     );
     assert!(render::ipvsadm(&p).contains("-s mh -b mh-port"));
 }
@@ -267,7 +267,13 @@ fn kube_proxys_ipsets_hold_the_overall_services() {
     // IPs in -LOCAL for eTP=Local; LB IPs, plus -LOCAL, -FW and -SOURCE-CIDR as the service
     // needs; NodePorts in bitmap sets; health-check node ports; the bound VIPs.
     let p = plan("");
-    let set = |n: &str| -> Vec<String> { p.ipsets[n].members.iter().cloned().collect() };
+    let set = |n: &str| -> Vec<String> {
+        p.ipsets[n]
+            .members
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
     assert_eq!(
         set("KUBE-CLUSTER-IP"),
         [
@@ -353,7 +359,11 @@ mod hybrid_state {
     }
 
     fn members(p: &hybrid::HybridPlan, base: &str) -> BTreeSet<String> {
-        p.ipsets[&set_name(base, IpFamily::IPv4)].members.clone()
+        p.ipsets[&set_name(base, IpFamily::IPv4)]
+            .members
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     fn set_of(v: &[&str]) -> BTreeSet<String> {
@@ -500,7 +510,11 @@ mod hybrid_state {
         let name = |b: &str| set_name(b, IpFamily::IPv4);
         assert!(probe[&name(set::ADMITTED)].members.is_empty());
         assert_eq!(
-            probe[&name(set::PROBING)].members,
+            probe[&name(set::PROBING)]
+                .members
+                .iter()
+                .map(ToString::to_string)
+                .collect::<BTreeSet<String>>(),
             members(&p, set::ADMITTED)
         );
         let text = p.render_ipsets(Stage::Probe);
