@@ -8,4 +8,5 @@
 
 pub mod iptables;
 pub mod node;
+pub mod restore;
 pub mod sysctl;
