@@ -6,6 +6,7 @@
 //! `IptablesRestore`, `Sysctls`, each with a real implementation and a recording fake), and
 //! returns typed errors; the binary decides exit codes.
 
+pub mod ipset;
 pub mod iptables;
 pub mod node;
 pub mod restore;
