@@ -8,6 +8,7 @@
 
 pub mod ipset;
 pub mod iptables;
+pub mod link;
 pub mod node;
 pub mod restore;
 pub mod sysctl;
