@@ -34,6 +34,11 @@ fn netns_id() -> String {
 /// `unshare -n` and checks that it ran and passed; in that child, runs `body`. The child is
 /// told the parent's namespace and refuses to run in it.
 fn in_netns(test: &str, tools: &[&str], body: impl FnOnce()) {
+    in_namespaces(test, &["-n"], tools, body);
+}
+
+/// [`in_netns`] with more `unshare` options (e.g. a private mount namespace too).
+fn in_namespaces(test: &str, unshare: &[&str], tools: &[&str], body: impl FnOnce()) {
     if let Ok(parent) = std::env::var(CHILD) {
         let own = netns_id();
         assert!(
@@ -48,7 +53,7 @@ fn in_netns(test: &str, tools: &[&str], body: impl FnOnce()) {
     }
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
-        .arg("-n")
+        .args(unshare)
         .arg(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, netns_id())
@@ -333,6 +338,43 @@ fn noflush_restore_on_nft_leaves_kube_proxy_rules_untouched() {
         "noflush_restore_on_nft_leaves_kube_proxy_rules_untouched",
         &["iptables-nft-restore", "ip6tables-nft-restore"],
         || noflush_keeps_kube_proxy_rules(Backend::Nft),
+    );
+}
+
+#[test]
+fn a_held_xtables_lock_is_a_failure_not_a_rejected_input() {
+    // A private /run (own mount namespace) gives this test its own xtables lock to hold.
+    in_namespaces(
+        "a_held_xtables_lock_is_a_failure_not_a_rejected_input",
+        &["-n", "-m", "--propagation", "private"],
+        &["iptables-legacy-restore", "mount"],
+        || {
+            let st = Command::new("mount")
+                .args(["-t", "tmpfs", "ipvsmig-run", "/run"])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            // flock(2) on the lock file, as iptables-legacy takes it (File::lock is flock).
+            let lock = std::fs::File::create("/run/xtables.lock").unwrap();
+            lock.lock().unwrap();
+            let mut cli = IptablesCli {
+                v4: Some(RestoreTools::find(IpFamily::IPv4, Backend::Legacy).unwrap()),
+                v6: None,
+            };
+            let started = std::time::Instant::now();
+            let r = cli.restore_noflush(IpFamily::IPv4, "*filter\nCOMMIT\n");
+            let waited = started.elapsed();
+            lock.unlock().unwrap();
+            match r {
+                Err(RestoreError::Failed { message, .. }) => {
+                    assert!(message.contains("xtables lock"), "{message}");
+                }
+                r => panic!("{r:?}"),
+            }
+            assert!(waited.as_secs_f64() >= 4.5, "waited {waited:?} (-w 5)");
+            cli.restore_noflush(IpFamily::IPv4, "*filter\nCOMMIT\n")
+                .unwrap();
+        },
     );
 }
 

@@ -228,6 +228,14 @@ impl IptablesRestore for IptablesCli {
             return Ok(());
         }
         let message = tool_message(&out.stderr);
+        // Exit status 4 is iptables' RESOURCE_PROBLEM: the xtables lock was not free within
+        // the wait, or the kernel refused; the input itself was not judged.
+        if out.status.code() == Some(4) {
+            return Err(RestoreError::Failed {
+                tool: name,
+                message: format!("{message} ({})", out.status),
+            });
+        }
         let line = failing_line(&message);
         Err(RestoreError::Rejected {
             tool: name,
