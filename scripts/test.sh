@@ -39,5 +39,7 @@ bash tests/vm/ipvsadm-roundtrip.sh target/debug/ipvs-migrate
 bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
 # The IPVS netlink client: add, dump, edit, delete, error cases, against the real kernel.
 bash tests/vm/ipvs-client.sh
+# The host crate's link layer: kube-ipvs0 (dummy, down) and its addresses over rtnetlink.
+bash tests/vm/host-kernel.sh
 
 cargo test --workspace --locked --no-fail-fast

@@ -69,33 +69,28 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Finds a tool as [`SaveTools::discover`] does: only in `IPVS_MIGRATE_TOOLS_PATH` when that
+/// is set, else in `PATH`, /usr/sbin and /sbin.
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
+    if let Ok(only) = std::env::var("IPVS_MIGRATE_TOOLS_PATH") {
+        return std::env::split_paths(&only)
+            .map(|d| d.join(name))
+            .find(|p| is_executable(p));
+    }
+    find_in_path(name, std::env::var("PATH").ok().as_deref())
+}
+
 impl SaveTools {
     /// Finds the binaries for a family in `PATH` (plus /usr/sbin, /sbin), or only in
     /// `IPVS_MIGRATE_TOOLS_PATH` when that is set (e.g. the host's binaries mounted in a pod).
     pub fn discover(family: IpFamily) -> SaveTools {
-        if let Ok(only) = std::env::var("IPVS_MIGRATE_TOOLS_PATH") {
-            let find = |name: &str| {
-                std::env::split_paths(&only)
-                    .map(|d| d.join(name))
-                    .find(|p| is_executable(p))
-            };
-            let prefix = match family {
-                IpFamily::IPv4 => "iptables",
-                IpFamily::IPv6 => "ip6tables",
-            };
-            return SaveTools {
-                legacy: find(&format!("{prefix}-legacy-save")),
-                nft: find(&format!("{prefix}-nft-save")),
-            };
-        }
-        let path = std::env::var("PATH").ok();
         let prefix = match family {
             IpFamily::IPv4 => "iptables",
             IpFamily::IPv6 => "ip6tables",
         };
         SaveTools {
-            legacy: find_in_path(&format!("{prefix}-legacy-save"), path.as_deref()),
-            nft: find_in_path(&format!("{prefix}-nft-save"), path.as_deref()),
+            legacy: find_tool(&format!("{prefix}-legacy-save")),
+            nft: find_tool(&format!("{prefix}-nft-save")),
         }
     }
 

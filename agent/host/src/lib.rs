@@ -1,9 +1,15 @@
 //! Host side of ipvs-migrate: everything that touches the node.
 //!
-//! This crate runs processes (iptables-save) and, in later layers, reads /proc, /sys and /etc
-//! relative to a host root. It holds no policy: it gathers inputs for the pure engine and
+//! This crate runs processes (iptables-save, iptables-restore, ipset), talks rtnetlink, and
+//! reads /proc, /sys and /etc relative to a host root. It holds no policy: it gathers inputs
+//! for the pure engine, carries out what it is told through small traits (`Links`, `Ipsets`,
+//! `IptablesRestore`, `Sysctls`, each with a real implementation and a recording fake), and
 //! returns typed errors; the binary decides exit codes.
 
+pub mod ipset;
 pub mod iptables;
 pub mod journal;
+pub mod link;
 pub mod node;
+pub mod restore;
+pub mod sysctl;
