@@ -41,5 +41,8 @@ bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
 bash tests/vm/ipvs-client.sh
 # The host crate's link layer: kube-ipvs0 (dummy, down) and its addresses over rtnetlink.
 bash tests/vm/host-kernel.sh
+# apply / status / rollback end to end: kube-proxy's rules, pods in netns, connections counted
+# by IPVS, the dead man's switch, a conflict, a rollback that leaves nothing.
+bash tests/vm/apply-e2e.sh
 
 cargo test --workspace --locked --no-fail-fast

@@ -195,8 +195,15 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = PlanFormat::Table)]
         output: PlanFormat,
     },
-    /// Program IPVS and hybrid admission for namespaces. [not in this build yet: exits 69]
+    /// Move namespaces to IPVS on this node while kube-proxy stays in iptables mode: programs
+    /// the hybrid plan's virtual servers, kube-ipvs0 addresses, ipsets, admission rules and
+    /// sysctls; admits the agent's own probes first, checks every virtual server through IPVS,
+    /// then admits all traffic. Only objects recorded in the journal (--state-dir) are ever
+    /// changed. Exit 0 applied, 1 conflict or failed probe (nothing admitted), 3 a kernel
+    /// operation failed (the journal says what is applied), 69 no IPVS / ipset / iptables.
     Apply {
+        #[command(flatten)]
+        inputs: Inputs,
         /// Namespaces (repeatable or comma-separated).
         #[arg(
             long = "namespace",
@@ -233,8 +240,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Return namespaces to kube-proxy's iptables path. [not in this build yet: exits 69]
+    /// Return namespaces to kube-proxy's iptables path: admission off first (new connections
+    /// take kube-proxy's rules at once), a bounded drain, then the virtual servers, UDP conntrack
+    /// entries, addresses; with nothing left migrated, the agent's rules, sets, kube-ipvs0 (if
+    /// it created it) and the sysctls' prior values.
     Rollback {
+        #[command(flatten)]
+        inputs: Inputs,
         /// Namespaces (repeatable or comma-separated).
         #[arg(
             long = "namespace",
@@ -253,7 +265,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// What is migrated on this node. [not in this build yet: exits 69]
+    /// What is migrated on this node, from the journal (no lock taken): namespaces, admission,
+    /// owned objects, watched or not, the last failure.
     Status {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Table)]

@@ -367,11 +367,48 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::Ok)
         }
-        Command::Apply { .. } | Command::Status { .. } => Err(unavailable("apply/status", 5)),
-        Command::Cutover { .. }
-        | Command::Rollback { .. }
-        | Command::Finalize { .. }
-        | Command::Serve { .. } => Err(unavailable("cutover/rollback/finalize/serve", 6)),
+        Command::Apply {
+            inputs: i,
+            namespaces,
+            exclude,
+            dry_run,
+            no_watch,
+        } => crate::migrate::apply_cmd(
+            &cli.common.state_dir,
+            i,
+            cli.common.iptables_backend,
+            namespaces,
+            exclude,
+            *dry_run,
+            *no_watch,
+            cli.common.verbose > 0,
+        ),
+        Command::Rollback {
+            inputs: i,
+            namespaces,
+            all,
+            drain,
+            dry_run,
+        } => {
+            let drain = match drain {
+                Some(d) => crate::migrate::duration(d)?,
+                None => crate::migrate::DEFAULT_DRAIN,
+            };
+            crate::migrate::rollback_cmd(
+                &cli.common.state_dir,
+                i,
+                cli.common.iptables_backend,
+                namespaces,
+                *all,
+                drain,
+                *dry_run,
+                cli.common.verbose > 0,
+            )
+        }
+        Command::Status { output } => crate::migrate::status_cmd(&cli.common.state_dir, *output),
+        Command::Cutover { .. } | Command::Finalize { .. } | Command::Serve { .. } => {
+            Err(unavailable("cutover/rollback/finalize/serve", 6))
+        }
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
     }
 }

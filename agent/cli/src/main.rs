@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod exit;
 mod inputs;
+mod migrate;
 mod table;
 
 use std::process::ExitCode as ProcessExit;

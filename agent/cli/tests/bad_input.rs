@@ -384,3 +384,42 @@ fn an_ipv6_dump_passed_as_ipv4_is_rejected_with_the_flag_to_use() {
         "{err}"
     );
 }
+
+#[test]
+fn apply_rollback_and_status_refuse_what_they_cannot_do_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let code_and_err = |args: &[&str]| {
+        let out = run(args, None, &[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (
+            out.status.code(),
+            err,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // No daemon refreshes the dead man's switch in this build: --no-watch is required.
+    let (code, err, _) = code_and_err(&["apply", "--namespace", "shop", "--state-dir", st]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-watch"), "{err}");
+    assert!(!state.exists(), "nothing was written");
+    // Nothing is migrated: status says so, rollback of a namespace is a usage error.
+    let (code, _, out) = code_and_err(&["status", "--state-dir", st]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Nothing migrated"), "{out}");
+    let (code, _, out) = code_and_err(&["status", "-o", "json", "--state-dir", st]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "MigrationStatus");
+    assert_eq!(v["owned"]["namespaces"].as_array().unwrap().len(), 0);
+    let (code, err, _) = code_and_err(&["rollback", "--namespace", "shop", "--state-dir", st]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not migrated"), "{err}");
+    let (code, err, _) = code_and_err(&["rollback", "--state-dir", st]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err, _) = code_and_err(&["rollback", "--all", "--drain", "soon", "--state-dir", st]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("duration"), "{err}");
+}

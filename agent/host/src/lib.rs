@@ -6,10 +6,12 @@
 //! `IptablesRestore`, `Sysctls`, each with a real implementation and a recording fake), and
 //! returns typed errors; the binary decides exit codes.
 
+pub mod apply;
 pub mod ipset;
 pub mod iptables;
 pub mod journal;
 pub mod link;
 pub mod node;
+pub mod probe;
 pub mod restore;
 pub mod sysctl;

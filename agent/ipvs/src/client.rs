@@ -442,6 +442,8 @@ pub enum Request {
     AddService(Service),
     /// Delete a virtual service.
     DelService(Service),
+    /// Change a virtual service's scheduler, flags, timeout or netmask.
+    EditService(Service),
     /// Add a destination to a service.
     AddDest(Service, Dest),
     /// Change a destination (weight).
@@ -455,6 +457,7 @@ impl Request {
         match self {
             Request::AddService(s) => (IPVS_CMD_NEW_SERVICE, service_attrs(s, true)),
             Request::DelService(s) => (IPVS_CMD_DEL_SERVICE, service_attrs(s, false)),
+            Request::EditService(s) => (IPVS_CMD_SET_SERVICE, service_attrs(s, true)),
             Request::AddDest(s, d) | Request::EditDest(s, d) | Request::DelDest(s, d) => {
                 let (cmd, full) = match self {
                     Request::AddDest(..) => (IPVS_CMD_NEW_DEST, true),

@@ -42,10 +42,30 @@ pub struct VsState {
     pub timeout: u32,
     /// Netmask.
     pub netmask: u32,
-    /// Destinations → weight.
+    /// Destinations → weight (serialized as a list of `[[address, port], weight]`).
+    #[serde(with = "dest_list")]
     pub dests: BTreeMap<DestKey, u32>,
     /// Owner.
     pub owner: Owner,
+}
+
+mod dest_list {
+    //! JSON maps need string keys: destinations travel as a list of pairs.
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::DestKey;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<DestKey, u32>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<DestKey, u32>, D::Error> {
+        Ok(Vec::<(DestKey, u32)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// Kernel objects the agent manages: IPVS services and kube-ipvs0 addresses.
@@ -71,7 +91,8 @@ impl State {
     }
 }
 
-fn vs_state(vs: &VirtualServer) -> VsState {
+/// A planned virtual server as kernel state, ours.
+pub fn vs_state(vs: &VirtualServer) -> VsState {
     VsState {
         scheduler: vs.scheduler.clone(),
         flags: vs.flags,

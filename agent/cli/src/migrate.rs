@@ -1,0 +1,574 @@
+//! `apply`, `rollback` and `status`: the hybrid plan made real through the op interpreter
+//! (ipvsmig_host::apply) under the state journal's lock. With no daemon in this build, apply
+//! needs `--no-watch` (DESIGN.md "Who runs it").
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipvsmig_engine::inventory::{API_VERSION, IpFamily, Protocol};
+use ipvsmig_engine::plan::diff::VsKey;
+use ipvsmig_engine::plan::hybrid::{HybridOptions, HybridPlan, hybrid};
+use ipvsmig_engine::plan::{PlanOptions, full};
+use ipvsmig_host::apply::{self, ApplyError, Env, Kernel, Log, Options, Owned, Record, Report};
+use ipvsmig_host::journal::{Journal, JournalError, boot_id};
+use serde::Serialize;
+
+use crate::cli::{BackendArg, Format, Inputs};
+use crate::exit::{CliError, ExitCode};
+use crate::inputs;
+
+/// Default `--drain`.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(120);
+
+/// Parses `90s`, `5m`, `1h`, `0`.
+pub fn duration(s: &str) -> Result<Duration, CliError> {
+    let bad = || {
+        CliError::new(
+            ExitCode::Usage,
+            format!("{s:?}: expected a duration like 30s, 5m or 1h"),
+        )
+    };
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60).ok_or_else(bad)?,
+        "h" => n.checked_mul(3600).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+struct JournalLog<'a>(&'a mut Journal<Record>);
+
+impl Log for JournalLog<'_> {
+    fn record(&mut self, r: &Record) -> Result<(), String> {
+        self.0.append(r).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+struct NodeEnv {
+    drain: Duration,
+    probe_mark: u32,
+    verbose: bool,
+}
+
+impl Env for NodeEnv {
+    fn drain(&mut self) {
+        if !self.drain.is_zero() {
+            eprintln!(
+                "ipvs-migrate: admission is off; letting established IPVS connections drain for {} s",
+                self.drain.as_secs()
+            );
+            std::thread::sleep(self.drain);
+        }
+    }
+    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)> {
+        let mut failed = Vec::new();
+        for (key, has_rs) in keys {
+            if key.0 != Protocol::Tcp {
+                continue; // UDP and SCTP have no generic request/response to check
+            }
+            let out = ipvsmig_host::probe::tcp(
+                SocketAddr::new(key.1, key.2),
+                self.probe_mark,
+                Duration::from_secs(3),
+            );
+            use ipvsmig_host::probe::Outcome;
+            let ok = matches!(
+                (&out, has_rs),
+                (Outcome::Connected, true) | (Outcome::Refused, false)
+            );
+            if self.verbose {
+                eprintln!("probe {}:{} -> {out:?}", key.1, key.2);
+            }
+            if !ok {
+                failed.push((
+                    *key,
+                    format!(
+                        "{out:?}, expected {}",
+                        if *has_rs {
+                            "a connection to a real server"
+                        } else {
+                            "refused (no real servers)"
+                        }
+                    ),
+                ));
+            }
+        }
+        failed
+    }
+    fn flush_udp(&mut self, vips: &[(std::net::IpAddr, u16)]) -> Result<(), String> {
+        let Some(tool) = [
+            "/usr/sbin/conntrack",
+            "/sbin/conntrack",
+            "/usr/bin/conntrack",
+        ]
+        .iter()
+        .find(|p| Path::new(p).exists()) else {
+            eprintln!(
+                "ipvs-migrate: warning: no conntrack tool; UDP flows to the removed VIPs keep their IPVS-era conntrack entries until they time out"
+            );
+            return Ok(());
+        };
+        for (ip, port) in vips {
+            let fam = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+            let out = std::process::Command::new(tool)
+                .args(["-D", "-f", fam, "-p", "udp", "--orig-dst"])
+                .arg(ip.to_string())
+                .args(["--orig-port-dst", &port.to_string()])
+                .output()
+                .map_err(|e| format!("{tool}: {e}"))?;
+            // conntrack exits 1 when nothing matched: not an error here.
+            if !out.status.success() && out.status.code() != Some(1) {
+                return Err(format!(
+                    "{tool} -D {ip}:{port}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn progress(&mut self, step: &str, done: usize, total: usize) {
+        if total >= 5000 {
+            eprintln!("ipvs-migrate: {step}: {done}/{total}");
+        }
+    }
+}
+
+fn journal_err(e: JournalError) -> CliError {
+    match e {
+        JournalError::Locked { .. } => CliError::new(
+            ExitCode::OperationFailed,
+            format!("{e}: another ipvs-migrate holds the state directory; nothing was changed"),
+        ),
+        e => CliError::new(ExitCode::OperationFailed, e.to_string()),
+    }
+}
+
+/// The owned state the journal ends with, whether the last run was interrupted, and the
+/// last failure.
+fn replay(snapshot: Option<Record>, records: Vec<Record>) -> (Owned, bool, Option<String>) {
+    let r = apply::replay(snapshot.into_iter().chain(records));
+    (r.owned, r.interrupted, r.last_failure)
+}
+
+fn host_root(i: &Inputs) -> &Path {
+    i.host_root.as_deref().unwrap_or(Path::new("/"))
+}
+
+fn unavailable(what: String) -> CliError {
+    CliError::new(ExitCode::Unavailable, what)
+}
+
+fn plan_for(
+    i: &Inputs,
+    backend: BackendArg,
+    namespaces: &[String],
+    exclude: &[String],
+    no_watch: bool,
+) -> Result<HybridPlan, CliError> {
+    let inv = inputs::inventory(i, backend)?;
+    let kp = inputs::kube_proxy_config(i)?;
+    let opts = PlanOptions {
+        scheduler: kp
+            .as_ref()
+            .map(|k| k.scheduler().to_owned())
+            .unwrap_or_default(),
+        node_ips: i.node_ips.clone(),
+    };
+    let kernel = inputs::node_facts(i)
+        .ok()
+        .and_then(|f| f.kernel_release)
+        .as_deref()
+        .and_then(ipvsmig_engine::preflight::kernel_version);
+    let f = full(&inv, &opts);
+    Ok(hybrid(
+        &inv,
+        &f,
+        &opts,
+        &HybridOptions {
+            namespaces: namespaces.to_vec(),
+            exclude: exclude.to_vec(),
+            kernel,
+            switch_timeout: if no_watch {
+                0
+            } else {
+                ipvsmig_engine::plan::hybrid::DEFAULT_SWITCH_TIMEOUT
+            },
+            ..Default::default()
+        },
+    ))
+}
+
+/// Converges the node to `plan` (None: nothing of ours) under the journal's lock.
+fn run(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    plan: Option<&HybridPlan>,
+    no_watch: Option<bool>,
+    env: &mut NodeEnv,
+) -> Result<(Report, Owned), CliError> {
+    let boot = boot_id(host_root(i))
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    let (mut journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
+    let (mut owned, interrupted, _) = replay(opened.snapshot, opened.records);
+    if opened.boot_changed {
+        eprintln!(
+            "ipvs-migrate: the node rebooted since the journal was written: reconciling with what the kernel holds"
+        );
+        // IPVS, addresses, sets and rules did not survive the reboot; sysctls' prior values
+        // may be wrong now, so keep what was recorded (the first value seen before us).
+        let keep = owned.sysctl_prior.clone();
+        owned = Owned {
+            sysctl_prior: keep,
+            no_watch: owned.no_watch,
+            ..Owned::default()
+        };
+    }
+    if let Some(nw) = no_watch {
+        owned.no_watch = nw;
+    }
+    let mut ipvs = ipvsmig_ipvs::Client::open().map_err(|e| match e {
+        ipvsmig_ipvs::IpvsError::NoIpvs => unavailable(e.to_string()),
+        e => CliError::new(ExitCode::OperationFailed, format!("IPVS: {e}")),
+    })?;
+    let mut links = ipvsmig_host::link::RtnlLinks::open()
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    let mut ipsets =
+        ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
+    let forced = match backend {
+        BackendArg::Auto => None,
+        BackendArg::Legacy => Some(ipvsmig_engine::inventory::Backend::Legacy),
+        BackendArg::Nft => Some(ipvsmig_engine::inventory::Backend::Nft),
+    };
+    let mut iptables = ipvsmig_host::restore::IptablesCli::detect(forced)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new(host_root(i));
+    let mut k = Kernel {
+        ipvs: &mut ipvs,
+        links: &mut links,
+        ipsets: &mut ipsets,
+        iptables: &mut iptables,
+        sysctls: &mut sysctls,
+    };
+    let opts = Options {
+        reread: interrupted || opened.boot_changed,
+        skip_probe: false,
+    };
+    let res = apply::converge(
+        &mut k,
+        &mut owned,
+        plan,
+        env,
+        &mut JournalLog(&mut journal),
+        opts,
+    );
+    if res.is_ok() && journal.records_since_snapshot() > 256 {
+        let _ = journal.compact(&Record::State {
+            step: "compacted".into(),
+            owned: owned.clone(),
+        });
+    }
+    match res {
+        Ok(r) => Ok((r, owned)),
+        Err(e) => {
+            let code = match e {
+                ApplyError::Conflict { .. } | ApplyError::Probe { .. } => ExitCode::NotReady,
+                ApplyError::Step { .. } | ApplyError::Journal(_) => ExitCode::OperationFailed,
+            };
+            Err(CliError::new(
+                code,
+                format!(
+                    "{e}. The journal in {} records exactly what is applied: `ipvs-migrate status` shows it, `ipvs-migrate rollback --all` removes it",
+                    state_dir.display()
+                ),
+            ))
+        }
+    }
+}
+
+fn summary(what: &str, r: &Report, owned: &Owned) -> String {
+    let mut out = format!("{what}\n");
+    out.push_str(&format!(
+        "  migrated namespaces: {}\n",
+        if owned.namespaces.is_empty() {
+            "(none)".to_owned()
+        } else {
+            owned.namespaces.join(", ")
+        }
+    ));
+    out.push_str(&format!(
+        "  this run: {} IPVS request(s), {} address(es) bound, {} unbound, {} ipset line(s), {} key(s) admitted after probing, {} withdrawn\n",
+        r.ipvs_requests, r.addresses_added, r.addresses_removed, r.ipset_lines, r.admitted, r.withdrawn
+    ));
+    out.push_str(&format!(
+        "  now owned: {} virtual server(s), {} address(es) on kube-ipvs0, {} ipset(s), rules for {}\n",
+        owned.services.len(),
+        owned.addresses.len(),
+        owned.sets.len(),
+        if owned.rules.is_empty() {
+            "no family".to_owned()
+        } else {
+            owned.rules.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    ));
+    if owned.no_watch && !owned.namespaces.is_empty() {
+        out.push_str(
+            "  UNWATCHED (--no-watch): admission has no timeout and nothing rolls back by itself\n",
+        );
+    }
+    out
+}
+
+/// `apply`.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_cmd(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    namespaces: &[String],
+    exclude: &[String],
+    dry_run: bool,
+    no_watch: bool,
+    verbose: bool,
+) -> Result<ExitCode, CliError> {
+    if !no_watch && !dry_run {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "no ipvs-migrate daemon runs on this node to refresh the dead man's switch (`serve` is not in this build): pass --no-watch to apply without a timeout on the admission entries — then nothing rolls back by itself, and `status` says \"unwatched\"",
+        ));
+    }
+    // Namespaces already migrated stay migrated.
+    let (owned, _, _) = read_owned(state_dir, i)?;
+    let mut all: Vec<String> = owned.namespaces.clone();
+    all.extend(namespaces.iter().cloned());
+    all.sort();
+    all.dedup();
+    let mut ex = owned.exclude.clone();
+    ex.extend(exclude.iter().cloned());
+    ex.sort();
+    ex.dedup();
+    let plan = plan_for(i, backend, &all, &ex, no_watch)?;
+    if dry_run {
+        let mut text = String::from("Dry run: nothing was changed. The node would hold:\n");
+        text.push_str(&plan.summary());
+        print!("{text}");
+        return Ok(ExitCode::Ok);
+    }
+    if plan.virtual_servers.is_empty() {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            format!(
+                "nothing to migrate for {}: {}",
+                namespaces.join(","),
+                plan.left_on_iptables
+                    .first()
+                    .or(plan.findings.first())
+                    .map_or("no service ports".to_owned(), |f| format!(
+                        "{} ({})",
+                        f.message, f.service
+                    ))
+            ),
+        ));
+    }
+    let mut env = NodeEnv {
+        drain: Duration::ZERO,
+        probe_mark: plan.probe_mark,
+        verbose,
+    };
+    let (r, owned) = run(state_dir, i, backend, Some(&plan), Some(no_watch), &mut env)?;
+    print!("{}", summary("Applied.", &r, &owned));
+    for f in &plan.left_on_iptables {
+        println!(
+            "  stays on iptables: {} [{}] {}",
+            f.service, f.id, f.message
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `rollback`.
+#[allow(clippy::too_many_arguments)]
+pub fn rollback_cmd(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    namespaces: &[String],
+    all: bool,
+    drain: Duration,
+    dry_run: bool,
+    verbose: bool,
+) -> Result<ExitCode, CliError> {
+    if namespaces.is_empty() && !all {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "say which namespaces to roll back (--namespace NS) or --all",
+        ));
+    }
+    let (owned, _, _) = read_owned(state_dir, i)?;
+    for ns in namespaces {
+        if !owned.namespaces.contains(ns) {
+            return Err(CliError::new(
+                ExitCode::Usage,
+                format!(
+                    "namespace {ns} is not migrated on this node (migrated: {})",
+                    if owned.namespaces.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        owned.namespaces.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    let remaining: Vec<String> = if all {
+        Vec::new()
+    } else {
+        owned
+            .namespaces
+            .iter()
+            .filter(|n| !namespaces.contains(n))
+            .cloned()
+            .collect()
+    };
+    let plan = if remaining.is_empty() {
+        None
+    } else {
+        Some(plan_for(
+            i,
+            backend,
+            &remaining,
+            &owned.exclude,
+            owned.no_watch,
+        )?)
+    };
+    if dry_run {
+        println!(
+            "Dry run: nothing was changed. Would return {} to kube-proxy's iptables rules ({} virtual server(s) of ours now){}",
+            if all {
+                "every namespace".to_owned()
+            } else {
+                namespaces.join(", ")
+            },
+            owned.services.len(),
+            if remaining.is_empty() {
+                ", and remove every object ipvs-migrate created".to_owned()
+            } else {
+                format!("; {} stay(s) on IPVS", remaining.join(", "))
+            }
+        );
+        return Ok(ExitCode::Ok);
+    }
+    let mut env = NodeEnv {
+        drain,
+        probe_mark: ipvsmig_engine::plan::hybrid::DEFAULT_PROBE_MARK,
+        verbose,
+    };
+    let (r, owned) = run(state_dir, i, backend, plan.as_ref(), None, &mut env)?;
+    print!("{}", summary("Rolled back.", &r, &owned));
+    Ok(ExitCode::Ok)
+}
+
+fn read_owned(state_dir: &Path, i: &Inputs) -> Result<(Owned, bool, Option<String>), CliError> {
+    let boot = boot_id(host_root(i))
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    match Journal::<Record>::read_only(state_dir, &boot) {
+        Ok(Some(o)) => {
+            let changed = o.boot_changed;
+            let (owned, _, fail) = replay(o.snapshot, o.records);
+            Ok((owned, changed, fail))
+        }
+        Ok(None) => Ok((Owned::default(), false, None)),
+        Err(e) => Err(journal_err(e)),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusDoc<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    state_dir: String,
+    watched: bool,
+    boot_changed: bool,
+    last_failure: Option<String>,
+    owned: &'a Owned,
+}
+
+/// `status`.
+pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError> {
+    let i = Inputs::default();
+    let (owned, boot_changed, last_failure) = read_owned(state_dir, &i)?;
+    let doc = StatusDoc {
+        api_version: API_VERSION,
+        kind: "MigrationStatus",
+        state_dir: state_dir.display().to_string(),
+        watched: !owned.no_watch,
+        boot_changed,
+        last_failure,
+        owned: &owned,
+    };
+    match output {
+        Format::Json => {
+            let s = serde_json::to_string_pretty(&doc)
+                .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+            println!("{s}");
+        }
+        _ => {
+            if owned.is_empty() && owned.namespaces.is_empty() {
+                println!(
+                    "Nothing migrated on this node (state: {}).",
+                    state_dir.display()
+                );
+            } else {
+                let (adm, probing) = owned.admission();
+                println!("State directory: {}", state_dir.display());
+                println!("Migrated namespaces: {}", owned.namespaces.join(", "));
+                if !owned.exclude.is_empty() {
+                    println!("Excluded services: {}", owned.exclude.join(", "));
+                }
+                println!(
+                    "Admission: {} key(s) admitted for all traffic, {} probing; {}",
+                    adm.len(),
+                    probing.len(),
+                    if owned.no_watch {
+                        "UNWATCHED (--no-watch: no timeout, no automatic rollback)"
+                    } else {
+                        "watched (entries expire unless refreshed)"
+                    }
+                );
+                println!(
+                    "Owned: {} virtual server(s), {} address(es) on kube-ipvs0{}, {} ipset(s), rules for {}",
+                    owned.services.len(),
+                    owned.addresses.len(),
+                    if owned.created_link {
+                        " (link created by ipvs-migrate)"
+                    } else {
+                        ""
+                    },
+                    owned.sets.len(),
+                    owned
+                        .rules
+                        .iter()
+                        .map(|f: &IpFamily| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if boot_changed {
+                    println!(
+                        "The node rebooted since: the kernel objects above are gone; the next apply or rollback reconciles."
+                    );
+                }
+            }
+            if let Some(f) = &doc.last_failure {
+                println!("Last failure: {f}");
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}

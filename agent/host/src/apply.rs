@@ -1,0 +1,1101 @@
+//! The op interpreter: makes the node hold a hybrid plan (or nothing), touching only what the
+//! journal says the agent owns. Apply and rollback are one function, [`converge`], from the
+//! owned state to a desired hybrid plan (empty for a full rollback) — rollback is not a second
+//! code path (DESIGN.md "Data flow").
+//!
+//! Order (DESIGN.md "hybrid data plane"): on the way out, admission first (new connections go
+//! back to kube-proxy's rules at once), then a bounded drain, then virtual servers (while their
+//! VIPs are still bound), then UDP conntrack entries of removed VIPs, then addresses, sets,
+//! rules, the link and sysctls. On the way in: sysctls (ARP ones before any LB IP is bound),
+//! kube-ipvs0, virtual servers before their destinations, addresses after the services exist,
+//! the classification sets, the rules, the probing set; then the agent's own probes go
+//! through IPVS, and only when every new key answered as expected are the keys admitted for
+//! all traffic.
+//!
+//! Every step writes an intent to the journal before it touches the kernel and the resulting
+//! owned state after; a failure stops at once and leaves the journal naming exactly what was
+//! applied.
+
+pub mod ipvs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipvsmig_engine::inventory::{IpFamily, Protocol};
+use ipvsmig_engine::plan::diff::{self, Op, Owner, State, VsKey, VsState};
+use ipvsmig_engine::plan::hybrid::{HybridPlan, HybridSet, set, set_name};
+use ipvsmig_engine::plan::ipsets::Member;
+use ipvsmig_ipvs::Request;
+use serde::{Deserialize, Serialize};
+
+use crate::ipset::Ipsets;
+use crate::link::{KUBE_IPVS0, LinkError, Links};
+use crate::restore::IptablesRestore;
+use crate::sysctl::Sysctls;
+use ipvs::IpvsOps;
+
+/// What the agent owns on the node: the journal's truth.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owned {
+    /// Migrated namespaces.
+    pub namespaces: Vec<String>,
+    /// `NS/SVC` kept on iptables.
+    pub exclude: Vec<String>,
+    /// Admission entries carry no timeout (`--no-watch`).
+    pub no_watch: bool,
+    /// Our virtual servers.
+    pub services: Vec<(VsKey, VsState)>,
+    /// Addresses we bound on kube-ipvs0.
+    pub addresses: Vec<IpAddr>,
+    /// We created kube-ipvs0.
+    pub created_link: bool,
+    /// Our ipsets and the members we put in them.
+    pub sets: BTreeMap<String, HybridSet>,
+    /// Families whose `IPVSMIG-` chains and hooks are installed.
+    pub rules: Vec<IpFamily>,
+    /// sysctls we changed and their values before (None: the key did not exist).
+    pub sysctl_prior: Vec<(String, Option<String>)>,
+}
+
+impl Owned {
+    /// Whether nothing is owned.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.addresses.is_empty()
+            && !self.created_link
+            && self.sets.is_empty()
+            && self.rules.is_empty()
+            && self.sysctl_prior.is_empty()
+    }
+
+    /// Admitted keys (all traffic) and probing keys.
+    pub fn admission(&self) -> (BTreeSet<Member>, BTreeSet<Member>) {
+        let mut a = BTreeSet::new();
+        let mut p = BTreeSet::new();
+        for (name, s) in &self.sets {
+            for fam in [IpFamily::IPv4, IpFamily::IPv6] {
+                if *name == set_name(set::ADMITTED, fam) {
+                    a.extend(s.members.iter().cloned());
+                } else if *name == set_name(set::PROBING, fam) {
+                    p.extend(s.members.iter().cloned());
+                }
+            }
+        }
+        (a, p)
+    }
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "camelCase")]
+pub enum Record {
+    /// About to run a step.
+    Intent {
+        /// Step name.
+        step: String,
+        /// What it will do.
+        detail: String,
+        /// Virtual servers the step creates: if the run dies before the step's state is
+        /// written, the next run treats them as ours (re-reading them from the kernel).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        claims: Vec<VsKey>,
+        /// Addresses the step binds, likewise.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        claim_addresses: Vec<IpAddr>,
+    },
+    /// The owned state after a step.
+    State {
+        /// Step name.
+        step: String,
+        /// Owned state.
+        owned: Owned,
+    },
+    /// A step failed; the owned state is what was applied.
+    Failed {
+        /// Step name.
+        step: String,
+        /// The error.
+        error: String,
+        /// Owned state.
+        owned: Owned,
+    },
+}
+
+/// What the journal's records add up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// The owned state (claims of an interrupted step included).
+    pub owned: Owned,
+    /// The last run stopped between an intent and its result: re-read the kernel.
+    pub interrupted: bool,
+    /// The last recorded failure, `step: error`.
+    pub last_failure: Option<String>,
+}
+
+/// Replays journal records (the snapshot first).
+pub fn replay(records: impl IntoIterator<Item = Record>) -> Replayed {
+    let mut r = Replayed::default();
+    let mut open: Option<(Vec<VsKey>, Vec<IpAddr>)> = None;
+    for rec in records {
+        match rec {
+            Record::Intent {
+                claims,
+                claim_addresses,
+                ..
+            } => open = Some((claims, claim_addresses)),
+            Record::State { owned, .. } => {
+                r.owned = owned;
+                open = None;
+            }
+            Record::Failed {
+                owned, error, step, ..
+            } => {
+                r.owned = owned;
+                r.last_failure = Some(format!("{step}: {error}"));
+                open = None;
+            }
+        }
+    }
+    if let Some((claims, addrs)) = open {
+        r.interrupted = true;
+        for key in claims {
+            if !r.owned.services.iter().any(|(k, _)| *k == key) {
+                r.owned.services.push((
+                    key,
+                    VsState {
+                        scheduler: "rr".into(),
+                        flags: 0,
+                        timeout: 0,
+                        netmask: 0,
+                        dests: BTreeMap::new(),
+                        owner: Owner::Us,
+                    },
+                ));
+            }
+        }
+        for a in addrs {
+            if !r.owned.addresses.contains(&a) {
+                r.owned.addresses.push(a);
+            }
+        }
+    }
+    r
+}
+
+/// Where the records go (the journal; a Vec in tests).
+pub trait Log {
+    /// Appends a record durably.
+    fn record(&mut self, r: &Record) -> Result<(), String>;
+}
+
+impl Log for Vec<Record> {
+    fn record(&mut self, r: &Record) -> Result<(), String> {
+        self.push(r.clone());
+        Ok(())
+    }
+}
+
+/// The node's kernel interfaces.
+pub struct Kernel<'a> {
+    /// IPVS.
+    pub ipvs: &'a mut dyn IpvsOps,
+    /// kube-ipvs0 and its addresses.
+    pub links: &'a mut dyn Links,
+    /// ipsets.
+    pub ipsets: &'a mut dyn Ipsets,
+    /// iptables-restore.
+    pub iptables: &'a mut dyn IptablesRestore,
+    /// sysctls.
+    pub sysctls: &'a mut dyn Sysctls,
+}
+
+/// Hooks the interpreter calls out to (time, probes, conntrack, progress).
+pub trait Env {
+    /// Waits for established IPVS connections of removed services to drain.
+    fn drain(&mut self);
+    /// Probes keys through IPVS with the probe mark; returns the keys that failed, with why.
+    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)>;
+    /// Deletes conntrack entries of removed UDP VIPs.
+    fn flush_udp(&mut self, vips: &[(IpAddr, u16)]) -> Result<(), String>;
+    /// Progress of a long step.
+    fn progress(&mut self, step: &str, done: usize, total: usize);
+}
+
+/// What converging did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// IPVS requests sent.
+    pub ipvs_requests: usize,
+    /// Addresses bound / unbound.
+    pub addresses_added: usize,
+    /// Addresses unbound.
+    pub addresses_removed: usize,
+    /// ipset lines applied.
+    pub ipset_lines: usize,
+    /// Keys admitted for all traffic by this run.
+    pub admitted: usize,
+    /// Keys taken out of admission by this run.
+    pub withdrawn: usize,
+    /// Steps run, in order.
+    pub steps: Vec<String>,
+}
+
+/// Why converging stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Objects another program holds on keys the plan needs; nothing was changed.
+    #[error(
+        "{} object(s) the plan needs are held by another program (first: {first}); nothing was changed",
+        count
+    )]
+    Conflict {
+        /// How many.
+        count: usize,
+        /// The first, described.
+        first: String,
+    },
+    /// A kernel operation failed; the journal records what was applied.
+    #[error("step {step} failed: {error}")]
+    Step {
+        /// Step.
+        step: String,
+        /// Error.
+        error: String,
+    },
+    /// Probes did not answer as expected: nothing new was admitted.
+    #[error(
+        "{} virtual server(s) failed the probe through IPVS (first: {first}); not admitted",
+        count
+    )]
+    Probe {
+        /// How many.
+        count: usize,
+        /// The first, described.
+        first: String,
+    },
+    /// The journal could not be written: stopped before touching the kernel further.
+    #[error("journal: {0}")]
+    Journal(String),
+}
+
+fn vs_desc(k: &VsKey) -> String {
+    match k.1 {
+        IpAddr::V4(a) => format!("{}:{}/{}", a, k.2, k.0.as_str()),
+        IpAddr::V6(a) => format!("[{}]:{}/{}", a, k.2, k.0.as_str()),
+    }
+}
+
+struct Run<'a, 'k> {
+    k: &'a mut Kernel<'k>,
+    owned: &'a mut Owned,
+    log: &'a mut dyn Log,
+    report: Report,
+}
+
+impl Run<'_, '_> {
+    fn intent(&mut self, step: &str, detail: String) -> Result<(), ApplyError> {
+        self.claim(step, detail, Vec::new(), Vec::new())
+    }
+    fn claim(
+        &mut self,
+        step: &str,
+        detail: String,
+        claims: Vec<VsKey>,
+        claim_addresses: Vec<IpAddr>,
+    ) -> Result<(), ApplyError> {
+        self.report.steps.push(step.to_owned());
+        self.log
+            .record(&Record::Intent {
+                step: step.into(),
+                detail,
+                claims,
+                claim_addresses,
+            })
+            .map_err(ApplyError::Journal)
+    }
+    fn done(&mut self, step: &str) -> Result<(), ApplyError> {
+        self.log
+            .record(&Record::State {
+                step: step.into(),
+                owned: self.owned.clone(),
+            })
+            .map_err(ApplyError::Journal)
+    }
+    fn fail(&mut self, step: &str, error: String) -> ApplyError {
+        // The failure itself is best-effort journaled: the error goes to the user either way.
+        let _ = self.log.record(&Record::Failed {
+            step: step.into(),
+            error: error.clone(),
+            owned: self.owned.clone(),
+        });
+        ApplyError::Step {
+            step: step.into(),
+            error,
+        }
+    }
+}
+
+/// The observed state of the objects the diff manages: IPVS services (ours with the journal's
+/// destinations, unless `reread`; others foreign) and kube-ipvs0's addresses.
+pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State, ApplyError> {
+    let obs = |e: String| ApplyError::Step {
+        step: "observe".into(),
+        error: e,
+    };
+    let ours: BTreeMap<VsKey, &VsState> = owned.services.iter().map(|(k, v)| (*k, v)).collect();
+    let mut st = State::default();
+    for s in k.ipvs.services().map_err(|e| obs(e.to_string()))? {
+        let Some(key) = ipvs::key_of(&s) else {
+            continue; // FWM or another protocol: never ours
+        };
+        let mine = ours.get(&key);
+        let dests = match (mine, reread) {
+            (Some(v), false) => v.dests.clone(),
+            _ => k
+                .ipvs
+                .dests(&s)
+                .map_err(|e| obs(e.to_string()))?
+                .into_iter()
+                .map(|d| ((d.address, d.port), d.weight))
+                .collect(),
+        };
+        st.services.insert(
+            key,
+            VsState {
+                scheduler: s.scheduler.as_str().into(),
+                flags: s.flags,
+                timeout: s.timeout,
+                netmask: s.netmask,
+                dests,
+                owner: if mine.is_some() {
+                    Owner::Us
+                } else {
+                    Owner::Foreign
+                },
+            },
+        );
+    }
+    let owned_addrs: BTreeSet<IpAddr> = owned.addresses.iter().copied().collect();
+    match k.links.addresses(KUBE_IPVS0) {
+        Ok(addrs) => {
+            for a in addrs {
+                let ip = a.addr();
+                st.addresses.insert(
+                    ip,
+                    if owned_addrs.contains(&ip) {
+                        Owner::Us
+                    } else {
+                        Owner::Foreign
+                    },
+                );
+            }
+        }
+        Err(LinkError::LinkNotFound { .. }) => {}
+        Err(e) => return Err(obs(e.to_string())),
+    }
+    Ok(st)
+}
+
+fn desired_state(plan: Option<&HybridPlan>) -> State {
+    let mut st = State::default();
+    if let Some(p) = plan {
+        for vs in &p.virtual_servers {
+            st.services.insert(vs.key(), diff::vs_state(vs));
+        }
+        for a in &p.addresses {
+            st.addresses.insert(*a, Owner::Us);
+        }
+    }
+    st
+}
+
+fn request(op: &Op, desired: &State, observed: &State) -> Option<Request> {
+    let sv = |key: &VsKey| {
+        let v = desired
+            .services
+            .get(key)
+            .or_else(|| observed.services.get(key));
+        match v {
+            Some(v) => ipvs::service(key, &v.scheduler, v.flags, v.timeout, v.netmask),
+            None => ipvs::service(key, "rr", 0, 0, 0),
+        }
+    };
+    Some(match op {
+        Op::AddService {
+            service,
+            scheduler,
+            flags,
+            timeout,
+            netmask,
+        } => Request::AddService(ipvs::service(
+            service, scheduler, *flags, *timeout, *netmask,
+        )),
+        Op::EditService {
+            service,
+            scheduler,
+            flags,
+            timeout,
+            netmask,
+        } => Request::EditService(ipvs::service(
+            service, scheduler, *flags, *timeout, *netmask,
+        )),
+        Op::DelService { service } => Request::DelService(sv(service)),
+        Op::AddDest {
+            service,
+            dest,
+            weight,
+        } => Request::AddDest(sv(service), ipvs::dest(dest.0, dest.1, *weight)),
+        Op::EditDest {
+            service,
+            dest,
+            weight,
+        } => Request::EditDest(sv(service), ipvs::dest(dest.0, dest.1, *weight)),
+        Op::DelDest { service, dest } => {
+            Request::DelDest(sv(service), ipvs::dest(dest.0, dest.1, 0))
+        }
+        Op::AddAddress { .. } | Op::DelAddress { .. } => return None,
+    })
+}
+
+/// Records a successful IPVS op in the owned state.
+fn own(owned: &mut BTreeMap<VsKey, VsState>, op: &Op) {
+    match op {
+        Op::AddService {
+            service,
+            scheduler,
+            flags,
+            timeout,
+            netmask,
+        }
+        | Op::EditService {
+            service,
+            scheduler,
+            flags,
+            timeout,
+            netmask,
+        } => {
+            let e = owned.entry(*service).or_insert_with(|| VsState {
+                scheduler: scheduler.clone(),
+                flags: *flags,
+                timeout: *timeout,
+                netmask: *netmask,
+                dests: BTreeMap::new(),
+                owner: Owner::Us,
+            });
+            e.scheduler = scheduler.clone();
+            e.flags = *flags;
+            e.timeout = *timeout;
+            e.netmask = *netmask;
+        }
+        Op::DelService { service } => {
+            owned.remove(service);
+        }
+        Op::AddDest {
+            service,
+            dest,
+            weight,
+        }
+        | Op::EditDest {
+            service,
+            dest,
+            weight,
+        } => {
+            if let Some(s) = owned.get_mut(service) {
+                s.dests.insert(*dest, *weight);
+            }
+        }
+        Op::DelDest { service, dest } => {
+            if let Some(s) = owned.get_mut(service) {
+                s.dests.remove(dest);
+            }
+        }
+        Op::AddAddress { .. } | Op::DelAddress { .. } => {}
+    }
+}
+
+/// Options of one convergence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Re-read every destination from the kernel instead of trusting the journal (after an
+    /// interrupted run or a reboot).
+    pub reread: bool,
+    /// Skip the probe stage (tests of the interpreter alone; never from the CLI).
+    pub skip_probe: bool,
+}
+
+fn set_script(
+    from: &BTreeMap<String, HybridSet>,
+    to: &BTreeMap<String, HybridSet>,
+    timeout: u32,
+    only: &dyn Fn(&str) -> bool,
+) -> (String, usize) {
+    let mut out = String::new();
+    let mut n = 0;
+    for (name, s) in to {
+        if !only(name) {
+            continue;
+        }
+        if !from.contains_key(name) {
+            let family = match s.family {
+                IpFamily::IPv4 => "inet",
+                IpFamily::IPv6 => "inet6",
+            };
+            out.push_str(&format!(
+                "create {name} {} family {family}{}\n",
+                s.set_type,
+                if s.timeout { " timeout 0" } else { "" }
+            ));
+            n += 1;
+        }
+    }
+    for (name, s) in from {
+        if !only(name) {
+            continue;
+        }
+        let keep: BTreeSet<&Member> = to
+            .get(name)
+            .map(|t| t.members.iter().collect())
+            .unwrap_or_default();
+        for m in s.members.iter().filter(|m| !keep.contains(m)) {
+            out.push_str(&format!("del {name} {m}\n"));
+            n += 1;
+        }
+    }
+    for (name, s) in to {
+        if !only(name) {
+            continue;
+        }
+        let have: BTreeSet<&Member> = from
+            .get(name)
+            .map(|f| f.members.iter().collect())
+            .unwrap_or_default();
+        for m in &s.members {
+            // Admission members are re-added on every run: that refreshes their timeout.
+            if s.timeout || !have.contains(m) {
+                if s.timeout && timeout > 0 {
+                    out.push_str(&format!("add {name} {m} timeout {timeout}\n"));
+                } else {
+                    out.push_str(&format!("add {name} {m}\n"));
+                }
+                n += 1;
+            }
+        }
+    }
+    (out, n)
+}
+
+fn is_admission(name: &str) -> bool {
+    [IpFamily::IPv4, IpFamily::IPv6]
+        .iter()
+        .any(|f| name == set_name(set::ADMITTED, *f) || name == set_name(set::PROBING, *f))
+}
+
+/// Moves the node from `owned` to `plan` (None: nothing of ours left).
+pub fn converge(
+    k: &mut Kernel<'_>,
+    owned: &mut Owned,
+    plan: Option<&HybridPlan>,
+    env: &mut dyn Env,
+    log: &mut dyn Log,
+    opts: Options,
+) -> Result<Report, ApplyError> {
+    let observed = observe(k, owned, opts.reread)?;
+    let desired = desired_state(plan);
+    let (ops, conflicts) = diff::diff(&observed, &desired);
+    if let Some(c) = conflicts.first() {
+        let first = match c {
+            diff::Conflict::Service(key) => format!("virtual server {}", vs_desc(key)),
+            diff::Conflict::Address(ip) => format!("address {ip} on {KUBE_IPVS0}"),
+        };
+        return Err(ApplyError::Conflict {
+            count: conflicts.len(),
+            first,
+        });
+    }
+    let timeout = plan.map_or(0, |p| if owned.no_watch { 0 } else { p.switch_timeout });
+    let mut run = Run {
+        k,
+        owned,
+        log,
+        report: Report::default(),
+    };
+
+    // Final admission sets (empty when nothing stays) and what leaves admission now.
+    let (admitted_now, probing_now) = run.owned.admission();
+    let desired_sets: BTreeMap<String, HybridSet> =
+        plan.map(|p| p.ipsets.clone()).unwrap_or_default();
+    let final_admitted: BTreeSet<Member> = desired_sets
+        .iter()
+        .filter(|(n, _)| n.starts_with("IPVSMIG") && n.ends_with(set::ADMITTED))
+        .flat_map(|(_, s)| s.members.iter().cloned())
+        .collect();
+    let withdrawn: Vec<Member> = admitted_now
+        .union(&probing_now)
+        .filter(|m| !final_admitted.contains(*m))
+        .cloned()
+        .collect();
+
+    // 1. Admission off for what leaves.
+    if !withdrawn.is_empty() {
+        let step = "admission-off";
+        run.intent(
+            step,
+            format!("{} key(s) leave IPVS admission", withdrawn.len()),
+        )?;
+        let gone: BTreeSet<&Member> = withdrawn.iter().collect();
+        let mut next = run.owned.sets.clone();
+        for (name, s) in next.iter_mut() {
+            if is_admission(name) {
+                s.members.retain(|m| !gone.contains(m));
+            }
+        }
+        let (script, n) = set_script(&run.owned.sets, &next, 0, &|n| is_admission(n));
+        if !script.is_empty()
+            && let Err(e) = run.k.ipsets.restore(&script)
+        {
+            return Err(run.fail(step, e.to_string()));
+        }
+        run.owned.sets = next;
+        run.report.ipset_lines += n;
+        run.report.withdrawn = withdrawn.len();
+        run.done(step)?;
+        // 2. Drain, only when virtual servers are about to go.
+        if ops
+            .iter()
+            .any(|o| matches!(o, Op::DelService { .. } | Op::DelDest { .. }))
+        {
+            env.drain();
+        }
+    }
+
+    // 3. sysctls and the link on the way in.
+    if let Some(p) = plan {
+        let step = "sysctls";
+        let todo: Vec<&(String, String)> = p
+            .sysctls
+            .iter()
+            .filter(|(key, v)| run.k.sysctls.get(key).ok().flatten().as_deref() != Some(v.as_str()))
+            .collect();
+        if !todo.is_empty() {
+            run.intent(
+                step,
+                todo.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )?;
+            for (key, v) in todo {
+                if !run.owned.sysctl_prior.iter().any(|(k2, _)| k2 == key) {
+                    let prior = match run.k.sysctls.get(key) {
+                        Ok(p) => p,
+                        Err(e) => return Err(run.fail(step, e.to_string())),
+                    };
+                    run.owned.sysctl_prior.push((key.clone(), prior));
+                    run.done(step)?;
+                }
+                if let Err(e) = run.k.sysctls.set(key, v) {
+                    return Err(run.fail(step, e.to_string()));
+                }
+            }
+            run.done(step)?;
+        }
+        let step = "link";
+        match run.k.links.link(KUBE_IPVS0) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                run.intent(step, format!("create the dummy link {KUBE_IPVS0}"))?;
+                if let Err(e) = run.k.links.create_dummy(KUBE_IPVS0) {
+                    return Err(run.fail(step, e.to_string()));
+                }
+                run.owned.created_link = true;
+                run.done(step)?;
+            }
+            Err(e) => return Err(run.fail(step, e.to_string())),
+        }
+    }
+
+    // 4. IPVS: the diff's service and destination ops, pipelined; stop at the first failure.
+    let ipvs_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| !matches!(o, Op::AddAddress { .. } | Op::DelAddress { .. }))
+        .collect();
+    if !ipvs_ops.is_empty() {
+        let step = "ipvs";
+        let claims = ipvs_ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::AddService { service, .. } => Some(*service),
+                _ => None,
+            })
+            .collect();
+        run.claim(
+            step,
+            format!(
+                "{} virtual server / real server operation(s)",
+                ipvs_ops.len()
+            ),
+            claims,
+            Vec::new(),
+        )?;
+        let mut owned_map: BTreeMap<VsKey, VsState> = run.owned.services.drain(..).collect();
+        let mut failure = None;
+        let total = ipvs_ops.len();
+        for (ci, chunk) in ipvs_ops.chunks(4096).enumerate() {
+            let mut reqs = Vec::with_capacity(chunk.len());
+            let mut map = Vec::with_capacity(chunk.len());
+            for (i, op) in chunk.iter().enumerate() {
+                if let Some(r) = request(op, &desired, &observed) {
+                    reqs.push(r);
+                    map.push(i);
+                }
+            }
+            let results = match run.k.ipvs.batch(&reqs) {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            };
+            run.report.ipvs_requests += reqs.len();
+            for ((res, i), req) in results.iter().zip(&map).zip(&reqs) {
+                match res {
+                    Ok(()) => own(&mut owned_map, chunk[*i]),
+                    Err(e) if failure.is_none() => failure = Some(format!("{req:?}: {e}")),
+                    Err(_) => {}
+                }
+            }
+            env.progress(step, (ci * 4096 + chunk.len()).min(total), total);
+            if failure.is_some() {
+                break;
+            }
+        }
+        run.owned.services = owned_map.into_iter().collect();
+        if let Some(e) = failure {
+            return Err(run.fail(step, e));
+        }
+        run.done(step)?;
+    }
+
+    // 5. UDP conntrack of removed UDP virtual servers (kube-proxy flushes stale UDP entries).
+    let udp: Vec<(IpAddr, u16)> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::DelService { service } if service.0 == Protocol::Udp => {
+                Some((service.1, service.2))
+            }
+            _ => None,
+        })
+        .collect();
+    if !udp.is_empty() {
+        let step = "conntrack";
+        run.intent(
+            step,
+            format!("delete conntrack entries of {} UDP VIP(s)", udp.len()),
+        )?;
+        if let Err(e) = env.flush_udp(&udp) {
+            return Err(run.fail(step, e));
+        }
+        run.done(step)?;
+    }
+
+    // 6. Addresses.
+    let addr_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| matches!(o, Op::AddAddress { .. } | Op::DelAddress { .. }))
+        .collect();
+    if !addr_ops.is_empty() {
+        let step = "addresses";
+        let claims = addr_ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::AddAddress { address } => Some(*address),
+                _ => None,
+            })
+            .collect();
+        run.claim(
+            step,
+            format!("{} address change(s) on {KUBE_IPVS0}", addr_ops.len()),
+            Vec::new(),
+            claims,
+        )?;
+        for op in addr_ops {
+            let r = match op {
+                Op::AddAddress { address } => {
+                    run.k.links.add_address(KUBE_IPVS0, *address).map(|()| {
+                        run.owned.addresses.push(*address);
+                        run.report.addresses_added += 1;
+                    })
+                }
+                Op::DelAddress { address } => match run.k.links.del_address(KUBE_IPVS0, *address) {
+                    Ok(()) | Err(LinkError::AddressNotFound { .. }) => {
+                        run.owned.addresses.retain(|a| a != address);
+                        run.report.addresses_removed += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                return Err(run.fail(step, e.to_string()));
+            }
+        }
+        run.owned.addresses.sort();
+        run.owned.addresses.dedup();
+        run.done(step)?;
+    }
+
+    // 7. Sets (classification members, creation) and 8. rules, on the way in; the probing set
+    // gets the new keys, admitted keys stay admitted (their timeouts refreshed).
+    if let Some(p) = plan {
+        let step = "ipsets";
+        let mut target = p.ipsets.clone();
+        let new_keys: BTreeSet<Member> =
+            final_admitted.difference(&admitted_now).cloned().collect();
+        for (name, s) in target.iter_mut() {
+            for fam in [IpFamily::IPv4, IpFamily::IPv6] {
+                if *name == set_name(set::ADMITTED, fam) {
+                    s.members.retain(|m| admitted_now.contains(m));
+                } else if *name == set_name(set::PROBING, fam) {
+                    let adm = p.ipsets.get(&set_name(set::ADMITTED, fam));
+                    s.members = adm
+                        .map(|a| {
+                            a.members
+                                .iter()
+                                .filter(|m| new_keys.contains(*m))
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+            }
+        }
+        let (script, n) = set_script(&run.owned.sets, &target, timeout, &|_| true);
+        if !script.is_empty() {
+            run.intent(step, format!("{n} ipset line(s)"))?;
+            if let Err(e) = run.k.ipsets.restore(&script) {
+                return Err(run.fail(step, e.to_string()));
+            }
+            run.report.ipset_lines += n;
+        }
+        run.owned.sets = target;
+        run.done(step)?;
+
+        let step = "rules";
+        for fr in &p.rules {
+            run.intent(step, format!("{} chains and hooks", fr.family.as_str()))?;
+            if let Err(e) = run
+                .k
+                .iptables
+                .restore_noflush(fr.family, &p.render_iptables(fr.family, false))
+            {
+                return Err(run.fail(step, e.to_string()));
+            }
+            if !run.owned.rules.contains(&fr.family) {
+                run.owned.rules.push(fr.family);
+            }
+            // Hooks: inserted only where a save of the table does not show them.
+            for table in ["nat", "filter"] {
+                let hooks: Vec<_> = fr.hooks.iter().filter(|h| h.table == table).collect();
+                if hooks.is_empty() {
+                    continue;
+                }
+                let saved = match run.k.iptables.save_table(fr.family, table) {
+                    Ok(s) => s,
+                    Err(e) => return Err(run.fail(step, e.to_string())),
+                };
+                let mut text = format!("*{table}\n");
+                let mut missing = 0;
+                for h in hooks {
+                    if !has_hook(&saved, &h.chain, &h.target) {
+                        text.push_str(&format!("-I {} 1 {}\n", h.chain, h.rule));
+                        missing += 1;
+                    }
+                }
+                text.push_str("COMMIT\n");
+                if missing > 0
+                    && let Err(e) = run.k.iptables.restore_noflush(fr.family, &text)
+                {
+                    return Err(run.fail(step, e.to_string()));
+                }
+            }
+            run.done(step)?;
+        }
+
+        // 9. Probe the new keys, then admit them.
+        if !new_keys.is_empty() {
+            let step = "probe";
+            let keys: Vec<(VsKey, bool)> = p
+                .virtual_servers
+                .iter()
+                .filter(|v| new_keys.contains(&Member::IpPort(v.address, v.protocol, v.port)))
+                .map(|v| (v.key(), !v.real_servers.is_empty()))
+                .collect();
+            if !opts.skip_probe {
+                run.intent(
+                    step,
+                    format!("probe {} virtual server(s) through IPVS", keys.len()),
+                )?;
+                let failed = env.probe(&keys);
+                if let Some((k0, why)) = failed.first() {
+                    let e = ApplyError::Probe {
+                        count: failed.len(),
+                        first: format!("{}: {why}", vs_desc(k0)),
+                    };
+                    let _ = run.fail(step, e.to_string());
+                    return Err(e);
+                }
+                run.done(step)?;
+            }
+            let step = "admit";
+            run.intent(
+                step,
+                format!("admit {} key(s) for all traffic", new_keys.len()),
+            )?;
+            let mut next = run.owned.sets.clone();
+            for fam in [IpFamily::IPv4, IpFamily::IPv6] {
+                let (a, pr) = (set_name(set::ADMITTED, fam), set_name(set::PROBING, fam));
+                let moving: BTreeSet<Member> =
+                    next.get(&pr).map(|s| s.members.clone()).unwrap_or_default();
+                if let Some(s) = next.get_mut(&a) {
+                    s.members.extend(moving);
+                }
+                if let Some(s) = next.get_mut(&pr) {
+                    s.members.clear();
+                }
+            }
+            let (script, n) = set_script(&run.owned.sets, &next, timeout, &|n| is_admission(n));
+            if let Err(e) = run.k.ipsets.restore(&script) {
+                return Err(run.fail(step, e.to_string()));
+            }
+            run.owned.sets = next;
+            run.report.ipset_lines += n;
+            run.report.admitted = new_keys.len();
+            run.done(step)?;
+        }
+        run.owned.namespaces = p.namespaces.clone();
+        run.owned.exclude = p.excluded.clone();
+        run.done("converged")?;
+    } else {
+        teardown(&mut run)?;
+    }
+    Ok(run.report)
+}
+
+fn has_hook(saved: &str, chain: &str, target: &str) -> bool {
+    let prefix = format!("-A {chain} ");
+    let jump = format!("-j {target}");
+    saved
+        .lines()
+        .any(|l| l.starts_with(&prefix) && (l.ends_with(&jump) || l.contains(&format!("{jump} "))))
+}
+
+/// Nothing of ours stays: hooks and chains, then sets (a referenced set cannot be destroyed),
+/// then the link if we created it and it is empty, then the sysctls' prior values.
+fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
+    let step = "teardown-rules";
+    for fam in run.owned.rules.clone() {
+        run.intent(
+            step,
+            format!(
+                "remove the {} IPVSMIG- chains and their hooks",
+                fam.as_str()
+            ),
+        )?;
+        for table in ["nat", "filter"] {
+            let saved = match run.k.iptables.save_table(fam, table) {
+                Ok(s) => s,
+                Err(e) => return Err(run.fail(step, e.to_string())),
+            };
+            let mut text = format!("*{table}\n");
+            for line in saved.lines() {
+                if let Some(rest) = line.strip_prefix("-A ") {
+                    let (chain, _) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if !chain.starts_with("IPVSMIG-") && line.contains("-j IPVSMIG-") {
+                        text.push_str(&format!("-D {rest}\n"));
+                    }
+                }
+            }
+            let ours: Vec<&str> = saved
+                .lines()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|l| l.split(' ').next())
+                .filter(|c| c.starts_with("IPVSMIG-"))
+                .collect();
+            for c in &ours {
+                text.push_str(&format!("-F {c}\n"));
+            }
+            for c in &ours {
+                text.push_str(&format!("-X {c}\n"));
+            }
+            text.push_str("COMMIT\n");
+            if let Err(e) = run.k.iptables.restore_noflush(fam, &text) {
+                return Err(run.fail(step, e.to_string()));
+            }
+        }
+        run.owned.rules.retain(|f| *f != fam);
+        run.done(step)?;
+    }
+    if !run.owned.sets.is_empty() {
+        let step = "teardown-sets";
+        run.intent(
+            step,
+            format!("destroy {} IPVSMIG- set(s)", run.owned.sets.len()),
+        )?;
+        let script: String = run
+            .owned
+            .sets
+            .keys()
+            .map(|n| format!("destroy {n}\n"))
+            .collect();
+        if let Err(e) = run.k.ipsets.restore(&script) {
+            return Err(run.fail(step, e.to_string()));
+        }
+        run.owned.sets.clear();
+        run.done(step)?;
+    }
+    if run.owned.created_link {
+        let step = "teardown-link";
+        let empty = match run.k.links.addresses(KUBE_IPVS0) {
+            Ok(a) => a.is_empty(),
+            Err(LinkError::LinkNotFound { .. }) => {
+                run.owned.created_link = false;
+                false
+            }
+            Err(e) => return Err(run.fail(step, e.to_string())),
+        };
+        if empty {
+            run.intent(
+                step,
+                format!("delete {KUBE_IPVS0} (created by ipvs-migrate, empty)"),
+            )?;
+            if let Err(e) = run.k.links.delete_link(KUBE_IPVS0) {
+                return Err(run.fail(step, e.to_string()));
+            }
+            run.owned.created_link = false;
+            run.done(step)?;
+        }
+    }
+    if !run.owned.sysctl_prior.is_empty() {
+        let step = "teardown-sysctls";
+        run.intent(step, "restore the sysctls' prior values".into())?;
+        for (key, prior) in run.owned.sysctl_prior.clone() {
+            if let Some(v) = prior
+                && let Err(e) = run.k.sysctls.set(&key, &v)
+            {
+                return Err(run.fail(step, e.to_string()));
+            }
+            run.owned.sysctl_prior.retain(|(k, _)| *k != key);
+        }
+        run.done(step)?;
+    }
+    run.owned.namespaces.clear();
+    run.owned.exclude.clear();
+    run.done("converged")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

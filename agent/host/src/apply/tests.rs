@@ -1,0 +1,418 @@
+//! The interpreter on recording fakes: apply, re-apply, endpoint change, rollback to nothing,
+//! conflicts, a failure in the middle, a failed probe. Expectations come from DESIGN.md's
+//! ownership and ordering rules, not from the code's output.
+
+use std::collections::BTreeSet;
+
+use ipvsmig_engine::inventory::inventory_from_str;
+use ipvsmig_engine::plan::hybrid::{HybridOptions, HybridPlan, hybrid};
+use ipvsmig_engine::plan::{PlanOptions, full};
+use ipvsmig_ipvs::IpvsError;
+
+use super::ipvs::{RecordingIpvs, dest, service};
+use super::*;
+use crate::ipset::RecordingIpsets;
+use crate::link::RecordingLinks;
+use crate::restore::RecordingIptables;
+use crate::sysctl::RecordingSysctls;
+
+const OVERALL: &str = include_str!("../../../engine/tests/golden/overall/restore.txt");
+
+fn plan_for(ns: &[&str], text: &str) -> HybridPlan {
+    let inv = inventory_from_str("overall", text).unwrap();
+    let opts = PlanOptions {
+        scheduler: String::new(),
+        node_ips: vec!["192.168.0.2".parse().unwrap()],
+    };
+    let f = full(&inv, &opts);
+    hybrid(
+        &inv,
+        &f,
+        &opts,
+        &HybridOptions {
+            namespaces: ns.iter().map(|s| (*s).to_owned()).collect(),
+            kernel: Some((6, 1)),
+            ..Default::default()
+        },
+    )
+}
+
+fn plan(ns: &[&str]) -> HybridPlan {
+    plan_for(ns, OVERALL)
+}
+
+/// (protocol, address, port, destinations)
+type VsRow = (u16, IpAddr, u16, Vec<(IpAddr, u16)>);
+
+#[derive(Default)]
+struct TestEnv {
+    drained: usize,
+    probed: Vec<VsKey>,
+    fail_probe: bool,
+    udp: Vec<(IpAddr, u16)>,
+}
+
+impl Env for TestEnv {
+    fn drain(&mut self) {
+        self.drained += 1;
+    }
+    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)> {
+        self.probed.extend(keys.iter().map(|(k, _)| *k));
+        if self.fail_probe {
+            keys.iter()
+                .take(1)
+                .map(|(k, _)| (*k, "refused".into()))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    }
+    fn flush_udp(&mut self, vips: &[(IpAddr, u16)]) -> Result<(), String> {
+        self.udp.extend_from_slice(vips);
+        Ok(())
+    }
+    fn progress(&mut self, _: &str, _: usize, _: usize) {}
+}
+
+struct Node {
+    ipvs: RecordingIpvs,
+    links: RecordingLinks,
+    ipsets: RecordingIpsets,
+    iptables: RecordingIptables,
+    sysctls: RecordingSysctls,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            ipvs: RecordingIpvs::default(),
+            links: RecordingLinks::new(),
+            ipsets: RecordingIpsets::new(),
+            iptables: RecordingIptables::default(),
+            sysctls: RecordingSysctls::with(&[
+                ("net.ipv4.vs.conntrack", "0"),
+                ("net.ipv4.vs.expire_nodest_conn", "0"),
+                ("net.ipv4.vs.expire_quiescent_template", "0"),
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.arp_ignore", "0"),
+                ("net.ipv4.conf.all.arp_announce", "0"),
+            ]),
+        }
+    }
+    fn run(
+        &mut self,
+        owned: &mut Owned,
+        p: Option<&HybridPlan>,
+        env: &mut TestEnv,
+        log: &mut Vec<Record>,
+    ) -> Result<Report, ApplyError> {
+        let mut k = Kernel {
+            ipvs: &mut self.ipvs,
+            links: &mut self.links,
+            ipsets: &mut self.ipsets,
+            iptables: &mut self.iptables,
+            sysctls: &mut self.sysctls,
+        };
+        converge(&mut k, owned, p, env, log, Options::default())
+    }
+    fn set_members(&self, name: &str) -> BTreeSet<String> {
+        self.ipsets
+            .sets
+            .get(name)
+            .map(|s| s.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn apply_programs_the_plan_probes_then_admits_and_rollback_removes_exactly_that() {
+    let p = plan(&["ns2", "ns5"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    let r = node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+
+    // Every planned virtual server with its real servers, nothing else.
+    let want: BTreeSet<VsRow> = p
+        .virtual_servers
+        .iter()
+        .map(|v| {
+            (
+                ipvs::proto_number(v.protocol),
+                v.address,
+                v.port,
+                v.real_servers.iter().map(|r| (r.address, r.port)).collect(),
+            )
+        })
+        .collect();
+    let got: BTreeSet<VsRow> = node
+        .ipvs
+        .table
+        .iter()
+        .map(|((pr, a, po), (_, ds))| (*pr, *a, *po, ds.keys().copied().collect()))
+        .collect();
+    assert_eq!(got, want);
+    // Services are added before their destinations.
+    let first_dest = node
+        .ipvs
+        .requests
+        .iter()
+        .position(|r| matches!(r, Request::AddDest(..)));
+    let last_svc = node
+        .ipvs
+        .requests
+        .iter()
+        .rposition(|r| matches!(r, Request::AddService(..)));
+    assert!(
+        first_dest.is_none() || last_svc < first_dest || {
+            // per service: each AddDest comes after its own AddService
+            node.ipvs.requests.iter().enumerate().all(|(i, r)| match r {
+                Request::AddDest(s, _) => node.ipvs.requests[..i]
+                    .iter()
+                    .any(|q| matches!(q, Request::AddService(t) if t == s)),
+                _ => true,
+            })
+        }
+    );
+    // kube-ipvs0 created down with exactly the plan's addresses.
+    let link = &node.links.links[KUBE_IPVS0];
+    assert!(!link.info.up);
+    let addrs: BTreeSet<IpAddr> = link.addresses.iter().map(|n| n.addr()).collect();
+    assert_eq!(addrs, p.addresses.iter().copied().collect());
+    // Every new key was probed before admission; admitted now, probing empty.
+    assert_eq!(env.probed.len(), p.virtual_servers.len());
+    let adm = node.set_members("IPVSMIG-ADMITTED");
+    assert_eq!(adm.len(), p.virtual_servers.len());
+    assert!(node.set_members("IPVSMIG-PROBING").is_empty());
+    assert_eq!(r.admitted, p.virtual_servers.len());
+    // ARP sysctls set (LB IPs are bound) and their prior values journaled.
+    assert_eq!(node.sysctls.values["net.ipv4.conf.all.arp_ignore"], "1");
+    assert!(
+        owned
+            .sysctl_prior
+            .iter()
+            .any(|(k, v)| k == "net.ipv4.conf.all.arp_ignore" && v.as_deref() == Some("0"))
+    );
+    // Every step has an intent before its state.
+    for (i, rec) in log.iter().enumerate() {
+        if let Record::State { step, .. } = rec
+            && step != "converged"
+        {
+            assert!(
+                log[..i]
+                    .iter()
+                    .any(|r| matches!(r, Record::Intent { step: s, .. } if s == step)),
+                "state of {step} without an intent"
+            );
+        }
+    }
+    // The probe step's intent comes before the admit step's.
+    let pos = |s: &str| {
+        log.iter()
+            .position(|r| matches!(r, Record::Intent { step, .. } if step == s))
+    };
+    assert!(pos("probe") < pos("admit"));
+    assert!(
+        pos("ipvs") < pos("addresses"),
+        "virtual servers before addresses"
+    );
+    assert!(pos("addresses") < pos("rules"));
+
+    // Re-apply: nothing to do in IPVS; the admission timeouts are refreshed.
+    let before = node.ipvs.requests.len();
+    let r2 = node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    assert_eq!(node.ipvs.requests.len(), before, "idempotent");
+    assert_eq!(r2.admitted, 0);
+    assert!(
+        node.ipsets
+            .scripts
+            .last()
+            .unwrap()
+            .contains("add IPVSMIG-ADMITTED")
+    );
+
+    // Full rollback: admission off first, drain, then virtual servers, addresses, sets,
+    // rules, link, sysctls.
+    let r3 = node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    assert_eq!(r3.withdrawn, p.virtual_servers.len());
+    assert_eq!(env.drained, 1);
+    assert!(node.ipvs.table.is_empty());
+    assert!(
+        !node.links.links.contains_key(KUBE_IPVS0),
+        "we created it, it is empty: gone"
+    );
+    assert!(node.ipsets.sets.is_empty());
+    assert_eq!(node.sysctls.values["net.ipv4.conf.all.arp_ignore"], "0");
+    assert!(owned.is_empty(), "{owned:?}");
+    let steps = r3.steps;
+    let at = |s: &str| steps.iter().position(|x| x == s).unwrap();
+    assert!(at("admission-off") < at("ipvs"));
+    assert!(at("ipvs") < at("addresses"));
+    assert!(
+        at("teardown-rules") < at("teardown-sets"),
+        "sets only after the rules using them"
+    );
+}
+
+#[test]
+fn a_foreign_virtual_server_on_a_planned_key_is_a_conflict_and_nothing_changes() {
+    let p = plan(&["ns1"]);
+    let vs = &p.virtual_servers[0];
+    let mut node = Node::new();
+    node.ipvs = RecordingIpvs::default().with_service(
+        service(&vs.key(), "wrr", 0, 0, 0xffff_ffff),
+        &[dest("10.9.9.9".parse().unwrap(), 80, 1)],
+    );
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    let e = node
+        .run(&mut owned, Some(&p), &mut env, &mut log)
+        .unwrap_err();
+    assert!(matches!(e, ApplyError::Conflict { count: 1, .. }), "{e}");
+    assert!(node.ipvs.requests.is_empty());
+    assert!(node.ipsets.scripts.is_empty());
+    assert!(node.sysctls.sets.is_empty());
+    assert!(log.is_empty());
+    // A rollback never touches it either.
+    node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    assert_eq!(node.ipvs.table.len(), 1, "the foreign service stays");
+}
+
+#[test]
+fn a_failure_in_the_middle_stops_and_the_journal_owns_exactly_what_the_kernel_holds() {
+    let p = plan(&["ns1", "ns2", "ns3", "ns4", "ns5", "ns6"]);
+    let mut node = Node::new();
+    node.ipvs.fail_at = Some(5);
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    let e = node
+        .run(&mut owned, Some(&p), &mut env, &mut log)
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApplyError::Step { step, .. } if step == "ipvs"),
+        "{e}"
+    );
+    assert!(matches!(log.last(), Some(Record::Failed { step, .. }) if step == "ipvs"));
+    // Every service in the kernel is owned, with the same destinations; nothing admitted.
+    let owned_keys: BTreeMap<VsKey, BTreeSet<(IpAddr, u16)>> = owned
+        .services
+        .iter()
+        .map(|(k, v)| (*k, v.dests.keys().copied().collect()))
+        .collect();
+    let kernel: BTreeMap<VsKey, BTreeSet<(IpAddr, u16)>> = node
+        .ipvs
+        .table
+        .values()
+        .map(|(s, ds)| (ipvs::key_of(s).unwrap(), ds.keys().copied().collect()))
+        .collect();
+    assert_eq!(owned_keys, kernel);
+    assert!(node.set_members("IPVSMIG-ADMITTED").is_empty());
+    assert!(
+        owned.addresses.is_empty(),
+        "addresses come after the services"
+    );
+    // Running again completes from there.
+    node.ipvs.fail_at = None;
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    assert_eq!(node.ipvs.table.len(), p.virtual_servers.len());
+}
+
+#[test]
+fn a_failed_probe_admits_nothing() {
+    let p = plan(&["ns1"]);
+    let mut node = Node::new();
+    let (mut owned, mut log) = (Owned::default(), Vec::new());
+    let mut env = TestEnv {
+        fail_probe: true,
+        ..TestEnv::default()
+    };
+    let e = node
+        .run(&mut owned, Some(&p), &mut env, &mut log)
+        .unwrap_err();
+    assert!(matches!(e, ApplyError::Probe { count: 1, .. }), "{e}");
+    assert!(node.set_members("IPVSMIG-ADMITTED").is_empty());
+    assert_eq!(
+        node.set_members("IPVSMIG-PROBING").len(),
+        p.virtual_servers.len()
+    );
+}
+
+#[test]
+fn an_endpoint_change_is_two_requests_and_a_removed_udp_service_flushes_conntrack() {
+    let p = plan(&["ns1", "ns4"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    let before = node.ipvs.requests.len();
+    // ns4/svc4's second endpoint moves from 10.180.0.5 to 10.180.0.9.
+    let text = OVERALL.replace("10.180.0.5", "10.180.0.9");
+    assert_ne!(text, OVERALL);
+    let p2 = plan_for(&["ns1", "ns4"], &text);
+    node.run(&mut owned, Some(&p2), &mut env, &mut log).unwrap();
+    let new: Vec<&Request> = node.ipvs.requests[before..].iter().collect();
+    let adds = new
+        .iter()
+        .filter(|r| matches!(r, Request::AddDest(..)))
+        .count();
+    let dels = new
+        .iter()
+        .filter(|r| matches!(r, Request::DelDest(..)))
+        .count();
+    // ns4 has a ClusterIP and an external IP virtual server: one out and one in for each.
+    assert_eq!((adds, dels, new.len()), (2, 2, 4), "{new:?}");
+    assert!(env.udp.is_empty());
+    let r = node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    assert!(r.withdrawn > 0);
+    assert!(node.ipvs.table.is_empty());
+    let _ = IpvsError::NotFound;
+}
+
+#[test]
+fn every_record_survives_json_and_a_run_cut_short_is_replayed_with_its_claims() {
+    let p = plan(&["ns2", "ns5"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    // What the journal writes must read back identically.
+    let back: Vec<Record> = log
+        .iter()
+        .map(|r| serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap())
+        .collect();
+    assert_eq!(back, log);
+    assert_eq!(replay(back).owned, owned);
+
+    // Cut the log right after the ipvs step's intent: the kernel may hold its services, so
+    // the replay owns the claimed keys and asks for a re-read.
+    let cut = log
+        .iter()
+        .position(|r| matches!(r, Record::Intent { step, .. } if step == "ipvs"))
+        .unwrap();
+    let r = replay(log[..=cut].iter().cloned());
+    assert!(r.interrupted);
+    let claimed: BTreeSet<VsKey> = r.owned.services.iter().map(|(k, _)| *k).collect();
+    let planned: BTreeSet<VsKey> = p.virtual_servers.iter().map(|v| v.key()).collect();
+    assert_eq!(claimed, planned);
+    // From that replay a rollback on the real (fully applied) node removes everything ours.
+    let mut owned2 = r.owned;
+    owned2.sets = owned.sets.clone();
+    owned2.rules = owned.rules.clone();
+    owned2.addresses = owned.addresses.clone();
+    owned2.created_link = owned.created_link;
+    let mut k = Kernel {
+        ipvs: &mut node.ipvs,
+        links: &mut node.links,
+        ipsets: &mut node.ipsets,
+        iptables: &mut node.iptables,
+        sysctls: &mut node.sysctls,
+    };
+    converge(
+        &mut k,
+        &mut owned2,
+        None,
+        &mut env,
+        &mut log,
+        Options {
+            reread: true,
+            skip_probe: false,
+        },
+    )
+    .unwrap();
+    assert!(node.ipvs.table.is_empty());
+}

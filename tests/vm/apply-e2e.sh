@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Kernel suite: `ipvs-migrate apply / status / rollback` end to end in one VM boot — real
+# kube-proxy rules, pods in network namespaces, connections counted by IPVS
+# (tests/examples/vm_apply.rs says what is checked).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build -q -p ipvs-migrate -p ipvsmig-tests --example vm_apply
+dir=$(realpath target/debug)
+tests/vm/ipvs-vm.sh run --share-ro "$dir" --share-ro "$dir/examples" \
+  --modprobe ip_vs --modprobe ip_vs_rr --modprobe ip_vs_wrr --modprobe veth \
+  --env IPVS_MIGRATE="$dir/ipvs-migrate" --timeout 600 -- "$dir/examples/vm_apply"
