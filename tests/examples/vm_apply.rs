@@ -1,27 +1,48 @@
 //! End-to-end kernel suite for `ipvs-migrate apply / status / rollback`, run inside the VM
-//! test bed (tests/vm/apply-e2e.sh; one boot): kube-proxy's iptables-mode rules for two
-//! namespaces, "pods" in network namespaces answering with their name, then namespace `shop`
-//! moved to IPVS while `other` stays on iptables. Real connections prove where traffic goes
-//! (IPVS connection counters), hairpin, the access filter, the dead man's switch expiring back
-//! to iptables, a conflict with a foreign virtual server, and a rollback that leaves nothing.
+//! test bed (tests/vm/apply-e2e.sh; one boot). kube-proxy's iptables-mode rules for ~20
+//! service ports (ClusterIP, NodePort, ClientIP affinity, multi-port, UDP DNS-like, no
+//! endpoints, an LB IP with source ranges, an IPv6 service) in three namespaces; "pods" in
+//! network namespaces answer `NAME:PORT` on every port a service targets, so each answer names
+//! the endpoint. Namespaces `shop` and `many` move to IPVS, `other` stays. Where traffic went is
+//! proven by IPVS connection entries (/proc/net/ip_vs_conn) and by kube-proxy's DNAT counters.
+//! Faults: an unknown scheduler, an address already bound, an apply killed with SIGKILL.
 //!
-//! Modes: no arguments = the suite; `serve ADDR NAME` = a pod's server (answers NAME to every
-//! connection); `get ADDR` = one connection, prints the answer, exit 1 refused, 2 other error.
+//! Modes: no arguments = the suite; `serve NAME PORT...` (TCP, v4+v6), `serve-udp NAME PORT`,
+//! `get ADDR` (one connection, prints the answer; exit 1 refused, 2 timeout/other),
+//! `udp-flow ADDR SECS` (a datagram every 50 ms from one socket; prints per-second replies).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipvsmig_clustergen::{Cluster, EndpointSpec, Node, ServicePortSpec, render};
 use ipvsmig_engine::inventory::{IpFamily, Protocol};
 
-fn serve(addr: &str, name: &str) {
-    let l = TcpListener::bind(addr).expect("bind");
-    for s in l.incoming().flatten() {
-        let mut s = s;
-        let _ = s.write_all(name.as_bytes());
+fn serve(name: &str, ports: &[String]) {
+    let mut handles = Vec::new();
+    for p in ports {
+        let l = TcpListener::bind(format!("[::]:{p}")).expect("bind");
+        let answer = format!("{name}:{p}");
+        handles.push(std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let _ = s.write_all(answer.as_bytes());
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn serve_udp(name: &str, port: &str) {
+    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).expect("bind udp");
+    let mut buf = [0u8; 512];
+    let answer = format!("{name}:{port}");
+    while let Ok((_, from)) = s.recv_from(&mut buf) {
+        let _ = s.send_to(answer.as_bytes(), from);
     }
 }
 
@@ -43,14 +64,33 @@ fn get(addr: &str) -> i32 {
     }
 }
 
-struct Suite {
-    me: String,
-    bin: String,
-    dump: String,
-    state: String,
-    pass: usize,
-    fail: usize,
-    children: Vec<Child>,
+fn udp_flow(addr: &str, secs: u64) -> i32 {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(40))).unwrap();
+    let start = Instant::now();
+    let mut per_sec = vec![0u32; secs as usize];
+    let mut buf = [0u8; 64];
+    while start.elapsed() < Duration::from_secs(secs) {
+        let _ = s.send(b"q");
+        let t = Instant::now();
+        if s.recv(&mut buf).is_ok() {
+            let i = (start.elapsed().as_secs() as usize).min(per_sec.len() - 1);
+            per_sec[i] += 1;
+        }
+        if let Some(rest) = Duration::from_millis(50).checked_sub(t.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    println!(
+        "{}",
+        per_sec
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    0
 }
 
 fn sh(cmd: &str) -> (i32, String) {
@@ -66,6 +106,25 @@ fn must(cmd: &str) -> String {
     out
 }
 
+struct Suite {
+    me: String,
+    bin: String,
+    state: String,
+    pass: usize,
+    fail: usize,
+    children: Vec<Child>,
+}
+
+/// A service port for the fixture, with its endpoints' answers.
+struct Svc {
+    spec: ServicePortSpec,
+    answers: BTreeSet<String>,
+}
+
+const POD1: &str = "10.244.1.2";
+const POD2: &str = "10.244.1.3";
+const POD1_V6: &str = "fd00:10::2";
+
 impl Suite {
     fn check(&mut self, name: &str, ok: bool, detail: &str) {
         if ok {
@@ -76,7 +135,6 @@ impl Suite {
             self.fail += 1;
         }
     }
-    /// One connection from `netns` ("" = the node itself).
     fn get(&self, netns: &str, addr: &str) -> (i32, String) {
         if netns.is_empty() {
             sh(&format!("{} get {addr}", self.me))
@@ -90,13 +148,11 @@ impl Suite {
             self.bin, self.state
         ))
     }
-    /// IPVS connection entries (/proc/net/ip_vs_conn; they appear at once and stay for the
-    /// TCP TIME_WAIT of minutes — the per-service counters lag by the 2 s estimator).
-    fn ipvs_conns(&self) -> u64 {
+    fn ipvs_conns(&self) -> usize {
         let s = std::fs::read_to_string("/proc/net/ip_vs_conn").unwrap_or_default();
-        s.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
+        s.lines().skip(1).filter(|l| !l.trim().is_empty()).count()
     }
-    fn pod(&mut self, name: &str, ip: &str, serve_on: Option<u16>) {
+    fn pod(&mut self, name: &str, ip: &str, ip6: Option<&str>) {
         let host = format!("v{name}");
         must(&format!(
             "ip netns add {name} && ip link add {host} type veth peer name eth0 netns {name} && \
@@ -107,28 +163,92 @@ impl Suite {
              ip -n {name} route add 169.254.1.1 dev eth0 && \
              ip -n {name} route add default via 169.254.1.1 dev eth0"
         ));
-        if let Some(port) = serve_on {
-            let child = Command::new("ip")
-                .args(["netns", "exec", name, &self.me, "serve"])
-                .arg(format!("{ip}:{port}"))
-                .arg(name)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("server");
-            self.children.push(child);
+        if let Some(v6) = ip6 {
+            must(&format!(
+                "ip addr add fe80::1/64 dev {host} nodad && ip -6 route add {v6}/128 dev {host} && \
+                 ip -n {name} addr add {v6}/128 dev eth0 nodad && \
+                 ip -n {name} -6 route add default via fe80::1 dev eth0"
+            ));
         }
+    }
+    fn spawn(&mut self, netns: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, &self.me])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+    }
+    /// The answers of `n` connections to `addr` from `netns`.
+    fn answers(&self, netns: &str, addr: &str, n: usize) -> (usize, BTreeSet<String>) {
+        let mut ok = 0;
+        let mut seen = BTreeSet::new();
+        for _ in 0..n {
+            let (rc, out) = self.get(netns, addr);
+            if rc == 0 {
+                ok += 1;
+                seen.insert(out);
+            }
+        }
+        (ok, seen)
     }
 }
 
-fn sp(ns: &str, name: &str, vip: &str, node_port: Option<u16>, eps: &[&str]) -> ServicePortSpec {
+/// Packets counted by kube-proxy's DNAT rules of a namespace (`iptables-save -c`).
+fn dnat_packets(ns: &str) -> u64 {
+    let (_, save) = sh("iptables-legacy-save -c -t nat");
+    save.lines()
+        .filter(|l| {
+            l.contains("-j DNAT") && l.contains(&format!("\"{ns}/"))
+                || (l.contains("-j DNAT") && l.contains(&format!(" {ns}/")))
+        })
+        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Everything the agent could have touched, for before/after comparisons.
+fn node_state() -> String {
+    let mut out = String::new();
+    for cmd in [
+        "ipvsadm -Sn",
+        "ip -o link show | sed 's/^[0-9]*: //' | cut -d' ' -f1 | sort",
+        "ip -o addr show | awk '{print $2, $4}' | sort",
+        "ipset save | sort",
+        "iptables-legacy-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
+        "ip6tables-legacy-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
+        "for k in vs/conntrack vs/expire_nodest_conn vs/expire_quiescent_template ip_forward conf/all/arp_ignore conf/all/arp_announce; do echo $k=$(cat /proc/sys/net/ipv4/$k); done",
+    ] {
+        out.push_str(&format!("## {cmd}\n{}\n", sh(cmd).1));
+    }
+    out
+}
+
+fn first_diff(a: &str, b: &str) -> String {
+    for (x, y) in a.lines().zip(b.lines()) {
+        if x != y {
+            return format!("- {x}\n+ {y}");
+        }
+    }
+    format!("lengths {} vs {}", a.lines().count(), b.lines().count())
+}
+
+fn spec(
+    ns: &str,
+    name: &str,
+    port_name: &str,
+    vip: &str,
+    port: u16,
+    proto: Protocol,
+) -> ServicePortSpec {
     ServicePortSpec {
         namespace: ns.into(),
         name: name.into(),
-        port_name: String::new(),
-        protocol: Protocol::Tcp,
+        port_name: port_name.into(),
+        protocol: proto,
         cluster_ip: vip.parse().unwrap(),
-        port: 80,
-        node_port,
+        port,
+        node_port: None,
         external_ips: vec![],
         lb_ips: vec![],
         source_ranges: vec![],
@@ -136,84 +256,217 @@ fn sp(ns: &str, name: &str, vip: &str, node_port: Option<u16>, eps: &[&str]) -> 
         itp_local: false,
         etp_local: false,
         hc_node_port: None,
-        endpoints: eps
-            .iter()
-            .map(|e| EndpointSpec {
-                ip: e.parse::<IpAddr>().unwrap(),
-                port: 8080,
-                local: true,
-            })
-            .collect(),
+        endpoints: vec![],
     }
 }
 
+fn svc(mut s: ServicePortSpec, eps: &[(&str, &str, u16)]) -> Svc {
+    let mut answers = BTreeSet::new();
+    for (pod, ip, port) in eps {
+        s.endpoints.push(EndpointSpec {
+            ip: ip.parse::<IpAddr>().unwrap(),
+            port: *port,
+            local: true,
+        });
+        answers.insert(format!("{pod}:{port}"));
+    }
+    Svc { spec: s, answers }
+}
+
+fn addr(ip: &IpAddr, port: u16) -> String {
+    SocketAddr::new(*ip, port).to_string()
+}
+
+#[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
     let me = std::env::current_exe().unwrap().display().to_string();
     let bin = std::env::var("IPVS_MIGRATE").expect("IPVS_MIGRATE: path of ipvs-migrate");
     let dir = std::env::temp_dir().join("vm-apply");
     let _ = std::fs::create_dir_all(&dir);
-    let dump = dir.join("kube-proxy.rules").display().to_string();
+    let p = |n: &str| dir.join(n).display().to_string();
     let mut s = Suite {
         me,
         bin,
-        dump: dump.clone(),
-        state: dir.join("state").display().to_string(),
+        state: p("state"),
         pass: 0,
         fail: 0,
         children: Vec::new(),
     };
-    // The node: an address, a default route (host-originated ClusterIP traffic needs one in
-    // either mode), forwarding on.
     must(
-        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && ip link set node0 up && \
-         ip route add default via 192.168.0.1 dev node0 onlink && echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && \
+         ip -6 addr add fd00:192:168::2/64 dev node0 nodad && ip link set node0 up && \
+         ip route add default via 192.168.0.1 dev node0 onlink && \
+         ip -6 route add default via fd00:192:168::1 dev node0 onlink && \
+         echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
     );
-    s.pod("pod1", "10.244.1.2", Some(8080));
-    s.pod("pod2", "10.244.1.3", Some(8080));
-    s.pod("cli", "10.244.1.4", None);
-    let cluster = Cluster {
-        node: Node::default_for(IpFamily::IPv4),
-        ports: vec![
-            sp(
-                "shop",
-                "web",
-                "10.96.0.10",
-                Some(30080),
-                &["10.244.1.2", "10.244.1.3"],
+    s.pod("pod1", POD1, Some(POD1_V6));
+    s.pod("pod2", POD2, None);
+    s.pod("cli", "10.244.1.4", Some("fd00:10::4"));
+    s.pod("bad", "10.244.1.5", None);
+    let ports: Vec<String> = (8080..8092)
+        .chain(8100..8112)
+        .map(|p| p.to_string())
+        .collect();
+    let pr: Vec<&str> = ports.iter().map(String::as_str).collect();
+    for pod in ["pod1", "pod2"] {
+        let mut args = vec!["serve", pod];
+        args.extend(&pr);
+        s.spawn(pod, &args);
+    }
+    s.spawn("pod1", &["serve-udp", "pod1", "5353"]);
+
+    // The services.
+    let mut v4: Vec<Svc> = Vec::new();
+    let mut web = svc(
+        spec("shop", "web", "", "10.96.0.10", 80, Protocol::Tcp),
+        &[("pod1", POD1, 8080), ("pod2", POD2, 8080)],
+    );
+    web.spec.node_port = Some(30080);
+    v4.push(web);
+    v4.push(svc(
+        spec("shop", "empty", "", "10.96.0.11", 80, Protocol::Tcp),
+        &[],
+    ));
+    let mut sticky = svc(
+        spec("shop", "sticky", "", "10.96.0.12", 80, Protocol::Tcp),
+        &[("pod1", POD1, 8081), ("pod2", POD2, 8081)],
+    );
+    sticky.spec.affinity = Some(10800);
+    v4.push(sticky);
+    v4.push(svc(
+        spec("shop", "multi", "http", "10.96.0.13", 80, Protocol::Tcp),
+        &[("pod1", POD1, 8082)],
+    ));
+    v4.push(svc(
+        spec("shop", "multi", "https", "10.96.0.13", 443, Protocol::Tcp),
+        &[("pod2", POD2, 8083)],
+    ));
+    v4.push(svc(
+        spec("shop", "dns", "", "10.96.0.14", 53, Protocol::Udp),
+        &[("pod1", POD1, 5353)],
+    ));
+    let mut lb = svc(
+        spec("shop", "lb", "", "10.96.0.15", 80, Protocol::Tcp),
+        &[("pod2", POD2, 8084)],
+    );
+    lb.spec.lb_ips = vec!["203.0.113.10".parse().unwrap()];
+    lb.spec.source_ranges = vec!["10.244.1.4/32".parse().unwrap()];
+    v4.push(lb);
+    for i in 0..12u16 {
+        let (pod, ip) = if i % 2 == 0 {
+            ("pod1", POD1)
+        } else {
+            ("pod2", POD2)
+        };
+        v4.push(svc(
+            spec(
+                "many",
+                &format!("svc{i}"),
+                "",
+                &format!("10.96.1.{}", i + 1),
+                80,
+                Protocol::Tcp,
             ),
-            sp("shop", "empty", "10.96.0.11", None, &[]),
-            sp("other", "api", "10.96.0.20", None, &["10.244.1.3"]),
-        ],
+            &[(pod, ip, 8100 + i)],
+        ));
+    }
+    v4.push(svc(
+        spec("other", "api", "", "10.96.0.20", 80, Protocol::Tcp),
+        &[("pod2", POD2, 8090)],
+    ));
+    let v6 = vec![svc(
+        spec("shop", "web6", "", "fd00:96::10", 80, Protocol::Tcp),
+        &[("pod1", POD1_V6, 8085)],
+    )];
+    let render_all = |node: Node, svcs: &[Svc]| {
+        render(&Cluster {
+            node,
+            ports: svcs.iter().map(|x| x.spec.clone()).collect(),
+        })
     };
-    std::fs::write(&dump, render(&cluster)).unwrap();
-    must(&format!("iptables-legacy-restore < {dump}"));
-    std::thread::sleep(Duration::from_millis(300));
-
-    // Baseline: kube-proxy's iptables rules carry everything; IPVS is empty.
-    let (rc, out) = s.get("cli", "10.96.0.10:80");
-    s.check(
-        "baseline: pod -> shop/web ClusterIP answers through iptables",
-        rc == 0 && out.starts_with("pod"),
-        &out,
+    std::fs::write(
+        p("rules4"),
+        render_all(Node::default_for(IpFamily::IPv4), &v4),
+    )
+    .unwrap();
+    std::fs::write(
+        p("rules6"),
+        render_all(Node::default_for(IpFamily::IPv6), &v6),
+    )
+    .unwrap();
+    must(&format!(
+        "iptables-legacy-restore < {} && ip6tables-legacy-restore < {}",
+        p("rules4"),
+        p("rules6")
+    ));
+    // A virtual server of another program (keepalived would do this).
+    must(
+        "ipvsadm -A -t 192.0.2.1:80 -s wrr && ipvsadm -a -t 192.0.2.1:80 -r 10.244.1.3:8091 -m -w 3",
     );
-    let (rc, _) = s.get("", "10.96.0.11:80");
-    s.check(
-        "baseline: a service without endpoints is refused (REJECT)",
-        rc == 1,
-        "",
-    );
-    let (_, out) = sh("ipvsadm -Ln");
-    s.check(
-        "baseline: IPVS holds no virtual server",
-        !out.contains("TCP"),
-        &out,
-    );
-
-    // Apply without --no-watch: no daemon, refused.
+    std::thread::sleep(Duration::from_millis(500));
+    let s0 = node_state();
     let common = format!(
-        "--iptables-save {} --node-ip 192.168.0.2 --iptables-backend legacy",
-        s.dump
+        "--iptables-save {} --ip6tables-save {} --node-ip 192.168.0.2 --node-ip fd00:192:168::2 --iptables-backend legacy",
+        p("rules4"),
+        p("rules6")
     );
+
+    // Baseline through iptables: each VIP reaches exactly its service's endpoints.
+    let tcp: Vec<&Svc> = v4
+        .iter()
+        .chain(&v6)
+        .filter(|x| x.spec.protocol == Protocol::Tcp && !x.answers.is_empty())
+        .collect();
+    let mut bad = Vec::new();
+    for x in &tcp {
+        let (ok, seen) = s.answers("cli", &addr(&x.spec.cluster_ip, x.spec.port), 2);
+        if ok != 2 || !seen.is_subset(&x.answers) {
+            bad.push(format!("{}: {ok} {seen:?}", x.spec.spn()));
+        }
+    }
+    s.check(
+        "baseline: every TCP VIP answers from its own endpoints only, through iptables",
+        bad.is_empty(),
+        &bad.join("\n"),
+    );
+    let d0 = dnat_packets("shop");
+    s.check(
+        "baseline: kube-proxy's DNAT rules counted shop's connections",
+        d0 > 0,
+        &format!("{d0}"),
+    );
+
+    // Faults before a successful apply.
+    std::fs::write(
+        p("kp-nosuch.yaml"),
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: iptables\nipvs:\n  scheduler: nosuch\n",
+    )
+    .unwrap();
+    let (rc, out) = s.migrate(&format!(
+        "apply --namespace shop --no-watch --kube-proxy-config {} {common}",
+        p("kp-nosuch.yaml")
+    ));
+    s.check(
+        "a scheduler the kernel lacks: exit 3 naming the failed step",
+        rc == 3 && out.contains("ipvs") && out.contains("not found"),
+        &out,
+    );
+    let (rc, out) = s.migrate(&format!("rollback --all --drain 0s {common}"));
+    let now = node_state();
+    s.check(
+        "rollback after the failed apply converges to the node as it was",
+        rc == 0 && now == s0,
+        &format!("{out}\n{}", first_diff(&s0, &now)),
+    );
+    must("ip link add kube-ipvs0 type dummy && ip addr add 10.96.0.10/32 dev kube-ipvs0");
+    let (rc, out) = s.migrate(&format!("apply --namespace shop --no-watch {common}"));
+    let (_, ipvs) = sh("ipvsadm -Sn");
+    s.check(
+        "an address already bound by someone else: exit 1, nothing created",
+        rc == 1 && out.contains("10.96.0.10") && !ipvs.contains("10.96.0.10"),
+        &out,
+    );
+    must("ip link del kube-ipvs0");
     let (rc, out) = s.migrate(&format!("apply --namespace shop {common}"));
     s.check(
         "apply without a daemon or --no-watch is refused (exit 2)",
@@ -221,174 +474,257 @@ fn suite() -> i32 {
         &out,
     );
 
-    // A foreign virtual server on a planned key: conflict, nothing changed.
-    must("ipvsadm -A -t 10.96.0.10:80 -s wrr");
-    let (rc, out) = s.migrate(&format!("apply --namespace shop --no-watch {common}"));
-    let (_, ipvs) = sh("ipvsadm -Sn");
-    s.check(
-        "a foreign virtual server on a planned key: exit 1, it stays, nothing else is created",
-        rc == 1
-            && ipvs.trim() == "-A -t 10.96.0.10:80 -s wrr"
-            && sh("ip link show kube-ipvs0").0 != 0,
-        &format!("{out}\n{ipvs}"),
-    );
-    must("ipvsadm -D -t 10.96.0.10:80");
-
     // Apply.
-    let (rc, out) = s.migrate(&format!("apply --namespace shop --no-watch -v {common}"));
-    s.check("apply --namespace shop --no-watch succeeds", rc == 0, &out);
-    let (_, ipvs) = sh("ipvsadm -Sn");
-    let want = [
-        "-A -t 10.96.0.10:80 -s rr",
-        "-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
-        "-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1",
-        "-A -t 10.96.0.11:80 -s rr",
-        "-A -t 192.168.0.2:30080 -s rr",
-    ];
+    let (rc, out) = s.migrate(&format!("apply --namespace shop,many --no-watch {common}"));
     s.check(
-        "IPVS holds shop's virtual servers (ClusterIPs, NodePort on the node IP) and not other's",
-        want.iter().all(|w| ipvs.lines().any(|l| l == *w)) && !ipvs.contains("10.96.0.20"),
-        &ipvs,
+        "apply --namespace shop,many --no-watch succeeds",
+        rc == 0,
+        &out,
     );
-    let (_, link) = sh("ip -d addr show kube-ipvs0");
+    let (_, ipvs) = sh("ipvsadm -Sn");
     s.check(
-        "kube-ipvs0 is a down dummy link holding shop's ClusterIPs",
-        link.contains("dummy")
-            && !link.contains("state UP")
-            && link.contains("10.96.0.10/32")
-            && link.contains("10.96.0.11/32")
-            && !link.contains("10.96.0.20"),
-        &link,
+        "IPVS: shop's and many's virtual servers, affinity as persistence, the foreign one untouched, other's absent",
+        ipvs.contains("-A -t 10.96.0.12:80 -s rr -p 10800")
+            && ipvs.contains("-A -u 10.96.0.14:53 -s rr")
+            && ipvs.contains("-A -t [fd00:96::10]:80 -s rr")
+            && ipvs.contains("-A -t 192.168.0.2:30080 -s rr")
+            && ipvs.contains("-A -t 203.0.113.10:80 -s rr")
+            && ipvs.contains("-A -t 10.96.1.12:80 -s rr")
+            && ipvs.contains("-a -t 192.0.2.1:80 -r 10.244.1.3:8091 -m -w 3")
+            && !ipvs.contains("10.96.0.20"),
+        &ipvs,
     );
     let (_, st) = s.migrate("status -o json");
     s.check(
-        "status: shop migrated, unwatched",
-        st.contains("\"shop\"") && st.contains("\"watched\": false"),
+        "status: shop and many migrated, unwatched",
+        st.contains("\"shop\"") && st.contains("\"many\"") && st.contains("\"watched\": false"),
         &st,
     );
 
-    // Traffic through IPVS.
-    let before = s.ipvs_conns();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut ok = 0;
-    for _ in 0..6 {
-        let (rc, out) = s.get("cli", "10.96.0.10:80");
-        if rc == 0 {
-            ok += 1;
-            seen.insert(out);
+    // Through IPVS.
+    let c0 = s.ipvs_conns();
+    let d1 = dnat_packets("shop") + dnat_packets("many");
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for x in tcp.iter().filter(|x| x.spec.namespace != "other") {
+        let (ok, seen) = s.answers("cli", &addr(&x.spec.cluster_ip, x.spec.port), 2);
+        n += 2;
+        if ok != 2 || !seen.is_subset(&x.answers) {
+            bad.push(format!("{}: {ok} {seen:?}", x.spec.spn()));
         }
     }
-    let after = s.ipvs_conns();
+    let c1 = s.ipvs_conns();
+    let d2 = dnat_packets("shop") + dnat_packets("many");
     s.check(
-        "pod -> ClusterIP: 6/6 connections answered, by both pods, all scheduled by IPVS",
-        ok == 6 && seen.len() == 2 && after >= before + 6,
-        &format!("ok {ok} seen {seen:?} conns {before}->{after}"),
+        "every migrated TCP VIP answers from its own endpoints only",
+        bad.is_empty(),
+        &bad.join("\n"),
     );
-    let before = s.ipvs_conns();
+    s.check(
+        "…through IPVS: a connection entry each, kube-proxy's DNAT counters still",
+        c1 >= c0 + n && d2 == d1,
+        &format!("ipvs conns {c0}->{c1} for {n}; dnat {d1}->{d2}"),
+    );
+    let (_, seen) = s.answers("cli", "10.96.0.12:80", 5);
+    s.check(
+        "ClientIP affinity keeps a client on one backend",
+        seen.len() == 1,
+        &format!("{seen:?}"),
+    );
+    let (ok, seen) = s.answers("cli", "10.96.0.10:80", 6);
+    s.check(
+        "rr spreads shop/web over both endpoints",
+        ok == 6 && seen.len() == 2,
+        &format!("{seen:?}"),
+    );
+    let c0 = s.ipvs_conns();
     let (rc, out) = s.get("", "10.96.0.10:80");
     s.check(
-        "node -> ClusterIP goes through IPVS (LOCAL_OUT)",
-        rc == 0 && s.ipvs_conns() > before,
+        "node -> ClusterIP goes through IPVS",
+        rc == 0 && s.ipvs_conns() > c0,
         &out,
     );
-    let before = s.ipvs_conns();
+    let c0 = s.ipvs_conns();
     let (rc, out) = s.get("cli", "192.168.0.2:30080");
     s.check(
         "pod -> NodePort on the node IP goes through IPVS",
-        rc == 0 && s.ipvs_conns() > before,
+        rc == 0 && s.ipvs_conns() > c0,
         &out,
     );
-    let mut hairpin = 0;
-    for _ in 0..4 {
-        if s.get("pod1", "10.96.0.10:80").1 == "pod1" {
-            hairpin += 1;
-        }
-    }
+    let hairpin = (0..4)
+        .filter(|_| s.get("pod1", "10.96.0.10:80").1 == "pod1:8080")
+        .count();
     s.check(
-        "hairpin: pod1 reaches itself through its service (LOOP-BACK masquerade)",
+        "hairpin: pod1 reaches itself through its service",
         hairpin >= 1,
         &format!("{hairpin}"),
     );
+    let (rc, out) = s.get("cli", "203.0.113.10:80");
+    s.check(
+        "an allowed source reaches the LB IP",
+        rc == 0 && out == "pod2:8084",
+        &out,
+    );
+    let (rc, out) = s.get("bad", "203.0.113.10:80");
+    s.check("a denied source does not reach the LB IP", rc != 0, &out);
     let (rc, _) = s.get("cli", "10.96.0.11:80");
     s.check(
         "a virtual server without real servers refuses, as iptables' REJECT did",
         rc == 1,
         "",
     );
-    let before = s.ipvs_conns();
+    let c0 = s.ipvs_conns();
     let (rc, out) = s.get("cli", "10.96.0.20:80");
     s.check(
-        "other/api (not migrated) still answers, through iptables",
-        rc == 0 && out == "pod2" && s.ipvs_conns() == before,
+        "other/api (not migrated) answers through iptables",
+        rc == 0 && out == "pod2:8090" && s.ipvs_conns() == c0,
         &out,
     );
-    // Access filter: a host listener is not reachable on VIP:any-port.
     let host_listener = TcpListener::bind("0.0.0.0:9999").unwrap();
     let (rc, _) = s.get("cli", "10.96.0.10:9999");
     s.check(
-        "a host listener is not reachable on a bound VIP's other ports (REJECT)",
+        "a host listener is not reachable on a migrated VIP's other ports",
         rc == 1,
         "",
     );
     drop(host_listener);
-    let (_, nat) = sh("iptables-legacy -t nat -S PREROUTING");
-    s.check(
-        "our jump is first in nat PREROUTING, kube-proxy's follows",
-        nat.lines()
-            .nth(1)
-            .is_some_and(|l| l.contains("IPVSMIG-SERVICES"))
-            && nat.contains("KUBE-SERVICES"),
-        &nat,
-    );
 
-    // The dead man's switch: an admission entry that is not refreshed expires, and traffic
-    // falls back to kube-proxy's iptables rules by itself.
+    // The dead man's switch.
     must("ipset add -exist IPVSMIG-ADMITTED 10.96.0.10,tcp:80 timeout 1");
     std::thread::sleep(Duration::from_millis(2500));
-    let before = s.ipvs_conns();
+    let c0 = s.ipvs_conns();
     let (rc, out) = s.get("cli", "10.96.0.10:80");
     s.check(
         "an expired admission entry sends new connections back through iptables",
-        rc == 0 && out.starts_with("pod") && s.ipvs_conns() == before,
-        &format!("{rc} {out} {before} {}", s.ipvs_conns()),
+        rc == 0 && s.ipvs_conns() == c0,
+        &out,
     );
-    // Re-applying restores the admission.
     let (rc, out) = s.migrate(&format!("apply --namespace shop --no-watch {common}"));
-    let before = s.ipvs_conns();
+    let c0 = s.ipvs_conns();
     let (rc2, _) = s.get("cli", "10.96.0.10:80");
     s.check(
-        "apply again re-admits (idempotent otherwise)",
-        rc == 0 && rc2 == 0 && s.ipvs_conns() > before,
+        "apply again re-admits",
+        rc == 0 && rc2 == 0 && s.ipvs_conns() > c0,
         &out,
     );
 
-    // Rollback.
+    // A continuous UDP flow through the rollback.
+    let flow = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "cli",
+            &s.me,
+            "udp-flow",
+            "10.96.0.14:53",
+            "6",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
     let (rc, out) = s.migrate(&format!("rollback --all --drain 0s {common}"));
     s.check("rollback --all succeeds", rc == 0, &out);
-    let (_, ipvs) = sh("ipvsadm -Sn");
-    let (_, save) = sh("iptables-legacy-save");
-    let (_, sets) = sh("ipset list -n");
+    let flow = flow.wait_with_output().unwrap();
+    let per_sec: Vec<u32> = String::from_utf8_lossy(&flow.stdout)
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     s.check(
-        "after rollback: no virtual server, no kube-ipvs0, no IPVSMIG- chain or set",
-        ipvs.trim().is_empty()
-            && sh("ip link show kube-ipvs0").0 != 0
-            && !save.contains("IPVSMIG")
-            && !sets.contains("IPVSMIG"),
-        &format!("{ipvs}\n{sets}"),
+        "a continuous UDP flow through a VIP survives the rollback (answers in every second)",
+        per_sec.len() == 6 && per_sec.iter().all(|n| *n > 0),
+        &format!("{per_sec:?}"),
     );
+    let now = node_state();
     s.check(
-        "kube-proxy's rules are untouched by apply + rollback",
-        save.contains(
-            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-        ) && save.matches("KUBE-SEP-").count() > 3,
-        &save,
+        "after rollback the node is exactly as before apply (IPVS incl. the foreign server, links, addresses, ipsets, rules, sysctls)",
+        now == s0,
+        &first_diff(&s0, &now),
     );
-    let before = s.ipvs_conns();
-    let (rc, out) = s.get("cli", "10.96.0.10:80");
+    let c0 = s.ipvs_conns();
+    let (rc, out) = s.get("cli", "10.96.0.13:443");
     s.check(
-        "after rollback shop answers through iptables again",
-        rc == 0 && out.starts_with("pod") && s.ipvs_conns() == before,
+        "after rollback services answer through iptables again",
+        rc == 0 && out == "pod2:8083" && s.ipvs_conns() == c0,
         &out,
+    );
+
+    // SIGKILL in the middle of a large apply; re-running converges, rollback cleans.
+    let mut bulk = Vec::new();
+    for i in 0..1500u32 {
+        let vip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
+        bulk.push(
+            svc(
+                spec("bulk", &format!("b{i}"), "", &vip, 80, Protocol::Tcp),
+                &[("pod1", POD1, 8086)],
+            )
+            .spec,
+        );
+    }
+    let mut all4: Vec<ServicePortSpec> = v4.iter().map(|x| x.spec.clone()).collect();
+    all4.extend(bulk);
+    std::fs::write(
+        p("rules4"),
+        render(&Cluster {
+            node: Node::default_for(IpFamily::IPv4),
+            ports: all4,
+        }),
+    )
+    .unwrap();
+    must(&format!("iptables-legacy-restore < {}", p("rules4")));
+    let s1 = node_state();
+    let mut child = Command::new(&s.bin)
+        .args([
+            "apply",
+            "--namespace",
+            "bulk",
+            "--no-watch",
+            "--state-dir",
+            &s.state,
+        ])
+        .args(common.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has started programming IPVS.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if sh("ipvsadm -Ln | grep -c 10.97")
+            .1
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let partial = sh("ipvsadm -Sn | grep -c '^-A -t 10.97'")
+        .1
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(0);
+    let (rc, out) = s.migrate(&format!("apply --namespace bulk --no-watch {common}"));
+    let full = sh("ipvsadm -Sn | grep -c '^-A -t 10.97'")
+        .1
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(0);
+    s.check(
+        "an apply killed with SIGKILL mid-way: running apply again converges",
+        rc == 0 && full == 1500,
+        &format!("partial {partial}, then {full}; {out}"),
+    );
+    let (rc, out) = s.migrate(&format!("rollback --all --drain 0s {common}"));
+    let now = node_state();
+    s.check(
+        "…and rollback leaves the node as before",
+        rc == 0 && now == s1,
+        &format!("{out}\n{}", first_diff(&s1, &now)),
     );
     let (_, st) = s.migrate("status");
     s.check(
@@ -408,10 +744,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("serve") => {
-            serve(&args[2], &args[3]);
+            serve(&args[2], &args[3..]);
+            0
+        }
+        Some("serve-udp") => {
+            serve_udp(&args[2], &args[3]);
             0
         }
         Some("get") => get(&args[2]),
+        Some("udp-flow") => udp_flow(&args[2], args[3].parse().unwrap()),
         _ => suite(),
     };
     std::process::exit(code);

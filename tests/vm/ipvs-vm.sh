@@ -50,7 +50,7 @@ IMG_DIR=$CACHE/image
 
 # Guest userland. apt resolves their dependencies (as if installing into an empty system);
 # DENY_PACKAGES are dependencies the guest does not need (package management, init scripts).
-GUEST_PACKAGES="busybox-static dash bash ipvsadm iptables ipset iproute2 netbase libc6 libgcc-s1 ${IPVS_VM_EXTRA_PACKAGES:-}"
+GUEST_PACKAGES="busybox-static dash bash ipvsadm iptables ipset iproute2 conntrack netbase libc6 libgcc-s1 ${IPVS_VM_EXTRA_PACKAGES:-}"
 DENY_PACKAGES="base-files debconf cdebconf dpkg tar install-info lsb-base sysvinit-utils
   init-system-helpers perl-base libcap2-bin gcc-12-base mawk readline-common"
 KERNEL_META=linux-image-amd64
