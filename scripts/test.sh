@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md documents it and .ci/run calls it.
-# Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct, and
+# Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct,
+# promtool (Debian's prometheus package, its service not started), and
 # for the VM test bed qemu-system-x86 plus the Debian packages of the guest (tests/vm/).
 # Tests that change iptables run only in network namespaces they create themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare; do
+for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if ((${#need[@]})); then
@@ -19,6 +20,12 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux >/dev/null
+  if ! command -v promtool >/dev/null 2>&1; then
+    # promtool comes with Debian's prometheus package; keep apt from starting the server.
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
 fi
 
 # Every suite must run: a test that cannot (no root, a tool missing) fails instead of skipping.

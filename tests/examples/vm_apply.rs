@@ -1,7 +1,7 @@
 //! End-to-end kernel suite for `ipvs-migrate apply / status / rollback`, run inside the VM
 //! test bed (tests/vm/apply-e2e.sh; one boot). kube-proxy's iptables-mode rules for ~20
 //! service ports (ClusterIP, NodePort, ClientIP affinity, multi-port, UDP DNS-like, no
-//! endpoints, an LB IP with source ranges, an IPv6 service) in three namespaces; "pods" in
+//! endpoints, an LB IP with source ranges, a dual-stack service) in three namespaces; "pods" in
 //! network namespaces answer `NAME:PORT` on every port a service targets, so each answer names
 //! the endpoint. Namespaces `shop` and `many` move to IPVS, `other` stays. Where traffic went is
 //! proven by IPVS connection entries (/proc/net/ip_vs_conn) and by kube-proxy's DNAT counters.
@@ -375,7 +375,7 @@ fn suite() -> i32 {
         &[("pod2", POD2, 8090)],
     ));
     let v6 = vec![svc(
-        spec("shop", "web6", "", "fd00:96::10", 80, Protocol::Tcp),
+        spec("shop", "web", "", "fd00:96::10", 80, Protocol::Tcp),
         &[("pod1", POD1_V6, 8085)],
     )];
     let render_all = |node: Node, svcs: &[Svc]| {

@@ -7,3 +7,5 @@
 pub mod inventory;
 pub mod plan;
 pub mod preflight;
+pub mod rollback;
+pub mod rules;
