@@ -7,3 +7,4 @@
 pub mod inventory;
 pub mod plan;
 pub mod preflight;
+pub mod verify;
