@@ -170,9 +170,11 @@ pub enum Tolerance {
     /// comment in the IPVS proxier's `syncEndpoint`; kube-proxy-facts.md §2.11). The hybrid
     /// plan keeps the drop, so there it is a mismatch.
     EtpLocalNoLocalEndpoints,
-    /// Full plan only: internalTrafficPolicy=Local with no local endpoint. iptables mode drops
-    /// ClusterIP traffic ("has no local endpoints"); IPVS mode keeps a virtual server with no
-    /// real servers, which rejects (kube-proxy-facts.md §2.1 `syncEndpoint` and §2.11).
+    /// internalTrafficPolicy=Local with no local endpoint. iptables mode drops ClusterIP
+    /// traffic ("has no local endpoints"); IPVS mode keeps a virtual server with no real
+    /// servers, which rejects (kube-proxy-facts.md §2.1 `syncEndpoint` and §2.11). The hybrid
+    /// plan carries IPVS mode's behaviour over for what moves (docs/hybrid.md "Known
+    /// differences that remain"), so this is tolerated for both plans.
     ItpLocalNoLocalEndpoints,
     /// Full plan only: NodePorts on 127.0.0.0/8 work in iptables mode and "will not work" in
     /// IPVS mode (kubernetes.io virtual-ips.md; kube-proxy-facts.md §2.11).
@@ -581,6 +583,7 @@ pub fn compare(a: &BTreeSet<Outcome>, b: &BTreeSet<Outcome>) -> Option<MismatchK
 
 /// The documented difference that explains `iptables` vs `ipvs` for this case, if any.
 fn tolerance(
+    full: bool,
     sp: &ServicePort,
     case: &Case,
     iptables: &BTreeSet<Outcome>,
@@ -591,6 +594,19 @@ fn tolerance(
     let all_endpoints = |s: &BTreeSet<Outcome>| {
         !s.is_empty() && s.iter().all(|o| matches!(o, Outcome::Endpoint { .. }))
     };
+    if matches!(
+        case.kind,
+        CaseKind::ClusterIpRemote | CaseKind::ClusterIpPod | CaseKind::ClusterIpNode
+    ) && sp.internal_traffic_policy == TrafficPolicy::Local
+        && no_local
+        && only(iptables, Outcome::Drop)
+        && only(ipvs, Outcome::Reject)
+    {
+        return Some(Tolerance::ItpLocalNoLocalEndpoints);
+    }
+    if !full {
+        return None;
+    }
     if case.kind == CaseKind::LocalhostNodePort && only(ipvs, Outcome::NotTranslated) {
         return Some(Tolerance::LocalhostNodePort);
     }
@@ -603,16 +619,6 @@ fn tolerance(
     {
         return Some(Tolerance::EtpLocalNoLocalEndpoints);
     }
-    if matches!(
-        case.kind,
-        CaseKind::ClusterIpRemote | CaseKind::ClusterIpPod | CaseKind::ClusterIpNode
-    ) && sp.internal_traffic_policy == TrafficPolicy::Local
-        && no_local
-        && only(iptables, Outcome::Drop)
-        && only(ipvs, Outcome::Reject)
-    {
-        return Some(Tolerance::ItpLocalNoLocalEndpoints);
-    }
     None
 }
 
@@ -622,12 +628,12 @@ fn judge(
     case: &Case,
     iptables: BTreeSet<Outcome>,
     ipvs: BTreeSet<Outcome>,
-    tolerate: bool,
+    full: bool,
 ) {
     let Some(kind) = compare(&iptables, &ipvs) else {
         return;
     };
-    if tolerate && let Some(t) = tolerance(sp, case, &iptables, &ipvs) {
+    if let Some(t) = tolerance(full, sp, case, &iptables, &ipvs) {
         v.tolerated.push(Tolerated {
             service: sp.name.to_string(),
             case: case.label.clone(),

@@ -47,7 +47,8 @@ pub enum Cond {
     Mark(Neg<(u32, u32)>),
     /// `-m conntrack --ctstate` / `-m state --state` (upper-case state names).
     CtState(Neg<Vec<String>>),
-    /// `-m statistic --mode random --probability p`: both outcomes are possible.
+    /// `-m statistic --mode random --probability p`, `-m limit`: a matter of chance or rate,
+    /// so both outcomes are possible.
     Random,
     /// `-m recent --rcheck [--seconds N]`: both outcomes are possible; records affinity.
     RecentCheck {
@@ -397,6 +398,7 @@ impl Parser<'_, '_> {
                             | "physdev"
                             | "comment"
                             | "nfacct"
+                            | "limit"
                     ) {
                         self.unknown(format!("-m {m}"));
                     }
@@ -439,6 +441,12 @@ impl Parser<'_, '_> {
                     let v = self.value().unwrap_or_default();
                     if v != "random" {
                         self.unknown(format!("--mode {v}"));
+                    }
+                }
+                "--limit" | "--limit-burst" => {
+                    self.value();
+                    if w == "--limit" {
+                        self.rule.conds.push(Cond::Random);
                     }
                 }
                 "--probability" => {
@@ -679,7 +687,7 @@ mod tests {
 
     #[test]
     fn unknown_matches_and_target_options_are_kept_not_guessed() {
-        let x = r("-m limit --limit 5/sec -j LOG --log-prefix x");
+        let x = r("-m hashlimit --hashlimit-upto 5/sec -j LOG --log-prefix x");
         assert!(x.conds.iter().any(|c| matches!(c, Cond::Unknown(_))));
         let y = r("-j CT --notrack");
         assert!(y.conds.iter().any(|c| matches!(c, Cond::Unknown(_))));

@@ -36,7 +36,7 @@ COMMIT
 -A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
 -A KUBE-POSTROUTING -j MASQUERADE --random-fully
 -A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A
--A KUBE-SERVICES -d 10.96.0.2/32 -p tcp -m tcp --dport 80 -m limit --limit 5/sec -j KUBE-SVC-A
+-A KUBE-SERVICES -d 10.96.0.2/32 -p tcp -m tcp --dport 80 -m hashlimit --hashlimit-upto 5/sec -j KUBE-SVC-A
 -A KUBE-SVC-A ! -s 10.0.0.0/8 -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ
 -A KUBE-SVC-A -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-1 --mask 255.255.255.255 --rsource -j KUBE-SEP-1
 -A KUBE-SVC-A -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-2 --mask 255.255.255.255 --rsource -j KUBE-SEP-2
