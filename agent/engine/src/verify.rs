@@ -266,15 +266,34 @@ pub enum VerifyError {
 type VsMap = HashMap<(Protocol, IpAddr, u16), Vs>;
 
 fn vs_map<'a>(vss: impl IntoIterator<Item = &'a VirtualServer>) -> VsMap {
-    vss.into_iter()
-        .map(|v| {
-            (
-                (v.protocol, v.address, v.port),
-                Vs {
-                    real_servers: v.real_servers.iter().map(|r| (r.address, r.port)).collect(),
-                    affinity: (v.flags & FLAG_PERSISTENT != 0).then_some(v.timeout),
-                },
-            )
+    let mut by_key: HashMap<(Protocol, IpAddr, u16), Vec<(String, Vs)>> = HashMap::new();
+    for v in vss {
+        let vs = Vs {
+            real_servers: v.real_servers.iter().map(|r| (r.address, r.port)).collect(),
+            affinity: (v.flags & FLAG_PERSISTENT != 0).then_some(v.timeout),
+            conflict: None,
+        };
+        by_key
+            .entry((v.protocol, v.address, v.port))
+            .or_default()
+            .push((v.service.to_string(), vs));
+    }
+    by_key
+        .into_iter()
+        .filter_map(|(k, mut all)| {
+            let differ = all.windows(2).any(|w| w[0].1 != w[1].1);
+            let names: Vec<String> = all.iter().map(|(n, _)| n.clone()).collect();
+            let (_, mut vs) = all.pop()?;
+            if differ {
+                // The kernel holds one virtual server per key: whose real servers it ends up
+                // with depends on the order of writes, so the outcome is unknown.
+                vs.conflict = Some(format!(
+                    "the plan has {} different virtual servers for this key ({}); the kernel keeps one",
+                    names.len(),
+                    names.join(", ")
+                ));
+            }
+            Some((k, vs))
         })
         .collect()
 }
@@ -438,6 +457,11 @@ fn ipvs_outcome(vss: &VsMap, fw: &FwSets<'_>, case: &Case) -> BTreeSet<Outcome> 
     let Some(vs) = vss.get(&(p.proto, p.dst, p.dport)) else {
         return BTreeSet::from([Outcome::NotTranslated]);
     };
+    if let Some(reason) = &vs.conflict {
+        return BTreeSet::from([Outcome::Unknown {
+            reason: reason.clone(),
+        }]);
+    }
     if case.origin == Origin::Arriving && fw.drops(case) {
         return BTreeSet::from([Outcome::Drop]);
     }

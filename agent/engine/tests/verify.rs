@@ -460,3 +460,28 @@ fn a_missing_virtual_server_is_a_verdict_mismatch() {
         "nodePort 192.168.0.2",
     );
 }
+
+#[test]
+fn two_virtual_servers_for_one_key_are_reported_not_resolved() {
+    // kpgen's mixed shape reuses external IPs past 250 services; by hand here: a second
+    // service planned on svc4's external IP and port, without real servers.
+    let input = overall();
+    let mut full = input.full_plan();
+    let mut twin = full
+        .virtual_servers
+        .iter()
+        .find(|vs| vs.service.name == "svc4" && vs.kind == plan::VsKind::ExternalIp)
+        .unwrap()
+        .clone();
+    twin.service.name = "svc9".into();
+    twin.real_servers.clear();
+    full.virtual_servers.push(twin);
+    let v = input.verify_full(&full);
+    assert_eq!(found(&v).len(), 1, "{:#?}", found(&v));
+    assert_eq!(v.mismatches[0].kind, MismatchKind::Unknown);
+    assert!(
+        v.mismatches[0].ipvs[0].to_string().contains("ns4/svc9:p80"),
+        "{}",
+        v.mismatches[0].ipvs[0]
+    );
+}

@@ -127,13 +127,49 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Policy of a built-in chain (`ACCEPT`, `DROP`); `None` for user chains.
     pub policy: Option<String>,
+    /// Rules that can match any destination (no `-d` with a single address), by index.
+    any_dst: Vec<usize>,
+    /// Rules with `-d <one address>`, by that address.
+    by_dst: HashMap<IpAddr, Vec<usize>>,
+}
+
+impl Chain {
+    /// The first rule at or after `from` that can match a packet to `dst`. Rules whose `-d` is
+    /// another single address cannot, and skipping them is exactly the kernel's linear scan
+    /// without the comparisons (KUBE-SERVICES has one rule per VIP and port).
+    pub fn next_candidate(&self, from: usize, dst: &IpAddr) -> usize {
+        let after = |v: &[usize]| {
+            let k = v.partition_point(|i| *i < from);
+            v.get(k).copied().unwrap_or(usize::MAX)
+        };
+        let a = after(&self.any_dst);
+        let b = self.by_dst.get(dst).map_or(usize::MAX, |v| after(v));
+        a.min(b).min(self.rules.len())
+    }
+
+    fn reindex(&mut self) {
+        self.any_dst.clear();
+        self.by_dst.clear();
+        for (i, r) in self.rules.iter().enumerate() {
+            let host = r.conds.iter().find_map(|c| match c {
+                Cond::Dst(n) if !n.negated && n.value.prefix_len() == n.value.max_prefix_len() => {
+                    Some(n.value.addr())
+                }
+                _ => None,
+            });
+            match host {
+                Some(ip) => self.by_dst.entry(ip).or_default().push(i),
+                None => self.any_dst.push(i),
+            }
+        }
+    }
 }
 
 /// The nat and filter tables of one family.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ruleset {
-    /// `(table, chain)` → chain.
-    pub chains: HashMap<(String, String), Chain>,
+    /// table → chain name → chain (nested so lookups by `&str` do not allocate).
+    pub chains: HashMap<String, HashMap<String, Chain>>,
 }
 
 /// Tables the interpreter walks.
@@ -148,24 +184,19 @@ impl Ruleset {
             match ev {
                 Event::Table { name } => table = name.to_owned(),
                 Event::Chain { name, builtin } => {
-                    let c = rs
-                        .chains
-                        .entry((table.clone(), name.to_owned()))
-                        .or_default();
+                    let c = rs.chain_mut(&table, name);
                     if builtin {
                         c.policy = Some("ACCEPT".into());
                     }
                 }
                 Event::Rule { chain, rest } => {
                     let rule = parse_rule(rest, line);
-                    rs.chains
-                        .entry((table.clone(), chain.to_owned()))
-                        .or_default()
-                        .rules
-                        .push(rule);
+                    rs.chain_mut(&table, chain).rules.push(rule);
                 }
                 Event::Delete { chain } => {
-                    rs.chains.remove(&(table.clone(), chain.to_owned()));
+                    if let Some(t) = rs.chains.get_mut(&table) {
+                        t.remove(chain);
+                    }
                 }
                 Event::Commit => {}
             }
@@ -182,11 +213,14 @@ impl Ruleset {
                 let mut parts = decl.split_whitespace();
                 if let (Some(chain), Some(policy)) = (parts.next(), parts.next())
                     && policy != "-"
-                    && let Some(c) = rs.chains.get_mut(&(table.to_owned(), chain.to_owned()))
+                    && let Some(c) = rs.chains.get_mut(table).and_then(|t| t.get_mut(chain))
                 {
                     c.policy = Some(policy.to_owned());
                 }
             }
+        }
+        for c in rs.chains.values_mut().flat_map(|t| t.values_mut()) {
+            c.reindex();
         }
         Ok(rs)
     }
@@ -194,28 +228,33 @@ impl Ruleset {
     /// Adds (or replaces) a chain from rule texts as `iptables-restore` takes them after
     /// `-A NAME`.
     pub fn set_chain(&mut self, table: &str, chain: &str, rules: &[String]) {
-        let c = self
-            .chains
-            .entry((table.to_owned(), chain.to_owned()))
-            .or_default();
+        let c = self.chain_mut(table, chain);
         c.rules = rules.iter().map(|r| parse_rule(r.as_bytes(), 0)).collect();
+        c.reindex();
     }
 
     /// Inserts a rule at position 1 of a chain (`-I CHAIN 1 …`).
     pub fn insert_first(&mut self, table: &str, chain: &str, rule: &str) {
-        let c = self
-            .chains
-            .entry((table.to_owned(), chain.to_owned()))
-            .or_default();
+        let c = self.chain_mut(table, chain);
         if c.policy.is_none() && is_builtin(chain) {
             c.policy = Some("ACCEPT".into());
         }
         c.rules.insert(0, parse_rule(rule.as_bytes(), 0));
+        c.reindex();
+    }
+
+    /// A chain, created if missing.
+    fn chain_mut(&mut self, table: &str, chain: &str) -> &mut Chain {
+        self.chains
+            .entry(table.to_owned())
+            .or_default()
+            .entry(chain.to_owned())
+            .or_default()
     }
 
     /// A chain, if declared.
     pub fn chain(&self, table: &str, chain: &str) -> Option<&Chain> {
-        self.chains.get(&(table.to_owned(), chain.to_owned()))
+        self.chains.get(table).and_then(|t| t.get(chain))
     }
 }
 

@@ -163,6 +163,7 @@ fn an_accepted_packet_is_taken_by_a_matching_virtual_server() {
         Vs {
             real_servers: vec![(ip("10.1.0.1"), 8080)],
             affinity: None,
+            conflict: None,
         },
     )]);
     let locals_with_vip = vec![

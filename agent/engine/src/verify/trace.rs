@@ -26,7 +26,7 @@ use crate::inventory::Protocol;
 /// Deepest chain nesting followed.
 pub const MAX_DEPTH: usize = 32;
 /// Most rule evaluations in one trace.
-pub const MAX_STEPS: usize = 200_000;
+pub const MAX_STEPS: usize = 2_000_000;
 
 /// The first packet of a new connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct Vs {
     pub real_servers: Vec<(IpAddr, u16)>,
     /// Persistence timeout, if persistent.
     pub affinity: Option<u32>,
+    /// Set when the plan has several virtual servers for one key: the outcome is unknown.
+    pub conflict: Option<String>,
 }
 
 /// Why a trace could not be completed.
@@ -158,6 +160,10 @@ impl Tracer<'_> {
                 // IPVS's LOCAL_OUT hook runs after nat OUTPUT and before filter OUTPUT, which
                 // therefore sees the real server.
                 if let Some(vs) = self.vs_for(&p) {
+                    if let Some(c) = &vs.conflict {
+                        out.insert(Outcome::Unknown { reason: c.clone() });
+                        return Ok(());
+                    }
                     if vs.real_servers.is_empty() {
                         out.insert(Outcome::Reject);
                     }
@@ -195,6 +201,10 @@ impl Tracer<'_> {
                                 && let Some(vs) = self.vs_for(&q)
                             {
                                 // IPVS at LOCAL_IN, after filter INPUT.
+                                if let Some(c) = &vs.conflict {
+                                    out.insert(Outcome::Unknown { reason: c.clone() });
+                                    continue;
+                                }
                                 if vs.real_servers.is_empty() {
                                     out.insert(Outcome::Reject);
                                 }
@@ -306,6 +316,7 @@ impl Tracer<'_> {
             if *steps > MAX_STEPS {
                 return Err(TraceError::TooManySteps);
             }
+            let i = c.next_candidate(i, &p.dst);
             let Some(rule) = c.rules.get(i) else {
                 out.push((Exit::Return, p));
                 continue;
@@ -380,10 +391,13 @@ impl Tracer<'_> {
         Ok(out)
     }
 
-    fn eval(&self, table: &str, conds: &[Cond], orig: &Packet) -> Eval {
-        let mut p = orig.clone();
+    fn eval(&self, table: &str, conds: &[Cond], p: &Packet) -> Eval {
+        // The packet is cloned only when the rule matches: most rules of a large
+        // KUBE-SERVICES fail on their destination.
         let mut unknown: Option<String> = None;
         let mut branch = false;
+        let mut rcheck: Option<u32> = None;
+        let mut recent_set = false;
         for c in conds {
             let r: Result<bool, String> = match c {
                 Cond::Src(n) => Ok(neg(n, n.value.contains(&p.src))),
@@ -424,11 +438,11 @@ impl Tracer<'_> {
                 }
                 Cond::RecentCheck { seconds } => {
                     branch = true;
-                    p.rcheck = Some(p.rcheck.unwrap_or(0).max(*seconds));
+                    rcheck = Some(rcheck.unwrap_or(0).max(*seconds));
                     Ok(true)
                 }
                 Cond::RecentSet => {
-                    p.recent_set = true;
+                    recent_set = true;
                     Ok(true)
                 }
                 Cond::Set(n) => match self.sets.get(&n.value.0) {
@@ -460,6 +474,11 @@ impl Tracer<'_> {
         if let Some(u) = unknown {
             return Eval::Unknown(u);
         }
+        let mut p = p.clone();
+        if let Some(s) = rcheck {
+            p.rcheck = Some(p.rcheck.unwrap_or(0).max(s));
+        }
+        p.recent_set |= recent_set;
         if branch { Eval::Both(p) } else { Eval::Yes(p) }
     }
 }
