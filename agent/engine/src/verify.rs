@@ -176,6 +176,19 @@ pub enum Tolerance {
     /// plan carries IPVS mode's behaviour over for what moves (docs/hybrid.md "Known
     /// differences that remain"), so this is tolerated for both plans.
     ItpLocalNoLocalEndpoints,
+    /// externalTrafficPolicy=Local, traffic from a pod on the node or from the node itself to
+    /// an external or LB IP: iptables mode sends it to the cluster-wide endpoints (the
+    /// "pod traffic" / "route LOCAL traffic" short-circuit, kubernetes/kubernetes PR #77523);
+    /// IPVS mode has one virtual server per address and sends it to the local endpoints only
+    /// (kubernetes/kubernetes#93456, #115931). Tolerated when the plan reaches exactly the
+    /// local endpoints; the hybrid carries IPVS mode's behaviour over (docs/hybrid.md).
+    EtpLocalInClusterSource,
+    /// The node's own traffic to an external or LB IP that iptables mode leaves untranslated
+    /// (a service without endpoints: its REJECT is in KUBE-EXTERNAL-SERVICES, which only INPUT
+    /// and FORWARD jump to, so the packet is routed out). IPVS mode binds the address on
+    /// kube-ipvs0 and answers it on the node itself (kubernetes/kubernetes#79783, #66607;
+    /// kube-proxy-facts.md §2.6; the plan's `lb-ip-bound-locally` finding).
+    VipBoundLocally,
     /// Full plan only: NodePorts on 127.0.0.0/8 work in iptables mode and "will not work" in
     /// IPVS mode (kubernetes.io virtual-ips.md; kube-proxy-facts.md §2.11).
     LocalhostNodePort,
@@ -188,6 +201,8 @@ impl Tolerance {
             Tolerance::EtpLocalNoLocalEndpoints => "etp-local-no-local-endpoints",
             Tolerance::ItpLocalNoLocalEndpoints => "itp-local-no-local-endpoints",
             Tolerance::LocalhostNodePort => "localhost-nodeport",
+            Tolerance::EtpLocalInClusterSource => "etp-local-in-cluster-source",
+            Tolerance::VipBoundLocally => "vip-bound-locally",
         }
     }
 }
@@ -627,6 +642,42 @@ fn tolerance(
         && only(ipvs, Outcome::Reject)
     {
         return Some(Tolerance::ItpLocalNoLocalEndpoints);
+    }
+    let endpoint_set = |s: &BTreeSet<Outcome>| {
+        s.iter()
+            .map(|o| match o {
+                Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
+                _ => None,
+            })
+            .collect::<Option<BTreeSet<_>>>()
+    };
+    if case.kind == CaseKind::ExternalInCluster
+        && case.origin == Origin::Node
+        && only(iptables, Outcome::NotTranslated)
+        && !ipvs.iter().any(|o| matches!(o, Outcome::Unknown { .. }))
+    {
+        return Some(Tolerance::VipBoundLocally);
+    }
+    if case.kind == CaseKind::ExternalInCluster
+        && sp.external_traffic_policy == TrafficPolicy::Local
+        && !no_local
+    {
+        let local: BTreeSet<(IpAddr, u16)> = sp
+            .endpoints
+            .iter()
+            .filter(|e| e.local == Some(true))
+            .map(|e| (e.ip, e.port))
+            .collect();
+        let cluster: Option<BTreeSet<(IpAddr, u16)>> = sp
+            .cluster_dispatch
+            .as_ref()
+            .map(|d| d.endpoints.iter().map(|e| (e.ip, e.port)).collect());
+        if endpoint_set(ipvs).as_ref() == Some(&local)
+            && cluster.is_some()
+            && endpoint_set(iptables) == cluster
+        {
+            return Some(Tolerance::EtpLocalInClusterSource);
+        }
     }
     if !full {
         return None;

@@ -31,6 +31,9 @@ pub enum CaseKind {
     LoadBalancerDenied,
     /// A NodePort on a node address from a remote client.
     NodePort,
+    /// An external IP, or an LB IP without source ranges, from a pod on the node or from the
+    /// node itself (iptables mode short-circuits these to the cluster-wide endpoints).
+    ExternalInCluster,
     /// A NodePort on 127.0.0.1 from the node.
     LocalhostNodePort,
     /// An endpoint calling its own service's ClusterIP.
@@ -180,6 +183,12 @@ fn first_host(net: &IpNet) -> IpAddr {
     }
 }
 
+/// A source: its label, address and incoming interface.
+type From<'a> = (&'a str, IpAddr, Arc<str>);
+
+/// How cases are added: kind, destination label, destination, port, source, origin.
+type Push<'p> = dyn FnMut(CaseKind, &str, IpAddr, u16, From<'_>, Origin) + 'p;
+
 fn show(ip: &IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(a) => format!("{a}:{port}"),
@@ -191,36 +200,32 @@ fn show(ip: &IpAddr, port: u16) -> String {
 pub fn for_port(idx: usize, sp: &ServicePort, src: &Sources, node_ips: &[IpAddr]) -> Vec<Case> {
     let mut out = Vec::new();
     let proto = sp.protocol.as_str();
-    let mut push = |kind: CaseKind,
-                    what: &str,
-                    dst: IpAddr,
-                    dport: u16,
-                    from: (&str, IpAddr, Arc<str>),
-                    origin: Origin| {
-        out.push(Case {
-            port: idx,
-            kind,
-            label: format!(
-                "{what} {}/{proto} from {} {}",
-                show(&dst, dport),
-                from.0,
-                from.1
-            ),
-            packet: Packet {
-                src: from.1,
-                dst,
-                proto: sp.protocol,
-                dport,
-                in_iface: from.2,
-                mark: 0,
-                dnat: false,
-                rcheck: None,
-                recent_set: false,
-                masq: false,
-            },
-            origin,
-        });
-    };
+    let mut push =
+        |kind: CaseKind, what: &str, dst: IpAddr, dport: u16, from: From<'_>, origin: Origin| {
+            out.push(Case {
+                port: idx,
+                kind,
+                label: format!(
+                    "{what} {}/{proto} from {} {}",
+                    show(&dst, dport),
+                    from.0,
+                    from.1
+                ),
+                packet: Packet {
+                    src: from.1,
+                    dst,
+                    proto: sp.protocol,
+                    dport,
+                    in_iface: from.2,
+                    mark: 0,
+                    dnat: false,
+                    rcheck: None,
+                    recent_set: false,
+                    masq: false,
+                },
+                origin,
+            });
+        };
     let remote = |ranges: &[IpNet]| {
         src.remote_outside(ranges)
             .map(|ip| ("remote", ip, src.remote_iface.clone()))
@@ -254,6 +259,24 @@ pub fn for_port(idx: usize, sp: &ServicePort, src: &Sources, node_ips: &[IpAddr]
         node,
         Origin::Node,
     );
+    let in_cluster = |push: &mut Push<'_>, what: &str, ip: IpAddr| {
+        push(
+            CaseKind::ExternalInCluster,
+            what,
+            ip,
+            port,
+            ("pod", src.pod, src.pod_iface.clone()),
+            Origin::Arriving,
+        );
+        push(
+            CaseKind::ExternalInCluster,
+            what,
+            ip,
+            port,
+            ("node", src.node, Arc::<str>::from("")),
+            Origin::Node,
+        );
+    };
     for ip in &sp.external_ips {
         if let Some(r) = remote(&[]) {
             push(
@@ -265,6 +288,7 @@ pub fn for_port(idx: usize, sp: &ServicePort, src: &Sources, node_ips: &[IpAddr]
                 Origin::Arriving,
             );
         }
+        in_cluster(&mut push, "externalIP", *ip);
     }
     let ranges = &sp.load_balancer_source_ranges;
     for ip in sp
@@ -283,6 +307,7 @@ pub fn for_port(idx: usize, sp: &ServicePort, src: &Sources, node_ips: &[IpAddr]
                     Origin::Arriving,
                 );
             }
+            in_cluster(&mut push, "loadBalancer", *ip);
             continue;
         }
         if let Some(first) = ranges.first() {
