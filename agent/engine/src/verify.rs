@@ -685,7 +685,8 @@ fn tolerance(
     if case.kind == CaseKind::LocalhostNodePort && only(ipvs, Outcome::NotTranslated) {
         return Some(Tolerance::LocalhostNodePort);
     }
-    if case.kind.is_external()
+    // Pods count as external sources when kube-proxy has no local-traffic detector.
+    if (case.kind.is_external() || case.kind == CaseKind::ExternalInCluster)
         && sp.external_traffic_policy == TrafficPolicy::Local
         && no_local
         && !sp.endpoints.is_empty()

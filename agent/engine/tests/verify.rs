@@ -247,24 +247,77 @@ fn hybrid_plans_for_each_single_namespace_match_the_rules() {
 }
 
 fn generated(family: IpFamily, shape: Shape, services: u32, seed: u64) -> Input {
-    let cluster = generate(family, shape, services, 3, seed);
+    generated_with(family, shape, services, seed, |_| {})
+}
+
+fn generated_with(
+    family: IpFamily,
+    shape: Shape,
+    services: u32,
+    seed: u64,
+    node: impl FnOnce(&mut ipvsmig_clustergen::Node),
+) -> Input {
+    let mut cluster = generate(family, shape, services, 3, seed);
+    node(&mut cluster.node);
     Input::new("generated", family, render(&cluster).into_bytes())
+}
+
+fn check_all_plans(what: &str, input: &Input) {
+    let v = input.verify_full(&input.full_plan());
+    assert_clean(&format!("{what} full"), &v);
+    let all = input.all_namespaces();
+    let v = input.verify_hybrid(&input.hybrid_plan(all.clone()));
+    assert_clean(&format!("{what} hybrid (all)"), &v);
+    let half: Vec<String> = all.iter().step_by(2).cloned().collect();
+    let v = input.verify_hybrid(&input.hybrid_plan(half));
+    assert_clean(&format!("{what} hybrid (every other namespace)"), &v);
+}
+
+/// One change to kube-proxy's node-wide settings.
+type NodeSetting = dyn Fn(&mut ipvsmig_clustergen::Node);
+
+#[test]
+fn generated_clusters_with_every_node_setting_match_their_plans() {
+    use ipvsmig_clustergen::Detector;
+    // Below 250 services kpgen does not reuse external or LB addresses.
+    for family in [IpFamily::IPv4, IpFamily::IPv6] {
+        let base = ipvsmig_clustergen::Node::default_for(family);
+        let node_ip = base.node_ip;
+        let settings: Vec<(&str, Box<NodeSetting>)> = vec![
+            ("no detector", Box::new(|n| n.detector = Detector::None)),
+            (
+                "interface prefix",
+                Box::new(|n| n.detector = Detector::InterfacePrefix("cali".into())),
+            ),
+            (
+                "bridge",
+                Box::new(|n| n.detector = Detector::Bridge("cbr0".into())),
+            ),
+            ("masquerade-all", Box::new(|n| n.masquerade_all = true)),
+            ("mark bit 5", Box::new(|n| n.mark_bit = 5)),
+            (
+                "nodePortAddresses",
+                Box::new(move |n| n.node_port_addresses = Some(vec![node_ip])),
+            ),
+            (
+                "localhost NodePorts",
+                Box::new(|n| n.localhost_node_ports = n.family == IpFamily::IPv4),
+            ),
+            ("large cluster", Box::new(|n| n.large_cluster = true)),
+        ];
+        for (name, set) in &settings {
+            let input = generated_with(family, Shape::Mix, 80, 21, |n| set(n));
+            check_all_plans(&format!("{family:?} {name}"), &input);
+        }
+    }
 }
 
 #[test]
 fn generated_clusters_of_every_shape_match_their_full_and_hybrid_plans() {
     for family in [IpFamily::IPv4, IpFamily::IPv6] {
         for (shape, seed) in [(Shape::Mix, 7), (Shape::Mix, 11), (Shape::ClusterIp, 3)] {
-            let input = generated(family, shape, 120, seed);
-            let what = format!("{family:?} {shape:?} seed {seed}");
-            let v = input.verify_full(&input.full_plan());
-            assert_clean(&format!("{what} full"), &v);
-            let all = input.all_namespaces();
-            let v = input.verify_hybrid(&input.hybrid_plan(all.clone()));
-            assert_clean(&format!("{what} hybrid (all)"), &v);
-            let half: Vec<String> = all.iter().step_by(2).cloned().collect();
-            let v = input.verify_hybrid(&input.hybrid_plan(half));
-            assert_clean(&format!("{what} hybrid (every other namespace)"), &v);
+            let input = generated(family, shape, 240, seed);
+            check_all_plans(&format!("{family:?} {shape:?} seed {seed}"), &input);
         }
     }
 }
