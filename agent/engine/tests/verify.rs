@@ -545,3 +545,45 @@ fn two_virtual_servers_for_one_key_are_reported_not_resolved() {
         v.mismatches[0].ipvs[0]
     );
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEED: &str = include_str!("golden/overall/restore.txt");
+
+    /// The clean fixture's inventory and plans, checked against a damaged copy of its rules:
+    /// the check returns a verification or an error, whatever the rules say.
+    fn check(text: &[u8]) {
+        let clean = Input::new("seed", IpFamily::IPv4, SEED.as_bytes().to_vec());
+        let dumps = [Dump {
+            name: "damaged",
+            family: IpFamily::IPv4,
+            text,
+        }];
+        let (_, vopts) = clean.opts();
+        let _ = verify::full(&clean.inv, &dumps, &clean.full_plan(), &vopts);
+        let h = clean.hybrid_plan(clean.all_namespaces());
+        let _ = verify::hybrid(&clean.inv, &dumps, &h, &vopts);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn damaged_rules_never_panic(edits in proptest::collection::vec((0usize..SEED.len(), any::<u8>()), 1..24)) {
+            let mut b = SEED.as_bytes().to_vec();
+            for (i, v) in edits {
+                b[i] = v;
+            }
+            check(&b);
+        }
+
+        #[test]
+        fn reordered_rules_never_panic(a in 0usize..200, c in 0usize..200) {
+            let mut lines: Vec<&str> = SEED.lines().collect();
+            let n = lines.len();
+            lines.swap(a % n, c % n);
+            check(lines.join("\n").as_bytes());
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! It re-reads the dump text (the format layer `inventory::save`: `read_dump`, `tokenize`,
 //! `unescape`) and never looks at the inventory's resolved model, which is what the translator
-//! used: that is what makes the check independent. It knows iptables' match modules, not
+//! used: that is what makes the check independent. It does not use `inventory::rule` either:
+//! that reader keeps only the options kube-proxy writes (no `-o`, `--match-set`, `--dports`,
+//! `physdev`), while an interpreter must see every option to know when it cannot decide. It knows iptables' match modules, not
 //! kube-proxy's layout. An option it does not model becomes [`Cond::Unknown`], which the
 //! walker reports when the rule is reached; it is never guessed true or false.
 
@@ -650,9 +652,11 @@ fn target(name: &str, opts: &[(String, Vec<String>)], conds: &mut Vec<Cond>) -> 
                     xor: v,
                 }
             } else if let Some((v, mask)) = m("--set-mark") {
+                // "Zeroes out the bits given by mask and ORs value into the mark"
+                // (iptables-extensions(8)): clear mask and value's bits, then set value's.
                 Target::Mark {
-                    clear: mask,
-                    xor: v & mask,
+                    clear: mask | v,
+                    xor: v,
                 }
             } else if let Some((v, _)) = m("--or-mark") {
                 Target::Mark { clear: v, xor: v }
@@ -701,6 +705,13 @@ mod tests {
             Target::Mark {
                 clear: 0x4000,
                 xor: 0x4000
+            }
+        );
+        assert_eq!(
+            r("-j MARK --set-mark 0x10/0xff").target,
+            Target::Mark {
+                clear: 0xff,
+                xor: 0x10
             }
         );
         assert_eq!(
