@@ -35,7 +35,7 @@ use crate::plan::{FLAG_PERSISTENT, IpvsPlan, VirtualServer};
 use cases::{Case, CaseKind, Sources};
 use rules::Ruleset;
 use sets::IpSet;
-use trace::{Origin, TraceError, Tracer, Vs};
+use trace::{Locals, Origin, TraceError, Tracer, Vs};
 
 /// One family's dump text, as read from the node or a file.
 #[derive(Debug, Clone, Copy)]
@@ -313,16 +313,16 @@ fn vs_map<'a>(vss: impl IntoIterator<Item = &'a VirtualServer>) -> VsMap {
         .collect()
 }
 
-fn locals(node_ips: &[IpAddr], node: IpAddr, extra: &[IpAddr]) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = node_ips
-        .iter()
-        .chain(std::iter::once(&node))
-        .chain(extra)
-        .map(|ip| IpNet::from(*ip))
-        .collect();
-    v.extend(rules::parse_net("127.0.0.0/8"));
-    v.extend(rules::parse_net("::1/128"));
-    v
+fn locals(node_ips: &[IpAddr], node: IpAddr, extra: &[IpAddr]) -> Locals {
+    Locals::new(
+        node_ips
+            .iter()
+            .chain(std::iter::once(&node))
+            .chain(extra)
+            .map(|ip| IpNet::from(*ip))
+            .chain(rules::parse_net("127.0.0.0/8"))
+            .chain(rules::parse_net("::1/128")),
+    )
 }
 
 struct Family<'a> {

@@ -3,6 +3,7 @@
 //! `hash:ip,port`, `hash:ip,port,ip`, `hash:ip,port,net` and `bitmap:port`. Members are
 //! parsed from the text `ipset add` takes (`10.0.0.1,tcp:80,10.0.0.0/8`). Pure data.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -26,11 +27,21 @@ enum Value {
     Net(IpNet),
 }
 
-/// A set: its type's components and its members.
+/// A set: its type's components and its members. Members of single addresses and ports are
+/// hashed (a hybrid's admission set has one per virtual server); ranges and nets are scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpSet {
     parts: Vec<Part>,
-    members: Vec<Vec<Value>>,
+    exact: HashSet<Vec<Exact>>,
+    ranged: Vec<Vec<Value>>,
+}
+
+/// A member component that is one value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Exact {
+    Ip(IpAddr),
+    /// Protocol (`None` for bitmap:port, which has none) and port.
+    Port(Option<String>, u16),
 }
 
 /// What a set test looks at in a packet.
@@ -62,7 +73,9 @@ impl IpSet {
             "hash:net" => vec![Part::Net],
             other => return Err(format!("set type {other} is not modelled")),
         };
-        let mut out = Vec::new();
+        let bitmap = set_type.starts_with("bitmap:");
+        let mut exact = HashSet::new();
+        let mut ranged = Vec::new();
         for m in members {
             let text = m.split_whitespace().next().unwrap_or("");
             let fields: Vec<&str> = text.split(',').collect();
@@ -78,11 +91,33 @@ impl IpSet {
                 };
                 vals.push(v.ok_or_else(|| format!("member {m:?}: cannot read {f:?}"))?);
             }
-            out.push(vals);
+            let single: Option<Vec<Exact>> = vals
+                .iter()
+                .map(|v| match v {
+                    Value::Ip(ip) => Some(Exact::Ip(*ip)),
+                    // ipset's hash types default to tcp when a member names no protocol.
+                    Value::Port(proto, lo, hi) if lo == hi => Some(Exact::Port(
+                        if bitmap {
+                            None
+                        } else {
+                            Some(proto.clone().unwrap_or_else(|| "tcp".into()))
+                        },
+                        *lo,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            match single {
+                Some(k) => {
+                    exact.insert(k);
+                }
+                None => ranged.push(vals),
+            }
         }
         Ok(IpSet {
             parts,
-            members: out,
+            exact,
+            ranged,
         })
     }
 
@@ -112,12 +147,29 @@ impl IpSet {
                 },
             });
         }
-        Ok(self.members.iter().any(|m| {
+        let bitmap = self.parts == [Part::Port];
+        let exact_key: Option<Vec<Exact>> = self
+            .parts
+            .iter()
+            .zip(&key)
+            .map(|(p, k)| match (p, k) {
+                (Part::Ip, KeyPart::Ip(ip)) => Some(Exact::Ip(*ip)),
+                (Part::Port, KeyPart::Port(proto, port)) => {
+                    Some(Exact::Port((!bitmap).then(|| (*proto).to_owned()), *port))
+                }
+                _ => None,
+            })
+            .collect();
+        if exact_key.is_some_and(|k| self.exact.contains(&k)) {
+            return Ok(true);
+        }
+        Ok(self.ranged.iter().any(|m| {
             m.iter().zip(&key).all(|(v, k)| match (v, k) {
                 (Value::Ip(a), KeyPart::Ip(b)) => a == b,
                 (Value::Net(n), KeyPart::Ip(b)) => n.contains(b),
                 (Value::Port(proto, lo, hi), KeyPart::Port(kp, port)) => {
-                    proto.as_deref().is_none_or(|p| p == *kp) && (*lo..=*hi).contains(port)
+                    let proto_ok = bitmap || proto.as_deref().unwrap_or("tcp") == *kp;
+                    proto_ok && (*lo..=*hi).contains(port)
                 }
                 _ => false,
             })
@@ -183,6 +235,36 @@ mod tests {
         let d = [Dir::Dst, Dir::Dst, Dir::Src];
         assert!(s.contains(&d, &q("203.0.113.9", "5.6.7.8", 80)).unwrap());
         assert!(!s.contains(&d, &q("203.0.113.200", "5.6.7.8", 80)).unwrap());
+    }
+
+    #[test]
+    fn members_without_a_protocol_are_tcp_and_bitmap_ports_have_none() {
+        let s = IpSet::new("hash:ip,port", &["10.0.0.1,80".to_owned()]).unwrap();
+        let d = [Dir::Dst, Dir::Dst];
+        assert!(s.contains(&d, &q("1.1.1.1", "10.0.0.1", 80)).unwrap());
+        let udp = SetQuery {
+            proto: "udp",
+            ..q("1.1.1.1", "10.0.0.1", 80)
+        };
+        assert!(!s.contains(&d, &udp).unwrap());
+        let b = IpSet::new(
+            "bitmap:port",
+            &["30000-30002".to_owned(), "31000".to_owned()],
+        )
+        .unwrap();
+        let udp = SetQuery {
+            proto: "udp",
+            ..q("1.1.1.1", "2.2.2.2", 30001)
+        };
+        assert!(b.contains(&[Dir::Dst], &udp).unwrap());
+        assert!(
+            b.contains(&[Dir::Dst], &q("1.1.1.1", "2.2.2.2", 31000))
+                .unwrap()
+        );
+        assert!(
+            !b.contains(&[Dir::Dst], &q("1.1.1.1", "2.2.2.2", 30003))
+                .unwrap()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::rules::Ruleset;
 use super::sets::IpSet;
-use super::trace::{Origin, Packet, Tracer, Vs};
+use super::trace::{Locals, Origin, Packet, Tracer, Vs};
 use super::{MismatchKind, Outcome, compare};
 use crate::inventory::Protocol;
 
@@ -84,7 +84,7 @@ fn trace_with(
     p: Packet,
     origin: Origin,
 ) -> BTreeSet<Outcome> {
-    let locals = vec!["192.168.0.2/32".parse().unwrap()];
+    let locals = Locals::new(["192.168.0.2/32".parse().unwrap()]);
     Tracer {
         rules,
         sets,
@@ -166,10 +166,10 @@ fn an_accepted_packet_is_taken_by_a_matching_virtual_server() {
             conflict: None,
         },
     )]);
-    let locals_with_vip = vec![
+    let locals_with_vip = Locals::new([
         "192.168.0.2/32".parse().unwrap(),
         "10.96.0.1/32".parse().unwrap(),
-    ];
+    ]);
     let got = Tracer {
         rules: &rules,
         sets: &sets,
@@ -187,7 +187,7 @@ fn loops_in_the_rules_are_an_error_not_a_hang() {
     let text =
         "*nat\n:PREROUTING ACCEPT [0:0]\n:A - [0:0]\n-A PREROUTING -j A\n-A A -j A\nCOMMIT\n";
     let rules = Ruleset::parse("t", text.as_bytes()).unwrap();
-    let locals = vec![];
+    let locals = Locals::default();
     let r = Tracer {
         rules: &rules,
         sets: &HashMap::new(),

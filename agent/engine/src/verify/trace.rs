@@ -12,7 +12,7 @@
 //! Planned IPVS virtual servers (the hybrid's) are looked up where IPVS hooks in: after filter
 //! INPUT for traffic that arrived (LOCAL_IN), right after nat OUTPUT for the node's own.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -73,6 +73,34 @@ pub struct Vs {
     pub conflict: Option<String>,
 }
 
+/// The node's local addresses: single addresses hashed (a hybrid binds one per VIP), networks
+/// (loopback) scanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locals {
+    hosts: HashSet<IpAddr>,
+    nets: Vec<IpNet>,
+}
+
+impl Locals {
+    /// From addresses and networks.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Locals {
+        let mut l = Locals::default();
+        for n in nets {
+            if n.prefix_len() == n.max_prefix_len() {
+                l.hosts.insert(n.addr());
+            } else {
+                l.nets.push(n);
+            }
+        }
+        l
+    }
+
+    /// True if `ip` is local.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.hosts.contains(ip) || self.nets.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// Why a trace could not be completed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TraceError {
@@ -96,7 +124,7 @@ pub struct Tracer<'a> {
     /// ipsets by name.
     pub sets: &'a HashMap<String, IpSet>,
     /// Local addresses (`--dst-type LOCAL`, routing to INPUT).
-    pub locals: &'a [IpNet],
+    pub locals: &'a Locals,
     /// Virtual servers by (protocol, address, port); empty when tracing kube-proxy alone.
     pub ipvs: &'a HashMap<(Protocol, IpAddr, u16), Vs>,
 }
@@ -119,7 +147,7 @@ enum Eval {
 
 impl Tracer<'_> {
     fn is_local(&self, ip: &IpAddr) -> bool {
-        self.locals.iter().any(|n| n.contains(ip))
+        self.locals.contains(ip)
     }
 
     /// Every reachable outcome for `pkt`.
