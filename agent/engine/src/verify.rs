@@ -418,13 +418,13 @@ pub fn full(
         };
         let fw = FwSets::new(&sets, fam.family);
         for (idx, sp) in &fam.ports {
+            let mut traced = Vec::new();
             for case in cases::for_port(*idx, sp, &fam.sources, &opts.node_ips) {
-                v.cases += 1;
-                let left = run(&ipt, &case, sp)?;
+                let left = strip_masquerade(run(&ipt, &case, sp)?);
                 let right = ipvs_outcome(&vss, &fw, &case);
-                let left = strip_masquerade(left);
-                judge(&mut v, sp, &case, left, right, true);
+                traced.push((case, left, right));
             }
+            judge_port(&mut v, sp, traced, true);
         }
     }
     Ok(v)
@@ -559,12 +559,13 @@ pub fn hybrid(
             ipvs: &vss,
         };
         for (idx, sp) in &fam.ports {
+            let mut traced = Vec::new();
             for case in cases::for_port(*idx, sp, &fam.sources, &opts.node_ips) {
-                v.cases += 1;
                 let left = run(&ipt, &case, sp)?;
                 let right = run(&hyb, &case, sp)?;
-                judge(&mut v, sp, &case, left, right, false);
+                traced.push((case, left, right));
             }
+            judge_port(&mut v, sp, traced, false);
         }
     }
     Ok(v)
@@ -620,64 +621,69 @@ pub fn compare(a: &BTreeSet<Outcome>, b: &BTreeSet<Outcome>) -> Option<MismatchK
     Some(MismatchKind::Masquerade)
 }
 
-/// The documented difference that explains `iptables` vs `ipvs` for this case, if any.
+/// What kube-proxy's rules themselves show for one service port, across its cases: the
+/// tolerances are judged against this, not against the inventory's model (which is the
+/// translator's input).
+struct Seen {
+    /// Every endpoint any case reaches through iptables.
+    endpoints: BTreeSet<(IpAddr, u16)>,
+    /// Endpoints a remote client reaches, per destination (address, port).
+    remote: HashMap<(IpAddr, u16), BTreeSet<(IpAddr, u16)>>,
+}
+
+fn endpoint_set(s: &BTreeSet<Outcome>) -> Option<BTreeSet<(IpAddr, u16)>> {
+    s.iter()
+        .map(|o| match o {
+            Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The documented difference that explains `iptables` vs `ipvs` for this case, if any. The
+/// service's policies (from the inventory) only narrow where a tolerance may apply; whether it
+/// does is decided on traced outcomes.
 fn tolerance(
     full: bool,
     sp: &ServicePort,
+    seen: &Seen,
     case: &Case,
     iptables: &BTreeSet<Outcome>,
     ipvs: &BTreeSet<Outcome>,
 ) -> Option<Tolerance> {
-    let no_local = !sp.endpoints.iter().any(|e| e.local == Some(true));
     let only = |s: &BTreeSet<Outcome>, o: Outcome| s.len() == 1 && s.contains(&o);
-    let all_endpoints = |s: &BTreeSet<Outcome>| {
-        !s.is_empty() && s.iter().all(|o| matches!(o, Outcome::Endpoint { .. }))
-    };
+    let ipvs_eps = endpoint_set(ipvs).filter(|e| !e.is_empty());
     if matches!(
         case.kind,
         CaseKind::ClusterIpRemote | CaseKind::ClusterIpPod | CaseKind::ClusterIpNode
     ) && sp.internal_traffic_policy == TrafficPolicy::Local
-        && no_local
         && only(iptables, Outcome::Drop)
         && only(ipvs, Outcome::Reject)
     {
         return Some(Tolerance::ItpLocalNoLocalEndpoints);
     }
-    let endpoint_set = |s: &BTreeSet<Outcome>| {
-        s.iter()
-            .map(|o| match o {
-                Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
-                _ => None,
-            })
-            .collect::<Option<BTreeSet<_>>>()
-    };
     if case.kind == CaseKind::ExternalInCluster
         && case.origin == Origin::Node
         && only(iptables, Outcome::NotTranslated)
-        && !ipvs.iter().any(|o| matches!(o, Outcome::Unknown { .. }))
+        && only(ipvs, Outcome::Reject)
     {
         return Some(Tolerance::VipBoundLocally);
     }
     if case.kind == CaseKind::ExternalInCluster
         && sp.external_traffic_policy == TrafficPolicy::Local
-        && !no_local
+        && let (Some(local), Some(all), Some(got)) = (
+            seen.remote.get(&(case.packet.dst, case.packet.dport)),
+            endpoint_set(iptables),
+            ipvs_eps.as_ref(),
+        )
+        && !local.is_empty()
+        && got == local
+        && all.is_superset(local)
+        && all != *local
     {
-        let local: BTreeSet<(IpAddr, u16)> = sp
-            .endpoints
-            .iter()
-            .filter(|e| e.local == Some(true))
-            .map(|e| (e.ip, e.port))
-            .collect();
-        let cluster: Option<BTreeSet<(IpAddr, u16)>> = sp
-            .cluster_dispatch
-            .as_ref()
-            .map(|d| d.endpoints.iter().map(|e| (e.ip, e.port)).collect());
-        if endpoint_set(ipvs).as_ref() == Some(&local)
-            && cluster.is_some()
-            && endpoint_set(iptables) == cluster
-        {
-            return Some(Tolerance::EtpLocalInClusterSource);
-        }
+        // What a remote client reaches (the local endpoints) is what the plan gives pods and
+        // the node; iptables gives them more (the short-circuit).
+        return Some(Tolerance::EtpLocalInClusterSource);
     }
     if !full {
         return None;
@@ -688,42 +694,61 @@ fn tolerance(
     // Pods count as external sources when kube-proxy has no local-traffic detector.
     if (case.kind.is_external() || case.kind == CaseKind::ExternalInCluster)
         && sp.external_traffic_policy == TrafficPolicy::Local
-        && no_local
-        && !sp.endpoints.is_empty()
         && only(iptables, Outcome::Drop)
-        && all_endpoints(ipvs)
+        && ipvs_eps.is_some_and(|e| e.is_subset(&seen.endpoints))
     {
         return Some(Tolerance::EtpLocalNoLocalEndpoints);
     }
     None
 }
 
-fn judge(
+fn judge_port(
     v: &mut Verification,
     sp: &ServicePort,
-    case: &Case,
-    iptables: BTreeSet<Outcome>,
-    ipvs: BTreeSet<Outcome>,
+    traced: Vec<(Case, BTreeSet<Outcome>, BTreeSet<Outcome>)>,
     full: bool,
 ) {
-    let Some(kind) = compare(&iptables, &ipvs) else {
-        return;
+    let mut seen = Seen {
+        endpoints: BTreeSet::new(),
+        remote: HashMap::new(),
     };
-    if let Some(t) = tolerance(full, sp, case, &iptables, &ipvs) {
-        v.tolerated.push(Tolerated {
+    for (case, left, _) in &traced {
+        let eps = endpoint_set(left);
+        let eps_any: BTreeSet<(IpAddr, u16)> = left
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
+                _ => None,
+            })
+            .collect();
+        seen.endpoints.extend(eps_any);
+        if case.kind.is_external()
+            && let Some(e) = eps
+        {
+            seen.remote.insert((case.packet.dst, case.packet.dport), e);
+        }
+    }
+    for (case, iptables, ipvs) in traced {
+        v.cases += 1;
+        let Some(kind) = compare(&iptables, &ipvs) else {
+            continue;
+        };
+        if let Some(t) = tolerance(full, sp, &seen, &case, &iptables, &ipvs) {
+            v.tolerated.push(Tolerated {
+                service: sp.name.to_string(),
+                case: case.label.clone(),
+                tolerance: t,
+            });
+            continue;
+        }
+        v.mismatches.push(Mismatch {
             service: sp.name.to_string(),
             case: case.label.clone(),
-            tolerance: t,
+            kind,
+            iptables: iptables.into_iter().collect(),
+            ipvs: ipvs.into_iter().collect(),
         });
-        return;
     }
-    v.mismatches.push(Mismatch {
-        service: sp.name.to_string(),
-        case: case.label.clone(),
-        kind,
-        iptables: iptables.into_iter().collect(),
-        ipvs: ipvs.into_iter().collect(),
-    });
 }
 
 #[cfg(test)]

@@ -587,3 +587,31 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn a_tolerated_difference_never_hides_a_wrong_endpoint() {
+    // ns2/svc2 is eTP=Local without a local endpoint: its external traffic is a tolerated
+    // difference (iptables drops, IPVS uses all endpoints) — but only towards the endpoints
+    // the rules show. A real server on the wrong port there is still a mismatch.
+    let input = overall();
+    let mut full = input.full_plan();
+    for vs in full.virtual_servers.iter_mut() {
+        if vs.service.name == "svc2" && vs.kind == plan::VsKind::ExternalIp {
+            vs.real_servers[0].port = 8081;
+        }
+    }
+    let v = input.verify_full(&full);
+    let f = found(&v);
+    assert!(
+        f.iter().any(|(s, _, c)| s == "ns2/svc2:p80"
+            && c.contains("externalIP 192.168.99.22:80/tcp from remote")),
+        "{f:#?}"
+    );
+    assert!(
+        !v.tolerated.iter().any(|t| t
+            .case
+            .contains("externalIP 192.168.99.22:80/tcp from remote")),
+        "{:#?}",
+        v.tolerated
+    );
+}
