@@ -594,15 +594,7 @@ pub fn compare(a: &BTreeSet<Outcome>, b: &BTreeSet<Outcome>) -> Option<MismatchK
     if kinds(a) != kinds(b) {
         return Some(MismatchKind::Verdict);
     }
-    let eps = |s: &BTreeSet<Outcome>| {
-        s.iter()
-            .filter_map(|o| match o {
-                Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
-                _ => None,
-            })
-            .collect::<BTreeSet<_>>()
-    };
-    if eps(a) != eps(b) {
+    if reached(a) != reached(b) {
         return Some(MismatchKind::Endpoints);
     }
     let aff = |s: &BTreeSet<Outcome>| {
@@ -631,6 +623,17 @@ struct Seen {
     remote: HashMap<(IpAddr, u16), BTreeSet<(IpAddr, u16)>>,
 }
 
+/// The endpoints among the outcomes.
+fn reached(s: &BTreeSet<Outcome>) -> BTreeSet<(IpAddr, u16)> {
+    s.iter()
+        .filter_map(|o| match o {
+            Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The endpoints, if every outcome is one.
 fn endpoint_set(s: &BTreeSet<Outcome>) -> Option<BTreeSet<(IpAddr, u16)>> {
     s.iter()
         .map(|o| match o {
@@ -714,14 +717,7 @@ fn judge_port(
     };
     for (case, left, _) in &traced {
         let eps = endpoint_set(left);
-        let eps_any: BTreeSet<(IpAddr, u16)> = left
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Endpoint { ip, port, .. } => Some((*ip, *port)),
-                _ => None,
-            })
-            .collect();
-        seen.endpoints.extend(eps_any);
+        seen.endpoints.extend(reached(left));
         if case.kind.is_external()
             && let Some(e) = eps
         {
