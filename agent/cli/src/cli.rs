@@ -175,7 +175,9 @@ pub enum Command {
     /// --kube-proxy-config). With --namespace: the hybrid state that moves only those
     /// namespaces while kube-proxy stays in iptables mode — virtual servers, addresses, the
     /// agent's ipsets (-o ipset) and admission rules (-o iptables), sysctls, and what stays on
-    /// iptables. [partial: --verify is not in this build yet and exits 69]
+    /// iptables. --verify traces packets through kube-proxy's rules and through the plan shown
+    /// and compares endpoints, affinity, masquerade and verdicts (exit 1 on a mismatch;
+    /// docs/verify.md); it needs --iptables-save / --ip6tables-save files.
     Plan {
         #[command(flatten)]
         inputs: Inputs,
@@ -188,7 +190,8 @@ pub enum Command {
         /// Family of -o iptables / -o ipset output.
         #[arg(long, value_enum, default_value_t = FamilyArg::Ipv4)]
         family: FamilyArg,
-        /// Check the plan against the rules by tracing packets through both.
+        /// Check the plan against the rules by tracing packets through both (-o table or
+        /// json; needs --iptables-save; exit 1 on a mismatch).
         #[arg(long)]
         verify: bool,
         /// Output format.

@@ -217,10 +217,35 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     ));
                 }
             }
-            if *verify {
-                return Err(unavailable("plan --verify (the equivalence check)", 4));
+            if *verify && !matches!(output, PlanFormat::Table | PlanFormat::Json) {
+                return Err(CliError::new(
+                    ExitCode::Usage,
+                    "--verify reports with -o table or -o json",
+                ));
             }
-            let inv = inputs::inventory(i, cli.common.iptables_backend)?;
+            // --verify reads the rules twice (inventory, and the check's own interpreter):
+            // from the same bytes in memory.
+            let texts = if *verify {
+                Some(inputs::dump_texts(i)?)
+            } else {
+                None
+            };
+            let inv = match &texts {
+                Some(t) => inputs::inventory_of(t)?,
+                None => inputs::inventory(i, cli.common.iptables_backend)?,
+            };
+            let dumps: Vec<ipvsmig_engine::verify::Dump<'_>> = texts
+                .iter()
+                .flatten()
+                .map(|t| ipvsmig_engine::verify::Dump {
+                    name: &t.name,
+                    family: t.family,
+                    text: &t.text,
+                })
+                .collect();
+            let vopts = ipvsmig_engine::verify::VerifyOptions {
+                node_ips: i.node_ips.clone(),
+            };
             let kp = inputs::kube_proxy_config(i)?;
             let opts = ipvsmig_engine::plan::PlanOptions {
                 scheduler: kp
@@ -268,13 +293,25 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     FamilyArg::Ipv4 => ipvsmig_engine::inventory::IpFamily::IPv4,
                     FamilyArg::Ipv6 => ipvsmig_engine::inventory::IpFamily::IPv6,
                 };
+                let verification = verify
+                    .then(|| ipvsmig_engine::verify::hybrid(&inv, &dumps, &h, &vopts))
+                    .transpose()
+                    .map_err(verify_error)?;
                 match output {
-                    PlanFormat::Json => print_json(&serde_json::json!({
-                        "apiVersion": API_VERSION,
-                        "kind": "HybridPlan",
-                        "plan": h,
-                    }))?,
-                    PlanFormat::Table => write_out(&h.summary())?,
+                    PlanFormat::Json => print_json(&PlanDocument {
+                        api_version: API_VERSION,
+                        kind: "HybridPlan",
+                        plan: &h,
+                        verification: verification.as_ref(),
+                    })?,
+                    PlanFormat::Table => {
+                        let mut text = h.summary();
+                        if let Some(v) = &verification {
+                            text.push('\n');
+                            text.push_str(&table::verification(v));
+                        }
+                        write_out(&text)?;
+                    }
                     PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(
                         &ipvsmig_engine::plan::IpvsPlan {
                             virtual_servers: h.virtual_servers.clone(),
@@ -304,15 +341,27 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                         ));
                     }
                 }
-                return Ok(ExitCode::Ok);
+                return Ok(verdict(verification.as_ref()));
             }
+            let verification = verify
+                .then(|| ipvsmig_engine::verify::full(&inv, &dumps, &plan, &vopts))
+                .transpose()
+                .map_err(verify_error)?;
             match output {
-                PlanFormat::Json => print_json(&serde_json::json!({
-                    "apiVersion": API_VERSION,
-                    "kind": "IpvsPlan",
-                    "plan": plan,
-                }))?,
-                PlanFormat::Table => write_out(&ipvsmig_engine::plan::render::table(&plan))?,
+                PlanFormat::Json => print_json(&PlanDocument {
+                    api_version: API_VERSION,
+                    kind: "IpvsPlan",
+                    plan: &plan,
+                    verification: verification.as_ref(),
+                })?,
+                PlanFormat::Table => {
+                    let mut text = ipvsmig_engine::plan::render::table(&plan);
+                    if let Some(v) = &verification {
+                        text.push('\n');
+                        text.push_str(&table::verification(v));
+                    }
+                    write_out(&text)?;
+                }
                 PlanFormat::Ipvsadm => write_out(&ipvsmig_engine::plan::render::ipvsadm(&plan))?,
                 // Rendered from the hybrid state above.
                 PlanFormat::Iptables | PlanFormat::Ipset => {}
@@ -365,7 +414,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                     write_out(&text)?;
                 }
             }
-            Ok(ExitCode::Ok)
+            Ok(verdict(verification.as_ref()))
         }
         Command::Apply {
             inputs: i,
@@ -410,6 +459,38 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             Err(unavailable("cutover/rollback/finalize/serve", 6))
         }
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
+    }
+}
+
+/// `plan` as JSON: the plan, and the equivalence check's result under `--verify`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanDocument<'a, P: Serialize> {
+    api_version: &'static str,
+    kind: &'static str,
+    plan: &'a P,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<&'a ipvsmig_engine::verify::Verification>,
+}
+
+/// Exit 1 when the equivalence check found a mismatch.
+fn verdict(v: Option<&ipvsmig_engine::verify::Verification>) -> ExitCode {
+    if v.is_some_and(|v| !v.mismatches.is_empty()) {
+        ExitCode::NotReady
+    } else {
+        ExitCode::Ok
+    }
+}
+
+fn verify_error(e: ipvsmig_engine::verify::VerifyError) -> CliError {
+    use ipvsmig_engine::verify::VerifyError;
+    match e {
+        VerifyError::Dump(e) => CliError::from(e),
+        VerifyError::MissingDump(..) => CliError::new(ExitCode::Usage, e.to_string()),
+        other => CliError::new(
+            ExitCode::DataErr,
+            format!("the equivalence check could not run: {other}"),
+        ),
     }
 }
 
@@ -537,9 +618,9 @@ impl<'a> Audit<'a> {
             "not-ready"
         };
         reasons.push(if status == "not-evaluated" {
-            "no blocker found; a full verdict also needs the plan's equivalence check (--verify), not in this build yet (issue 4)".to_owned()
+            "no blocker found; a full verdict also needs the plan's equivalence check, which audit does not run yet: run `plan --verify --iptables-save FILE`".to_owned()
         } else {
-            "the plan's equivalence check (--verify) is not in this build yet (issue 4)".to_owned()
+            "the plan's equivalence check is not part of audit yet: run `plan --verify --iptables-save FILE`".to_owned()
         });
         if !inv.warnings.is_empty() {
             reasons.push(format!(

@@ -122,6 +122,76 @@ fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError>
     Ok(())
 }
 
+/// One dump file read into memory. `plan --verify` reads the rules twice — into the inventory,
+/// and into the equivalence check's own interpreter — so they must be the same bytes.
+pub struct DumpText {
+    /// File name (`-` for stdin).
+    pub name: String,
+    /// Family.
+    pub family: IpFamily,
+    /// The text.
+    pub text: Vec<u8>,
+}
+
+/// Reads `--iptables-save` / `--ip6tables-save` into memory. The live node is not supported
+/// yet: its rules would be read twice and could change in between (usage error).
+pub fn dump_texts(inputs: &Inputs) -> Result<Vec<DumpText>, CliError> {
+    if !inputs.has_files() {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "--verify needs the rules as files for now: pass --iptables-save FILE (and --ip6tables-save FILE for IPv6), e.g. `iptables-save > rules.txt`",
+        ));
+    }
+    both_stdin(inputs)?;
+    let mut out = Vec::new();
+    for (path, family) in [
+        (&inputs.iptables_save, IpFamily::IPv4),
+        (&inputs.ip6tables_save, IpFamily::IPv6),
+    ] {
+        let Some(path) = path else { continue };
+        let name = path.display().to_string();
+        let mut text = Vec::new();
+        open(path)?.read_to_end(&mut text).map_err(|e| {
+            let mut err = CliError::new(ExitCode::NoInput, format!("{name}: {e}"));
+            err.input = Some(name.clone());
+            err
+        })?;
+        out.push(DumpText { name, family, text });
+    }
+    Ok(out)
+}
+
+/// The inventory of dumps already in memory.
+pub fn inventory_of(dumps: &[DumpText]) -> Result<Inventory, CliError> {
+    let mut inv = empty();
+    for d in dumps {
+        add(
+            &mut inv,
+            DumpInput {
+                name: d.name.clone(),
+                family: d.family,
+                source: SourceKind::File {
+                    path: d.name.clone(),
+                },
+                reader: &d.text[..],
+            },
+        )?;
+    }
+    inv.normalize();
+    Ok(inv)
+}
+
+fn both_stdin(inputs: &Inputs) -> Result<(), CliError> {
+    let stdin = |p: &Option<std::path::PathBuf>| p.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if stdin(&inputs.iptables_save) && stdin(&inputs.ip6tables_save) {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "only one of --iptables-save and --ip6tables-save can read stdin",
+        ));
+    }
+    Ok(())
+}
+
 /// The bundled demo snapshot.
 pub fn demo_inventory() -> Result<Inventory, CliError> {
     let mut inv = empty();
@@ -155,20 +225,7 @@ pub fn demo_inventory() -> Result<Inventory, CliError> {
 pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliError> {
     let mut inv = empty();
     if inputs.has_files() {
-        if inputs
-            .iptables_save
-            .as_deref()
-            .is_some_and(|p| p.as_os_str() == "-")
-            && inputs
-                .ip6tables_save
-                .as_deref()
-                .is_some_and(|p| p.as_os_str() == "-")
-        {
-            return Err(CliError::new(
-                ExitCode::Usage,
-                "only one of --iptables-save and --ip6tables-save can read stdin",
-            ));
-        }
+        both_stdin(inputs)?;
         for (path, family) in [
             (&inputs.iptables_save, IpFamily::IPv4),
             (&inputs.ip6tables_save, IpFamily::IPv6),

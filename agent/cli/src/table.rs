@@ -435,3 +435,67 @@ pub fn preflight(
     }
     out
 }
+
+/// The equivalence check's result (`plan --verify`): counts, mismatches, tolerated
+/// differences, and what was not compared.
+pub fn verification(v: &ipvsmig_engine::verify::Verification) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Verification ({} plan): {} cases traced, {} mismatches, {} tolerated differences — {}",
+        v.plan,
+        v.cases,
+        v.mismatches.len(),
+        v.tolerated.len(),
+        if v.mismatches.is_empty() {
+            "EQUIVALENT"
+        } else {
+            "MISMATCH"
+        }
+    );
+    let join = |o: &[ipvsmig_engine::verify::Outcome]| {
+        o.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !v.mismatches.is_empty() {
+        let mut rows = vec![vec![
+            "SERVICE".to_owned(),
+            "KIND".to_owned(),
+            "CASE".to_owned(),
+            "IPTABLES".to_owned(),
+            "PLAN".to_owned(),
+        ]];
+        for m in &v.mismatches {
+            rows.push(vec![
+                m.service.clone(),
+                m.kind.as_str().to_owned(),
+                m.case.clone(),
+                join(&m.iptables),
+                join(&m.ipvs),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&pad(&rows));
+    }
+    if !v.tolerated.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTolerated (documented IPVS-mode behaviour, docs/verify.md):"
+        );
+        for t in &v.tolerated {
+            let _ = writeln!(
+                out,
+                "  {:<30} {:<30} {}",
+                t.tolerance.as_str(),
+                t.service,
+                t.case
+            );
+        }
+    }
+    for n in &v.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    out
+}

@@ -423,3 +423,65 @@ fn apply_rollback_and_status_refuse_what_they_cannot_do_safely() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("duration"), "{err}");
 }
+
+#[test]
+fn plan_verify_exits_0_when_equivalent_1_on_a_mismatch_and_2_without_files() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let golden = |case: &str| format!("{root}/agent/engine/tests/golden/{case}/live-nft.txt");
+    let overall = golden("overall");
+    let base = [
+        "plan",
+        "--iptables-save",
+        &overall,
+        "--node-ip",
+        "192.168.0.2",
+    ];
+    let out = run(&[&base[..], &["--verify"]].concat(), None, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 mismatches"), "{text}");
+    assert!(text.contains("etp-local-no-local-endpoints"), "{text}");
+
+    let out = run(
+        &[&base[..], &["--verify", "--namespace", "ns5", "-o", "json"]].concat(),
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "HybridPlan");
+    assert_eq!(v["verification"]["plan"], "hybrid");
+    assert_eq!(
+        v["verification"]["mismatches"].as_array().map(Vec::len),
+        Some(0)
+    );
+
+    // The warnings fixture's foreign rate-limited masquerade rule is not carried over.
+    let warnings = golden("warnings");
+    let out = run(
+        &[
+            "plan",
+            "--iptables-save",
+            &warnings,
+            "--namespace",
+            "ns1",
+            "--verify",
+        ],
+        None,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ns1/svc1:p80  masquerade"), "{text}");
+
+    let out = run(&["plan", "--verify"], None, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--verify needs the rules as files"), "{err}");
+    let out = run(
+        &[&base[..], &["--verify", "-o", "ipvsadm"]].concat(),
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

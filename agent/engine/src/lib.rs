@@ -9,3 +9,4 @@ pub mod plan;
 pub mod preflight;
 pub mod rollback;
 pub mod rules;
+pub mod verify;

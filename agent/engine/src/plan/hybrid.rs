@@ -535,6 +535,14 @@ fn family_rules(fam: IpFamily, masq: Option<&Masquerade>, probe_mark: u32) -> Fa
         "-m set --match-set {} dst,dst -j MARK --or-mark {mark:#x}",
         s(set::EXT_MASQ)
     ));
+    // iptables mode masquerades the node's own traffic to every external destination, eTP=Local
+    // ones too ("masquerade LOCAL traffic for … external destinations" in KUBE-EXT): without
+    // it the connection's source would be the VIP itself, bound on kube-ipvs0.
+    admit.push(format!(
+        "-m addrtype --src-type LOCAL -m set --match-set {} dst,dst -m set ! --match-set {} dst,dst -m comment --comment \"the node's own traffic to external destinations\" -j MARK --or-mark {mark:#x}",
+        s(set::VS),
+        s(set::CLUSTER_IP)
+    ));
     admit.push("-j ACCEPT".into());
     let post = vec![format!(
         "-m comment --comment \"hairpin\" -m set --match-set {} dst,dst,src -j MASQUERADE{}",
@@ -554,6 +562,13 @@ fn family_rules(fam: IpFamily, masq: Option<&Masquerade>, probe_mark: u32) -> Fa
             "-m conntrack --ctstate NEW -m set --match-set {} dst,dst -j {}",
             s(set::LB_FW),
             chain::SOURCE_RANGES
+        ),
+        // Pods and the node keep reaching an eTP=Local service without a local endpoint, as
+        // iptables mode's short-circuit lets them; ACCEPT, because kube-proxy's
+        // KUBE-EXTERNAL-SERVICES drops every undNATed packet to it ("has no local endpoints").
+        format!(
+            "-m conntrack --ctstate NEW -m set --match-set {} dst,dst -m comment --comment \"externalTrafficPolicy=Local: pods and the node\" -j ACCEPT",
+            s(set::NO_LOCAL)
         ),
         format!(
             "-m conntrack --ctstate NEW -m set --match-set {} dst -m set ! --match-set {} dst,dst -m comment --comment \"ipvs access filter\" -j REJECT",
