@@ -263,7 +263,36 @@ pub fn full(inv: &Inventory, opts: &PlanOptions) -> IpvsPlan {
             });
         }
     }
-    vss.sort_by(|a, b| a.key().cmp(&b.key()).then(a.kind.cmp(&b.kind)));
+    vss.sort_by(|a, b| {
+        a.key()
+            .cmp(&b.key())
+            .then(a.kind.cmp(&b.kind))
+            .then(a.service.cmp(&b.service))
+    });
+    // One kernel key can hold one virtual server. Two services claiming the same external or
+    // LB IP and port (a cluster misconfiguration: kube-proxy's IPVS mode would keep rewriting
+    // one with the other's endpoints) keep the first in sort order and are reported.
+    let mut deduped: Vec<VirtualServer> = Vec::with_capacity(vss.len());
+    for vs in vss {
+        match deduped.last() {
+            Some(prev) if prev.key() == vs.key() => {
+                findings.push(PlanFinding {
+                    id: "duplicate-virtual-server".into(),
+                    service: vs.service.to_string(),
+                    message: format!(
+                        "{} {}:{} is also claimed by {}; one virtual server per key: {} keeps it, this service port is not planned there",
+                        vs.protocol.as_str(),
+                        vs.address,
+                        vs.port,
+                        prev.service,
+                        prev.service
+                    ),
+                });
+            }
+            _ => deduped.push(vs),
+        }
+    }
+    let vss = deduped;
     addresses.sort();
     addresses.dedup();
     let sysctls = [

@@ -323,6 +323,44 @@ fn kube_proxys_ipsets_hold_the_overall_services() {
     );
 }
 
+#[test]
+fn two_services_claiming_one_external_ip_and_port_give_one_virtual_server_and_a_finding() {
+    let mut inv = inventory_from_str("overall", OVERALL).unwrap();
+    let opts = PlanOptions {
+        scheduler: String::new(),
+        node_ips: vec![ip("192.168.0.2")],
+    };
+    let before = full(&inv, &opts).virtual_servers.len();
+    // ns4/svc4's external IP becomes ns2/svc2's (both port 80/TCP).
+    for sp in &mut inv.service_ports {
+        if sp.name.namespace == "ns4" {
+            sp.external_ips = vec![ip("192.168.99.22")];
+        }
+    }
+    let p = full(&inv, &opts);
+    let at: Vec<_> = p
+        .virtual_servers
+        .iter()
+        .filter(|v| v.address == ip("192.168.99.22"))
+        .collect();
+    assert_eq!(at.len(), 1, "one kernel key, one virtual server");
+    assert_eq!(
+        at[0].service.namespace, "ns2",
+        "the first in sort order keeps it"
+    );
+    assert_eq!(p.virtual_servers.len(), before - 1);
+    let f: Vec<_> = p
+        .findings
+        .iter()
+        .filter(|f| f.id == "duplicate-virtual-server")
+        .collect();
+    assert_eq!(f.len(), 1);
+    assert!(
+        f[0].service.starts_with("ns4/svc4") && f[0].message.contains("ns2/svc2"),
+        "{f:?}"
+    );
+}
+
 // ---- the hybrid state (DESIGN.md "The hybrid data plane"), on the same fixture ----
 
 mod hybrid_state {
@@ -498,8 +536,8 @@ mod hybrid_state {
         );
         assert_eq!(
             p.virtual_servers.len(),
-            6,
-            "ns2's four and ns4's ClusterIP + external IP"
+            5,
+            "ns2's four and ns4's ClusterIP: 1.2.3.4:80 is one kernel key, kept by ns2 (the full plan reports the duplicate)"
         );
     }
 
