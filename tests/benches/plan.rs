@@ -35,11 +35,14 @@ fn plan(c: &mut Criterion) {
             node_ips: vec!["192.168.0.2".parse().unwrap()],
         };
         let empty = State::default();
+        // The plan, the desired state and the ops are the outputs: returned, so that freeing
+        // them (the agent keeps them) is not timed (`iter_with_large_drop`).
         g.bench_function(format!("{name}/full+diff-cold"), |b| {
-            b.iter(|| {
+            b.iter_with_large_drop(|| {
                 let p = full(&inv, &opts);
-                let (ops, conflicts) = diff(&empty, &State::from_plan(&p));
-                std::hint::black_box((ops.len(), conflicts.len()))
+                let st = State::from_plan(&p);
+                let (ops, conflicts) = diff(&empty, &st);
+                (p, st, ops, conflicts)
             })
         });
         // The observed state: the plan applied, then one endpoint changes in the dump.
@@ -52,11 +55,12 @@ fn plan(c: &mut Criterion) {
             .unwrap();
         sp.endpoints[0].port = sp.endpoints[0].port.wrapping_add(1);
         g.bench_function(format!("{name}/full+diff-one-endpoint"), |b| {
-            b.iter(|| {
+            b.iter_with_large_drop(|| {
                 let p = full(&inv2, &opts);
-                let (ops, _) = diff(&applied, &State::from_plan(&p));
+                let st = State::from_plan(&p);
+                let (ops, _) = diff(&applied, &st);
                 assert_eq!(ops.len(), 2, "one destination out, one in");
-                std::hint::black_box(ops.len())
+                (p, st, ops)
             })
         });
         let namespaces: Vec<String> = inv.namespaces().into_iter().map(str::to_owned).collect();
