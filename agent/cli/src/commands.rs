@@ -47,6 +47,26 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             inputs: i,
             output,
         } => {
+            // The equivalence check re-reads the rules' text: the demo's, or the files'. On the
+            // live node the rules are streamed once and the check is left out (said so).
+            let texts: Option<Vec<inputs::DumpText>> = if *demo {
+                Some(vec![
+                    inputs::DumpText {
+                        name: "demo iptables-save".into(),
+                        family: ipvsmig_engine::inventory::IpFamily::IPv4,
+                        text: inputs::DEMO_IPV4.to_vec(),
+                    },
+                    inputs::DumpText {
+                        name: "demo ip6tables-save".into(),
+                        family: ipvsmig_engine::inventory::IpFamily::IPv6,
+                        text: inputs::DEMO_IPV6.to_vec(),
+                    },
+                ])
+            } else if i.has_files() {
+                Some(inputs::dump_texts(i)?)
+            } else {
+                None
+            };
             let (inv, facts) = if *demo {
                 if i.has_files() || i.host_root.is_some() {
                     return Err(CliError::new(
@@ -60,10 +80,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 }
                 (inputs::demo_inventory()?, facts)
             } else {
-                (
-                    inputs::inventory(i, cli.common.iptables_backend)?,
-                    inputs::node_facts(i)?,
-                )
+                let inv = match &texts {
+                    Some(t) => inputs::inventory_of(t)?,
+                    None => inputs::inventory(i, cli.common.iptables_backend)?,
+                };
+                (inv, inputs::node_facts(i)?)
             };
             let kp = inputs::kube_proxy_config(i)?;
             let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
@@ -101,7 +122,31 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             ));
             findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
             findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
-            let audit = Audit::new(&inv, &findings, &plan, *demo);
+            let verification = match &texts {
+                Some(t) => {
+                    let dumps: Vec<ipvsmig_engine::verify::Dump<'_>> = t
+                        .iter()
+                        .map(|d| ipvsmig_engine::verify::Dump {
+                            name: &d.name,
+                            family: d.family,
+                            text: &d.text,
+                        })
+                        .collect();
+                    Some(
+                        ipvsmig_engine::verify::full(
+                            &inv,
+                            &dumps,
+                            &plan,
+                            &ipvsmig_engine::verify::VerifyOptions {
+                                node_ips: i.node_ips.clone(),
+                            },
+                        )
+                        .map_err(verify_error)?,
+                    )
+                }
+                None => None,
+            };
+            let audit = Audit::new(&inv, &findings, &plan, verification.as_ref(), *demo);
             match output {
                 Format::Json => print_json(&audit)?,
                 Format::Table => write_out(&table::audit(
@@ -569,6 +614,9 @@ pub struct Audit<'a> {
     findings: &'a [ipvsmig_engine::preflight::Finding],
     /// Plan summary and its behaviour differences.
     plan: PlanSummary<'a>,
+    /// The equivalence check of the full plan against the rules (absent on a live node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<&'a ipvsmig_engine::verify::Verification>,
     /// Inventory summary.
     summary: table::Summary,
     /// The full inventory.
@@ -604,6 +652,7 @@ impl<'a> Audit<'a> {
         inv: &'a Inventory,
         findings: &'a [ipvsmig_engine::preflight::Finding],
         plan: &'a ipvsmig_engine::plan::IpvsPlan,
+        verification: Option<&'a ipvsmig_engine::verify::Verification>,
         demo: bool,
     ) -> Audit<'a> {
         use ipvsmig_engine::preflight::Severity;
@@ -612,16 +661,26 @@ impl<'a> Audit<'a> {
             .filter(|f| f.severity == Severity::Blocker)
             .map(|f| format!("blocker {}: {}", f.id, f.title))
             .collect();
-        let status = if reasons.is_empty() {
-            "not-evaluated"
-        } else {
-            "not-ready"
+        let mismatches = verification.map(|v| v.mismatches.len());
+        let status = match (reasons.is_empty(), mismatches) {
+            (false, _) | (true, Some(1..)) => "not-ready",
+            (true, Some(0)) => "ready",
+            (true, None) => "not-evaluated",
         };
-        reasons.push(if status == "not-evaluated" {
-            "no blocker found; a full verdict also needs the plan's equivalence check, which audit does not run yet: run `plan --verify --iptables-save FILE`".to_owned()
-        } else {
-            "the plan's equivalence check is not part of audit yet: run `plan --verify --iptables-save FILE`".to_owned()
-        });
+        match verification {
+            Some(v) if !v.mismatches.is_empty() => reasons.push(format!(
+                "the equivalence check found {} mismatch(es) between kube-proxy's rules and the IPVS plan (`plan --verify` lists them)",
+                v.mismatches.len()
+            )),
+            Some(v) => reasons.push(format!(
+                "the IPVS plan is equivalent to kube-proxy's rules: {} traced case(s), {} documented IPVS-mode difference(s)",
+                v.cases,
+                v.tolerated.len()
+            )),
+            None => reasons.push(
+                "the plan's equivalence check needs the rules as text: audit the node with `--iptables-save FILE` (`iptables-save > FILE`) for a full verdict".to_owned(),
+            ),
+        }
         if !inv.warnings.is_empty() {
             reasons.push(format!(
                 "{} KUBE-* rules or chains were not understood (see warnings)",
@@ -634,6 +693,7 @@ impl<'a> Audit<'a> {
             demo,
             verdict: Verdict { status, reasons },
             findings,
+            verification,
             plan: PlanSummary {
                 virtual_servers: plan.virtual_servers.len(),
                 real_servers: plan
