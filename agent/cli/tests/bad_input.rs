@@ -178,6 +178,13 @@ fn the_demo_audit_names_itself_a_demo_and_lists_the_inventory() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["kind"], "Audit");
     assert!(v["summary"]["servicePorts"].as_u64().unwrap_or(0) > 200);
+    // The demo's rules are text: the equivalence check runs and decides the verdict.
+    assert_eq!(v["verdict"]["status"], "ready", "{}", v["verdict"]);
+    assert!(v["verification"]["cases"].as_u64().unwrap_or(0) > 500);
+    assert_eq!(
+        v["verification"]["mismatches"].as_array().map(Vec::len),
+        Some(0)
+    );
 }
 
 #[test]
