@@ -4,6 +4,7 @@
 //! everything here is a function of its inputs so that it can be tested on fixtures and fuzzed.
 //! The host crate gathers inputs; the binary prints results.
 
+pub mod cutover;
 pub mod inventory;
 pub mod plan;
 pub mod preflight;
