@@ -103,6 +103,9 @@ pub enum Record {
         /// Addresses the step binds, likewise.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         claim_addresses: Vec<IpAddr>,
+        /// The step creates kube-ipvs0, likewise.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        claim_link: bool,
     },
     /// The owned state after a step.
     State {
@@ -136,14 +139,15 @@ pub struct Replayed {
 /// Replays journal records (the snapshot first).
 pub fn replay(records: impl IntoIterator<Item = Record>) -> Replayed {
     let mut r = Replayed::default();
-    let mut open: Option<(Vec<VsKey>, Vec<IpAddr>)> = None;
+    let mut open: Option<(Vec<VsKey>, Vec<IpAddr>, bool)> = None;
     for rec in records {
         match rec {
             Record::Intent {
                 claims,
                 claim_addresses,
+                claim_link,
                 ..
-            } => open = Some((claims, claim_addresses)),
+            } => open = Some((claims, claim_addresses, claim_link)),
             Record::State { owned, .. } => {
                 r.owned = owned;
                 open = None;
@@ -157,8 +161,9 @@ pub fn replay(records: impl IntoIterator<Item = Record>) -> Replayed {
             }
         }
     }
-    if let Some((claims, addrs)) = open {
+    if let Some((claims, addrs, link)) = open {
         r.interrupted = true;
+        r.owned.created_link |= link;
         for key in claims {
             if !r.owned.services.iter().any(|(k, _)| *k == key) {
                 r.owned.services.push((
@@ -298,6 +303,18 @@ impl Run<'_, '_> {
     fn intent(&mut self, step: &str, detail: String) -> Result<(), ApplyError> {
         self.claim(step, detail, Vec::new(), Vec::new())
     }
+    fn claim_link(&mut self, step: &str, detail: String) -> Result<(), ApplyError> {
+        self.report.steps.push(step.to_owned());
+        self.log
+            .record(&Record::Intent {
+                step: step.into(),
+                detail,
+                claims: Vec::new(),
+                claim_addresses: Vec::new(),
+                claim_link: true,
+            })
+            .map_err(ApplyError::Journal)
+    }
     fn claim(
         &mut self,
         step: &str,
@@ -312,6 +329,7 @@ impl Run<'_, '_> {
                 detail,
                 claims,
                 claim_addresses,
+                claim_link: false,
             })
             .map_err(ApplyError::Journal)
     }
@@ -705,7 +723,7 @@ pub fn converge(
         match run.k.links.link(KUBE_IPVS0) {
             Ok(Some(_)) => {}
             Ok(None) => {
-                run.intent(step, format!("create the dummy link {KUBE_IPVS0}"))?;
+                run.claim_link(step, format!("create the dummy link {KUBE_IPVS0}"))?;
                 if let Err(e) = run.k.links.create_dummy(KUBE_IPVS0) {
                     return Err(run.fail(step, e.to_string()));
                 }
@@ -896,7 +914,9 @@ pub fn converge(
             if !run.owned.rules.contains(&fr.family) {
                 run.owned.rules.push(fr.family);
             }
-            // Hooks: inserted only where a save of the table does not show them.
+            // Hooks: each must be the first rule of its built-in chain, once. kube-proxy inserts
+            // its own jump at position 1 when it finds it missing (after a flush), which would
+            // put ours behind it: every run re-asserts the position.
             for table in ["nat", "filter"] {
                 let hooks: Vec<_> = fr.hooks.iter().filter(|h| h.table == table).collect();
                 if hooks.is_empty() {
@@ -907,15 +927,26 @@ pub fn converge(
                     Err(e) => return Err(run.fail(step, e.to_string())),
                 };
                 let mut text = format!("*{table}\n");
-                let mut missing = 0;
+                let mut changes = 0;
                 for h in hooks {
-                    if !has_hook(&saved, &h.chain, &h.target) {
-                        text.push_str(&format!("-I {} 1 {}\n", h.chain, h.rule));
-                        missing += 1;
+                    let rules = chain_rules(&saved, &h.chain);
+                    let ours: Vec<usize> = rules
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| jumps_to(r, &h.target))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if ours == [0] {
+                        continue;
                     }
+                    for i in &ours {
+                        text.push_str(&format!("-D {} {}\n", h.chain, rules[*i]));
+                    }
+                    text.push_str(&format!("-I {} 1 {}\n", h.chain, h.rule));
+                    changes += 1;
                 }
                 text.push_str("COMMIT\n");
-                if missing > 0
+                if changes > 0
                     && let Err(e) = run.k.iptables.restore_noflush(fr.family, &text)
                 {
                     return Err(run.fail(step, e.to_string()));
@@ -984,19 +1015,41 @@ pub fn converge(
     Ok(run.report)
 }
 
-fn has_hook(saved: &str, chain: &str, target: &str) -> bool {
+/// The rules of one chain in a table's save, without `-A CHAIN `, in order.
+fn chain_rules<'a>(saved: &'a str, chain: &str) -> Vec<&'a str> {
     let prefix = format!("-A {chain} ");
-    let jump = format!("-j {target}");
     saved
         .lines()
-        .any(|l| l.starts_with(&prefix) && (l.ends_with(&jump) || l.contains(&format!("{jump} "))))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+/// Whether a rule's target is `target`.
+fn jumps_to(rule: &str, target: &str) -> bool {
+    let jump = format!("-j {target}");
+    rule.ends_with(&jump) || rule.contains(&format!("{jump} "))
 }
 
 /// Nothing of ours stays: hooks and chains, then sets (a referenced set cannot be destroyed),
 /// then the link if we created it and it is empty, then the sysctls' prior values.
 fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
     let step = "teardown-rules";
-    for fam in run.owned.rules.clone() {
+    // Chains and hooks named IPVSMIG- are ours by name (DESIGN.md "Ownership"): every family
+    // is scanned, so rules installed just before a crash (not yet in the journal) go too.
+    let mut families = run.owned.rules.clone();
+    for fam in [IpFamily::IPv4, IpFamily::IPv6] {
+        if !families.contains(&fam)
+            && ["nat", "filter"].iter().any(|t| {
+                run.k
+                    .iptables
+                    .save_table(fam, t)
+                    .is_ok_and(|s| s.contains("IPVSMIG-"))
+            })
+        {
+            families.push(fam);
+        }
+    }
+    for fam in families {
         run.intent(
             step,
             format!(
@@ -1030,6 +1083,9 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
             for c in &ours {
                 text.push_str(&format!("-X {c}\n"));
             }
+            if text == format!("*{table}\n") {
+                continue; // nothing of ours in this table
+            }
             text.push_str("COMMIT\n");
             if let Err(e) = run.k.iptables.restore_noflush(fam, &text) {
                 return Err(run.fail(step, e.to_string()));
@@ -1038,18 +1094,21 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
         run.owned.rules.retain(|f| *f != fam);
         run.done(step)?;
     }
-    if !run.owned.sets.is_empty() {
+    // Sets named IPVSMIG- are ours by name too; destroyed only now, after the rules using them.
+    let mut set_names: BTreeSet<String> = run.owned.sets.keys().cloned().collect();
+    if let Ok(saved) = run.k.ipsets.save(None) {
+        for l in saved.lines() {
+            if let Some(name) = l.strip_prefix("create ").and_then(|r| r.split(' ').next())
+                && (name.starts_with("IPVSMIG-") || name.starts_with("IPVSMIG6-"))
+            {
+                set_names.insert(name.to_owned());
+            }
+        }
+    }
+    if !set_names.is_empty() {
         let step = "teardown-sets";
-        run.intent(
-            step,
-            format!("destroy {} IPVSMIG- set(s)", run.owned.sets.len()),
-        )?;
-        let script: String = run
-            .owned
-            .sets
-            .keys()
-            .map(|n| format!("destroy {n}\n"))
-            .collect();
+        run.intent(step, format!("destroy {} IPVSMIG- set(s)", set_names.len()))?;
+        let script: String = set_names.iter().map(|n| format!("destroy {n}\n")).collect();
         if let Err(e) = run.k.ipsets.restore(&script) {
             return Err(run.fail(step, e.to_string()));
         }

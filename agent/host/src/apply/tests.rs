@@ -416,3 +416,85 @@ fn every_record_survives_json_and_a_run_cut_short_is_replayed_with_its_claims() 
     .unwrap();
     assert!(node.ipvs.table.is_empty());
 }
+
+#[test]
+fn our_hooks_are_put_back_first_when_kube_proxy_got_ahead_of_them() {
+    let p = plan(&["ns1"]);
+    let mut node = Node::new();
+    // kube-proxy re-inserted its jump at position 1 after ours.
+    node.iptables.tables.insert(
+        (IpFamily::IPv4, "nat".into()),
+        "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A PREROUTING -m comment --comment \"ipvs-migrate hybrid data plane\" -j IPVSMIG-SERVICES\n-A OUTPUT -m comment --comment \"ipvs-migrate hybrid data plane\" -j IPVSMIG-SERVICES\nCOMMIT\n".into(),
+    );
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    let nat: Vec<&String> = node
+        .iptables
+        .restores
+        .iter()
+        .filter(|(f, t)| *f == IpFamily::IPv4 && t.starts_with("*nat\n-"))
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(nat.len(), 1, "{nat:?}");
+    let t = nat[0];
+    assert!(
+        t.contains("-D PREROUTING -m comment --comment \"ipvs-migrate hybrid data plane\" -j IPVSMIG-SERVICES\n-I PREROUTING 1 "),
+        "moved to the front: {t}"
+    );
+    assert!(!t.contains("OUTPUT"), "OUTPUT's jump is already first: {t}");
+    assert!(
+        t.contains("-I POSTROUTING 1 "),
+        "a missing hook is inserted: {t}"
+    );
+}
+
+#[test]
+fn a_full_rollback_removes_every_ipvsmig_chain_and_set_even_ones_the_journal_missed() {
+    let mut node = Node::new();
+    // A crash right after the rules step wrote them: the journal does not know them.
+    node.iptables.tables.insert(
+        (IpFamily::IPv4, "nat".into()),
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:IPVSMIG-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"ipvs-migrate hybrid data plane\" -j IPVSMIG-SERVICES\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n".into(),
+    );
+    node.ipsets
+        .restore("create IPVSMIG-VS hash:ip,port family inet\ncreate KUBE-CLUSTER-IP hash:ip,port family inet\n")
+        .unwrap();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    let nat: Vec<&String> = node.iptables.restores.iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        nat.len(),
+        1,
+        "only the table holding ours is touched: {nat:?}"
+    );
+    let t = nat[0];
+    assert!(t.contains("-D PREROUTING -m comment --comment \"ipvs-migrate hybrid data plane\" -j IPVSMIG-SERVICES\n"), "{t}");
+    assert!(
+        t.contains("-X IPVSMIG-SERVICES\n") && !t.contains("KUBE-SERVICES\n-X"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("-D PREROUTING -j KUBE-SERVICES"),
+        "kube-proxy's jump stays: {t}"
+    );
+    let names: Vec<&String> = node.ipsets.sets.keys().collect();
+    assert_eq!(
+        names,
+        ["KUBE-CLUSTER-IP"],
+        "ours destroyed, kube-proxy's kept"
+    );
+}
+
+#[test]
+fn a_crash_after_creating_kube_ipvs0_leaves_it_owned() {
+    let p = plan(&["ns1"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    let cut = log
+        .iter()
+        .position(|r| matches!(r, Record::Intent { step, .. } if step == "link"))
+        .unwrap();
+    let r = replay(log[..=cut].iter().cloned());
+    assert!(r.interrupted && r.owned.created_link);
+}
