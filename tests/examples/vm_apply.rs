@@ -474,6 +474,18 @@ fn suite() -> i32 {
         &out,
     );
 
+    // Dry run: reads the kernel, changes nothing.
+    let before = node_state();
+    let (rc, out) = s.migrate(&format!("apply --namespace shop,many --dry-run {common}"));
+    s.check(
+        "apply --dry-run counts the changes against the kernel and changes nothing",
+        rc == 0
+            && out.contains("virtual server(s) to add")
+            && !out.contains("CONFLICT")
+            && node_state() == before,
+        &out,
+    );
+
     // Apply.
     let (rc, out) = s.migrate(&format!("apply --namespace shop,many --no-watch {common}"));
     s.check(
@@ -588,6 +600,31 @@ fn suite() -> i32 {
         "",
     );
     drop(host_listener);
+
+    // kube-proxy re-inserting its jump ahead of ours (as it does when it finds its own
+    // missing): the next apply puts ours first again.
+    must(
+        "iptables-legacy -t nat -D PREROUTING -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES && iptables-legacy -t nat -I PREROUTING 1 -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES",
+    );
+    let c0 = s.ipvs_conns();
+    let (_, out) = s.get("cli", "10.96.0.10:80");
+    let behind = s.ipvs_conns() == c0;
+    let (rc, _) = s.migrate(&format!("apply --namespace shop --no-watch {common}"));
+    let (_, nat) = sh("iptables-legacy -t nat -S PREROUTING");
+    let c0 = s.ipvs_conns();
+    let (rc2, _) = s.get("cli", "10.96.0.10:80");
+    s.check(
+        "behind kube-proxy's jump traffic takes iptables; apply puts our jump first again",
+        behind
+            && rc == 0
+            && rc2 == 0
+            && nat
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("IPVSMIG-SERVICES"))
+            && s.ipvs_conns() > c0,
+        &format!("{out}\n{nat}"),
+    );
 
     // The dead man's switch.
     must("ipset add -exist IPVSMIG-ADMITTED 10.96.0.10,tcp:80 timeout 1");

@@ -357,6 +357,7 @@ pub fn apply_cmd(
     if dry_run {
         let mut text = String::from("Dry run: nothing was changed. The node would hold:\n");
         text.push_str(&plan.summary());
+        text.push_str(&dry_run_changes(&owned, &plan));
         print!("{text}");
         return Ok(ExitCode::Ok);
     }
@@ -472,6 +473,71 @@ pub fn rollback_cmd(
     let (r, owned) = run(state_dir, i, backend, plan.as_ref(), None, &mut env)?;
     print!("{}", summary("Rolled back.", &r, &owned));
     Ok(ExitCode::Ok)
+}
+
+/// What apply would change in IPVS and on kube-ipvs0, read from the kernel (read-only), or
+/// why that could not be read.
+fn dry_run_changes(owned: &Owned, plan: &HybridPlan) -> String {
+    let mut ipvs = match ipvsmig_ipvs::Client::open() {
+        Ok(c) => c,
+        Err(e) => {
+            return format!(
+                "\nChanges: cannot read IPVS here ({e}); the counts above are the whole plan.\n"
+            );
+        }
+    };
+    let mut links = match ipvsmig_host::link::RtnlLinks::open() {
+        Ok(l) => l,
+        Err(e) => return format!("\nChanges: cannot read kube-ipvs0 ({e}).\n"),
+    };
+    // observe() reads only IPVS and the link; the other interfaces are never called.
+    let mut ipsets = ipvsmig_host::ipset::RecordingIpsets::new();
+    let mut iptables = ipvsmig_host::restore::RecordingIptables::default();
+    let mut sysctls = ipvsmig_host::sysctl::RecordingSysctls::with(&[]);
+    let mut k = Kernel {
+        ipvs: &mut ipvs,
+        links: &mut links,
+        ipsets: &mut ipsets,
+        iptables: &mut iptables,
+        sysctls: &mut sysctls,
+    };
+    let observed = match apply::observe(&mut k, owned, false) {
+        Ok(o) => o,
+        Err(e) => return format!("\nChanges: {e}\n"),
+    };
+    let mut desired = ipvsmig_engine::plan::diff::State::default();
+    for vs in &plan.virtual_servers {
+        desired
+            .services
+            .insert(vs.key(), ipvsmig_engine::plan::diff::vs_state(vs));
+    }
+    for a in &plan.addresses {
+        desired
+            .addresses
+            .insert(*a, ipvsmig_engine::plan::diff::Owner::Us);
+    }
+    let (ops, conflicts) = ipvsmig_engine::plan::diff::diff(&observed, &desired);
+    let count =
+        |f: &dyn Fn(&ipvsmig_engine::plan::diff::Op) -> bool| ops.iter().filter(|o| f(o)).count();
+    use ipvsmig_engine::plan::diff::Op;
+    let mut out = format!(
+        "\nChanges against this node: {} virtual server(s) to add, {} to change, {} to delete; {} real server(s) to add or change, {} to delete; {} address(es) to bind, {} to unbind.\n",
+        count(&|o| matches!(o, Op::AddService { .. })),
+        count(&|o| matches!(o, Op::EditService { .. })),
+        count(&|o| matches!(o, Op::DelService { .. })),
+        count(&|o| matches!(o, Op::AddDest { .. } | Op::EditDest { .. })),
+        count(&|o| matches!(o, Op::DelDest { .. })),
+        count(&|o| matches!(o, Op::AddAddress { .. })),
+        count(&|o| matches!(o, Op::DelAddress { .. })),
+    );
+    if !conflicts.is_empty() {
+        out.push_str(&format!(
+            "CONFLICT: {} object(s) the plan needs are held by another program; apply would refuse and change nothing: {:?}\n",
+            conflicts.len(),
+            conflicts.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
+    out
 }
 
 fn read_owned(state_dir: &Path, i: &Inputs) -> Result<(Owned, bool, Option<String>), CliError> {
