@@ -222,7 +222,7 @@ fn run(test: &str, backend: &str) {
         let before = std::fs::read_to_string(p(&format!("before{v}"))).unwrap();
         let after = std::fs::read_to_string(p(&format!("after{v}"))).unwrap();
         let re = std::fs::read_to_string(p(&format!("re{v}"))).unwrap();
-        for table in ["nat", "filter"] {
+        for table in ["mangle", "nat", "filter"] {
             let b = chains(&before, table);
             let a = chains(&after, table);
             let r = chains(&re, table);
@@ -242,7 +242,9 @@ fn run(test: &str, backend: &str) {
                         .collect();
                     let expect_hook = matches!(
                         (table, name.as_str()),
-                        ("nat", "PREROUTING" | "OUTPUT" | "POSTROUTING") | ("filter", "INPUT")
+                        ("nat", "PREROUTING" | "OUTPUT" | "POSTROUTING")
+                            | ("filter", "INPUT")
+                            | ("mangle", "OUTPUT")
                     );
                     if expect_hook {
                         assert_eq!(ours, vec![0], "IPv{v} {table} {name}: our jump first, once");

@@ -221,7 +221,11 @@ pub enum Command {
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Allow leaving namespaces migrated without a daemon refreshing the dead man's switch.
+        /// Apply without a daemon (required in this build): admission entries get no timeout
+        /// (no dead man's switch) and nothing follows kube-proxy afterwards — real servers stay
+        /// as they were at apply time (re-run apply after endpoint changes), services created
+        /// or deleted later are not followed (a deleted service's ClusterIP stays captured until
+        /// the next apply or rollback), and nothing rolls back by itself.
         #[arg(long)]
         no_watch: bool,
     },

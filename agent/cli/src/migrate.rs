@@ -66,9 +66,9 @@ impl Env for NodeEnv {
             std::thread::sleep(self.drain);
         }
     }
-    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)> {
+    fn probe(&mut self, keys: &[(VsKey, apply::Expect)]) -> Vec<(VsKey, String)> {
         let mut failed = Vec::new();
-        for (key, has_rs) in keys {
+        for (key, expect) in keys {
             if key.0 != Protocol::Tcp {
                 continue; // UDP and SCTP have no generic request/response to check
             }
@@ -77,26 +77,24 @@ impl Env for NodeEnv {
                 self.probe_mark,
                 Duration::from_secs(3),
             );
+            use apply::Expect;
             use ipvsmig_host::probe::Outcome;
             let ok = matches!(
-                (&out, has_rs),
-                (Outcome::Connected, true) | (Outcome::Refused, false)
+                (&out, expect),
+                (Outcome::Connected, Expect::Answer)
+                    | (Outcome::Refused, Expect::Refused)
+                    | (Outcome::TimedOut, Expect::Dropped)
             );
             if self.verbose {
-                eprintln!("probe {}:{} -> {out:?}", key.1, key.2);
+                eprintln!("probe {}:{} -> {out:?} (expected {expect:?})", key.1, key.2);
             }
             if !ok {
-                failed.push((
-                    *key,
-                    format!(
-                        "{out:?}, expected {}",
-                        if *has_rs {
-                            "a connection to a real server"
-                        } else {
-                            "refused (no real servers)"
-                        }
-                    ),
-                ));
+                let want = match expect {
+                    Expect::Answer => "a connection to a real server",
+                    Expect::Refused => "refused (no real servers)",
+                    Expect::Dropped => "no answer (the LB's source ranges exclude this node)",
+                };
+                failed.push((*key, format!("{out:?}, expected {want}")));
             }
         }
         failed
@@ -281,13 +279,13 @@ fn run(
                 ApplyError::Conflict { .. } | ApplyError::Probe { .. } => ExitCode::NotReady,
                 ApplyError::Step { .. } | ApplyError::Journal(_) => ExitCode::OperationFailed,
             };
-            Err(CliError::new(
-                code,
-                format!(
-                    "{e}. The journal in {} records exactly what is applied: `ipvs-migrate status` shows it, `ipvs-migrate rollback --all` removes it",
-                    state_dir.display()
-                ),
-            ))
+            let next = match &e {
+                ApplyError::Conflict { .. } => "Nothing was changed: find which program owns that object (keepalived? an operator?) before migrating these services, or --exclude them".to_owned(),
+                ApplyError::Journal(_) => format!("The journal in {} could not be written (is its file system full or read-only?): fix that and run the same command again, which re-reads the kernel", state_dir.display()),
+                ApplyError::Probe { .. } => "Nothing new was admitted: the failing virtual servers are programmed but receive only the agent's probes. Check their endpoints, then run apply again, or take the namespace back with `ipvs-migrate rollback --namespace NS`".to_owned(),
+                ApplyError::Step { .. } => format!("The journal in {} records exactly what is applied (`ipvs-migrate status`); running the same command again continues from there, `ipvs-migrate rollback --namespace NS` takes a namespace back", state_dir.display()),
+            };
+            Err(CliError::new(code, format!("{e}. {next}")))
         }
     }
 }
@@ -319,7 +317,7 @@ fn summary(what: &str, r: &Report, owned: &Owned) -> String {
     ));
     if owned.no_watch && !owned.namespaces.is_empty() {
         out.push_str(
-            "  UNWATCHED (--no-watch): admission has no timeout and nothing rolls back by itself\n",
+            "  UNWATCHED (--no-watch): admission has no timeout, nothing rolls back by itself, and real servers stay as of this apply: run apply again after endpoint or service changes\n",
         );
     }
     out
@@ -354,6 +352,35 @@ pub fn apply_cmd(
     ex.sort();
     ex.dedup();
     let plan = plan_for(i, backend, &all, &ex, no_watch)?;
+    // The preflight gate: a blocker stops apply before anything changes (cutover adds
+    // `--allow CHECK_ID`; apply has no override). On Calico nodes admission must wait for
+    // calico-node to restart after kube-ipvs0 exists (DESIGN.md): only cutover does that.
+    let facts = inputs::node_facts(i)?;
+    let kp = inputs::kube_proxy_config(i)?;
+    let blockers: Vec<String> = ipvsmig_engine::preflight::run(&facts, kp.as_ref())
+        .into_iter()
+        .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)
+        .map(|f| format!("{} ({})", f.id, f.title))
+        .collect();
+    if !blockers.is_empty() && !dry_run {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            format!(
+                "preflight blockers, nothing was changed: {} (`ipvs-migrate preflight` explains each)",
+                blockers.join("; ")
+            ),
+        ));
+    }
+    let calico = facts
+        .cni
+        .iter()
+        .any(|c| c.types.iter().any(|t| t == "calico"));
+    if calico && !dry_run {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            "this is a Calico node: Calico handles IPVS only if kube-ipvs0 existed when calico-node started, so admission must wait for a calico-node restart — `apply` cannot wait for it; use `cutover` (not in this build yet). Nothing was changed",
+        ));
+    }
     if dry_run {
         let mut text = String::from("Dry run: nothing was changed. The node would hold:\n");
         text.push_str(&plan.summary());

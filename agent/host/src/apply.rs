@@ -148,16 +148,20 @@ pub fn replay(records: impl IntoIterator<Item = Record>) -> Replayed {
                 claim_link,
                 ..
             } => open = Some((claims, claim_addresses, claim_link)),
-            Record::State { owned, .. } => {
+            Record::State { owned, step } => {
                 r.owned = owned;
                 open = None;
+                if step == "converged" {
+                    r.last_failure = None;
+                }
             }
             Record::Failed {
                 owned, error, step, ..
             } => {
                 r.owned = owned;
                 r.last_failure = Some(format!("{step}: {error}"));
-                open = None;
+                // A failed step may have been partly applied: the next run re-reads.
+                open = Some((Vec::new(), Vec::new(), false));
             }
         }
     }
@@ -220,11 +224,22 @@ pub trait Env {
     /// Waits for established IPVS connections of removed services to drain.
     fn drain(&mut self);
     /// Probes keys through IPVS with the probe mark; returns the keys that failed, with why.
-    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)>;
+    fn probe(&mut self, keys: &[(VsKey, Expect)]) -> Vec<(VsKey, String)>;
     /// Deletes conntrack entries of removed UDP VIPs.
     fn flush_udp(&mut self, vips: &[(IpAddr, u16)]) -> Result<(), String>;
     /// Progress of a long step.
     fn progress(&mut self, step: &str, done: usize, total: usize);
+}
+
+/// What a probe of a virtual server must see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A real server answers.
+    Answer,
+    /// Refused: no real servers (IPVS answers ICMP port-unreachable, as iptables' REJECT).
+    Refused,
+    /// Dropped: an LB whose source ranges exclude the node (the probe comes from the node).
+    Dropped,
 }
 
 /// What converging did.
@@ -368,7 +383,15 @@ pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State,
         let Some(key) = ipvs::key_of(&s) else {
             continue; // FWM or another protocol: never ours
         };
-        let mine = ours.get(&key);
+        // Ours only if it still looks as we left it: a key whose attributes differ from the
+        // journal's was recreated or changed by someone else (after an `ipvsadm -C`, say) and
+        // is not adopted. A claim recovered from an interrupted run (netmask 0: attributes
+        // unknown) matches any.
+        let mine = ours.get(&key).copied().filter(|v| {
+            v.netmask == 0
+                || (&*v.scheduler, v.flags, v.timeout, v.netmask)
+                    == (s.scheduler.as_str(), s.flags, s.timeout, s.netmask)
+        });
         let dests = match (mine, reread) {
             (Some(v), false) => v.dests.clone(),
             _ => k
@@ -639,6 +662,23 @@ pub fn converge(
         log,
         report: Report::default(),
     };
+    // What the journal owns but the kernel no longer holds (someone flushed IPVS, a reboot)
+    // is forgotten: a later object on the same key belongs to whoever made it. After an
+    // interrupted run, the recovered state (claims included) is journaled first, so a second
+    // interruption cannot lose it.
+    let before = (run.owned.services.len(), run.owned.addresses.len());
+    run.owned.services.retain(|(k, _)| {
+        observed
+            .services
+            .get(k)
+            .is_some_and(|v| v.owner == Owner::Us)
+    });
+    run.owned
+        .addresses
+        .retain(|a| observed.addresses.get(a) == Some(&Owner::Us));
+    if opts.reread || before != (run.owned.services.len(), run.owned.addresses.len()) {
+        run.done("reconciled")?;
+    }
 
     // Final admission sets (empty when nothing stays) and what leaves admission now.
     let (admitted_now, probing_now) = run.owned.admission();
@@ -669,7 +709,22 @@ pub fn converge(
                 s.members.retain(|m| !gone.contains(m));
             }
         }
-        let (script, n) = set_script(&run.owned.sets, &next, 0, &|n| is_admission(n));
+        // Every withdrawn key leaves both admission sets, whatever the journal says each
+        // holds: an admit step cut short may have moved keys the journal still lists as
+        // probing (`del` of an absent member is a no-op under -exist).
+        let existing = existing_sets(run.k.ipsets);
+        let mut script = String::new();
+        let mut n = 0;
+        for m in &withdrawn {
+            let fam = member_family(m);
+            for base in [set::ADMITTED, set::PROBING] {
+                let name = set_name(base, fam);
+                if existing.contains(&name) || run.owned.sets.contains_key(&name) {
+                    script.push_str(&format!("del {name} {m}\n"));
+                    n += 1;
+                }
+            }
+        }
         if !script.is_empty()
             && let Err(e) = run.k.ipsets.restore(&script)
         {
@@ -760,33 +815,59 @@ pub fn converge(
         let mut owned_map: BTreeMap<VsKey, VsState> = run.owned.services.drain(..).collect();
         let mut failure = None;
         let total = ipvs_ops.len();
-        for (ci, chunk) in ipvs_ops.chunks(4096).enumerate() {
-            let mut reqs = Vec::with_capacity(chunk.len());
-            let mut map = Vec::with_capacity(chunk.len());
-            for (i, op) in chunk.iter().enumerate() {
-                if let Some(r) = request(op, &desired, &observed) {
-                    reqs.push(r);
-                    map.push(i);
+        let mut done = 0;
+        // Services first, destinations after, and only into services that are ours by then: a
+        // pipelined AddDest behind a failed AddService (someone took the key meanwhile) would
+        // land in the other program's virtual server.
+        let (service_ops, dest_ops): (Vec<&Op>, Vec<&Op>) = ipvs_ops
+            .iter()
+            .partition(|o| !matches!(o, Op::AddDest { .. } | Op::EditDest { .. }));
+        'phases: for phase in [service_ops, dest_ops] {
+            let phase: Vec<&Op> = phase
+                .into_iter()
+                .filter(|o| match o {
+                    Op::AddDest { service, .. } | Op::EditDest { service, .. } => {
+                        owned_map.contains_key(service)
+                    }
+                    _ => true,
+                })
+                .collect();
+            for chunk in phase.chunks(4096) {
+                let mut reqs = Vec::with_capacity(chunk.len());
+                let mut map = Vec::with_capacity(chunk.len());
+                for (i, op) in chunk.iter().enumerate() {
+                    if let Some(r) = request(op, &desired, &observed) {
+                        reqs.push(r);
+                        map.push(i);
+                    }
                 }
-            }
-            let results = match run.k.ipvs.batch(&reqs) {
-                Ok(r) => r,
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
+                let results = match run.k.ipvs.batch(&reqs) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The socket failed mid-batch: which requests the kernel ran is
+                        // unknown. Claim every service this chunk adds; the next run re-reads.
+                        for op in chunk {
+                            if let Op::AddService { .. } = op {
+                                own(&mut owned_map, op);
+                            }
+                        }
+                        failure = Some(e.to_string());
+                        break 'phases;
+                    }
+                };
+                run.report.ipvs_requests += reqs.len();
+                for ((res, i), req) in results.iter().zip(&map).zip(&reqs) {
+                    match res {
+                        Ok(()) => own(&mut owned_map, chunk[*i]),
+                        Err(e) if failure.is_none() => failure = Some(format!("{req:?}: {e}")),
+                        Err(_) => {}
+                    }
                 }
-            };
-            run.report.ipvs_requests += reqs.len();
-            for ((res, i), req) in results.iter().zip(&map).zip(&reqs) {
-                match res {
-                    Ok(()) => own(&mut owned_map, chunk[*i]),
-                    Err(e) if failure.is_none() => failure = Some(format!("{req:?}: {e}")),
-                    Err(_) => {}
+                done += chunk.len();
+                env.progress(step, done.min(total), total);
+                if failure.is_some() {
+                    break 'phases;
                 }
-            }
-            env.progress(step, (ci * 4096 + chunk.len()).min(total), total);
-            if failure.is_some() {
-                break;
             }
         }
         run.owned.services = owned_map.into_iter().collect();
@@ -818,52 +899,18 @@ pub fn converge(
         run.done(step)?;
     }
 
-    // 6. Addresses.
+    // 6. Addresses leaving (binding new ones waits for the sets and rules: a VIP bound with
+    // no access filter or bound-VIP rule behind it would expose host listeners and let
+    // kube-proxy's NodePort rule DNAT VIP:NodePort).
     let addr_ops: Vec<&Op> = ops
         .iter()
-        .filter(|o| matches!(o, Op::AddAddress { .. } | Op::DelAddress { .. }))
+        .filter(|o| matches!(o, Op::DelAddress { .. }))
         .collect();
-    if !addr_ops.is_empty() {
-        let step = "addresses";
-        let claims = addr_ops
-            .iter()
-            .filter_map(|o| match o {
-                Op::AddAddress { address } => Some(*address),
-                _ => None,
-            })
-            .collect();
-        run.claim(
-            step,
-            format!("{} address change(s) on {KUBE_IPVS0}", addr_ops.len()),
-            Vec::new(),
-            claims,
-        )?;
-        for op in addr_ops {
-            let r = match op {
-                Op::AddAddress { address } => {
-                    run.k.links.add_address(KUBE_IPVS0, *address).map(|()| {
-                        run.owned.addresses.push(*address);
-                        run.report.addresses_added += 1;
-                    })
-                }
-                Op::DelAddress { address } => match run.k.links.del_address(KUBE_IPVS0, *address) {
-                    Ok(()) | Err(LinkError::AddressNotFound { .. }) => {
-                        run.owned.addresses.retain(|a| a != address);
-                        run.report.addresses_removed += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                _ => Ok(()),
-            };
-            if let Err(e) = r {
-                return Err(run.fail(step, e.to_string()));
-            }
-        }
-        run.owned.addresses.sort();
-        run.owned.addresses.dedup();
-        run.done(step)?;
-    }
+    bind_or_unbind(&mut run, addr_ops)?;
+    let add_addr_ops: Vec<&Op> = ops
+        .iter()
+        .filter(|o| matches!(o, Op::AddAddress { .. }))
+        .collect();
 
     // 7. Sets (classification members, creation) and 8. rules, on the way in; the probing set
     // gets the new keys, admitted keys stay admitted (their timeouts refreshed).
@@ -917,7 +964,7 @@ pub fn converge(
             // Hooks: each must be the first rule of its built-in chain, once. kube-proxy inserts
             // its own jump at position 1 when it finds it missing (after a flush), which would
             // put ours behind it: every run re-asserts the position.
-            for table in ["nat", "filter"] {
+            for table in ipvsmig_engine::plan::hybrid::TABLES {
                 let hooks: Vec<_> = fr.hooks.iter().filter(|h| h.table == table).collect();
                 if hooks.is_empty() {
                     continue;
@@ -955,14 +1002,33 @@ pub fn converge(
             run.done(step)?;
         }
 
+        // Addresses are bound now that the access filter and the bound-VIP rules exist.
+        bind_or_unbind(&mut run, add_addr_ops.clone())?;
+
         // 9. Probe the new keys, then admit them.
         if !new_keys.is_empty() {
             let step = "probe";
-            let keys: Vec<(VsKey, bool)> = p
+            let denied: BTreeSet<&Member> = p
+                .ipsets
+                .iter()
+                .filter(|(n, _)| n.ends_with(set::NODE_DENIED))
+                .flat_map(|(_, s)| s.members.iter())
+                .collect();
+            let keys: Vec<(VsKey, Expect)> = p
                 .virtual_servers
                 .iter()
                 .filter(|v| new_keys.contains(&Member::IpPort(v.address, v.protocol, v.port)))
-                .map(|v| (v.key(), !v.real_servers.is_empty()))
+                .map(|v| {
+                    let m = Member::IpPort(v.address, v.protocol, v.port);
+                    let e = if denied.contains(&m) {
+                        Expect::Dropped
+                    } else if v.real_servers.is_empty() {
+                        Expect::Refused
+                    } else {
+                        Expect::Answer
+                    };
+                    (v.key(), e)
+                })
                 .collect();
             if !opts.skip_probe {
                 run.intent(
@@ -1015,6 +1081,77 @@ pub fn converge(
     Ok(run.report)
 }
 
+/// The family of an ipset member (its first address).
+fn member_family(m: &Member) -> IpFamily {
+    match m {
+        Member::Ip(ip)
+        | Member::IpPort(ip, ..)
+        | Member::IpPortIp(ip, ..)
+        | Member::IpPortNet(ip, ..) => IpFamily::of(ip),
+        Member::Port(_) => IpFamily::IPv4,
+    }
+}
+
+/// Names of the agent's sets that exist in the kernel (empty when ipset cannot be read).
+fn existing_sets(ipsets: &mut dyn Ipsets) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(saved) = ipsets.save(None) {
+        for l in saved.lines() {
+            if let Some(name) = l.strip_prefix("create ").and_then(|r| r.split(' ').next())
+                && (name.starts_with("IPVSMIG-") || name.starts_with("IPVSMIG6-"))
+            {
+                out.insert(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Binds or unbinds addresses on kube-ipvs0 (one journaled step).
+fn bind_or_unbind(run: &mut Run<'_, '_>, addr_ops: Vec<&Op>) -> Result<(), ApplyError> {
+    if addr_ops.is_empty() {
+        return Ok(());
+    }
+    let step = "addresses";
+    let claims = addr_ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::AddAddress { address } => Some(*address),
+            _ => None,
+        })
+        .collect();
+    run.claim(
+        step,
+        format!("{} address change(s) on {KUBE_IPVS0}", addr_ops.len()),
+        Vec::new(),
+        claims,
+    )?;
+    for op in addr_ops {
+        let r = match op {
+            Op::AddAddress { address } => run.k.links.add_address(KUBE_IPVS0, *address).map(|()| {
+                run.owned.addresses.push(*address);
+                run.report.addresses_added += 1;
+            }),
+            Op::DelAddress { address } => match run.k.links.del_address(KUBE_IPVS0, *address) {
+                Ok(()) | Err(LinkError::AddressNotFound { .. }) => {
+                    run.owned.addresses.retain(|a| a != address);
+                    run.report.addresses_removed += 1;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            return Err(run.fail(step, e.to_string()));
+        }
+    }
+    run.owned.addresses.sort();
+    run.owned.addresses.dedup();
+    run.done(step)?;
+    Ok(())
+}
+
 /// The rules of one chain in a table's save, without `-A CHAIN `, in order.
 fn chain_rules<'a>(saved: &'a str, chain: &str) -> Vec<&'a str> {
     let prefix = format!("-A {chain} ");
@@ -1039,7 +1176,7 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
     let mut families = run.owned.rules.clone();
     for fam in [IpFamily::IPv4, IpFamily::IPv6] {
         if !families.contains(&fam)
-            && ["nat", "filter"].iter().any(|t| {
+            && ipvsmig_engine::plan::hybrid::TABLES.iter().any(|t| {
                 run.k
                     .iptables
                     .save_table(fam, t)
@@ -1057,7 +1194,7 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
                 fam.as_str()
             ),
         )?;
-        for table in ["nat", "filter"] {
+        for table in ipvsmig_engine::plan::hybrid::TABLES {
             let saved = match run.k.iptables.save_table(fam, table) {
                 Ok(s) => s,
                 Err(e) => return Err(run.fail(step, e.to_string())),

@@ -157,6 +157,9 @@ pub enum Stage {
     Admitted,
 }
 
+/// The tables the agent's chains live in, in the order they are loaded.
+pub const TABLES: [&str; 3] = ["mangle", "nat", "filter"];
+
 /// The sets' base names (the family prefix is `IPVSMIG-` or `IPVSMIG6-`).
 pub mod set {
     /// hash:ip,port — keys admitted for all traffic (timeouts).
@@ -208,6 +211,9 @@ pub fn set_name(base: &str, family: IpFamily) -> String {
 
 /// Chain names.
 pub mod chain {
+    /// mangle: first in OUTPUT; drops the node's own new connections to LBs whose source
+    /// ranges exclude it (before IPVS's LOCAL_OUT hook could take them).
+    pub const OUTPUT: &str = "IPVSMIG-OUTPUT";
     /// nat: admission, first in PREROUTING and OUTPUT.
     pub const SERVICES: &str = "IPVSMIG-SERVICES";
     /// nat: masquerade marking + ACCEPT.
@@ -503,10 +509,6 @@ fn family_rules(fam: IpFamily, masq: Option<&Masquerade>, probe_mark: u32) -> Fa
     let services = vec![
         format!("-s {lo} -m comment --comment \"localhost stays on iptables\" -j RETURN"),
         format!(
-            "-m addrtype --src-type LOCAL -m set --match-set {} dst,dst -m comment --comment \"source ranges exclude this node: iptables drops it\" -j RETURN",
-            s(set::NODE_DENIED)
-        ),
-        format!(
             "-m set --match-set {} dst,dst -j {}",
             s(set::ADMITTED),
             chain::ADMIT
@@ -602,8 +604,17 @@ fn family_rules(fam: IpFamily, masq: Option<&Masquerade>, probe_mark: u32) -> Fa
             ch("nat", chain::POSTROUTING, post),
             ch("filter", chain::SOURCE_RANGES, ranges),
             ch("filter", chain::FILTER, filter),
+            ch(
+                "mangle",
+                chain::OUTPUT,
+                vec![format!(
+                    "-m conntrack --ctstate NEW -m set --match-set {} dst,dst -m comment --comment \"loadBalancerSourceRanges exclude this node\" -j DROP",
+                    s(set::NODE_DENIED)
+                )],
+            ),
         ],
         hooks: vec![
+            hook("mangle", "OUTPUT", chain::OUTPUT),
             hook("nat", "PREROUTING", chain::SERVICES),
             hook("nat", "OUTPUT", chain::SERVICES),
             hook("nat", "POSTROUTING", chain::POSTROUTING),
@@ -646,7 +657,7 @@ impl HybridPlan {
                 IpFamily::IPv6 => "ip6tables-restore",
             }
         ));
-        for table in ["nat", "filter"] {
+        for table in TABLES {
             out.push_str(&format!("*{table}\n"));
             for c in fr.chains.iter().filter(|c| c.table == table) {
                 out.push_str(&format!(":{} - [0:0]\n", c.name));

@@ -56,7 +56,7 @@ impl Env for TestEnv {
     fn drain(&mut self) {
         self.drained += 1;
     }
-    fn probe(&mut self, keys: &[(VsKey, bool)]) -> Vec<(VsKey, String)> {
+    fn probe(&mut self, keys: &[(VsKey, Expect)]) -> Vec<(VsKey, String)> {
         self.probed.extend(keys.iter().map(|(k, _)| *k));
         if self.fail_probe {
             keys.iter()
@@ -215,7 +215,11 @@ fn apply_programs_the_plan_probes_then_admits_and_rollback_removes_exactly_that(
         pos("ipvs") < pos("addresses"),
         "virtual servers before addresses"
     );
-    assert!(pos("addresses") < pos("rules"));
+    assert!(
+        pos("ipsets") < pos("rules") && pos("rules") < pos("addresses"),
+        "VIPs are bound only once the access filter and bound-VIP rules exist"
+    );
+    assert!(pos("addresses") < pos("probe"));
 
     // Re-apply: nothing to do in IPVS; the admission timeouts are refreshed.
     let before = node.ipvs.requests.len();
@@ -497,4 +501,83 @@ fn a_crash_after_creating_kube_ipvs0_leaves_it_owned() {
         .unwrap();
     let r = replay(log[..=cut].iter().cloned());
     assert!(r.interrupted && r.owned.created_link);
+}
+
+#[test]
+fn withdrawal_deletes_from_both_admission_sets_whatever_the_journal_says() {
+    let p = plan(&["ns1"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    // An admit step cut short: the kernel holds the key in ADMITTED, the journal in PROBING.
+    for (name, s) in owned.sets.iter_mut() {
+        if name == "IPVSMIG-ADMITTED" {
+            s.members.clear();
+        }
+    }
+    for (name, s) in owned.sets.iter_mut() {
+        if name == "IPVSMIG-PROBING" {
+            s.members = p.ipsets["IPVSMIG-ADMITTED"].members.clone();
+        }
+    }
+    node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    assert!(node.ipsets.sets.is_empty(), "{:?}", node.ipsets.sets.keys());
+    let first = node
+        .ipsets
+        .scripts
+        .iter()
+        .rev()
+        .find(|s| s.starts_with("del "))
+        .unwrap();
+    assert!(
+        first.contains("del IPVSMIG-ADMITTED ") && first.contains("del IPVSMIG-PROBING "),
+        "{first}"
+    );
+}
+
+#[test]
+fn objects_the_kernel_lost_are_forgotten_and_a_later_foreign_one_is_not_adopted() {
+    let p = plan(&["ns1"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    let key = p.virtual_servers[0].key();
+    // Someone flushed IPVS, then another program created the same key.
+    node.ipvs.table.clear();
+    node.ipvs =
+        std::mem::take(&mut node.ipvs).with_service(service(&key, "wrr", 0, 0, 0xffff_ffff), &[]);
+    let e = node
+        .run(&mut owned, Some(&p), &mut env, &mut log)
+        .unwrap_err();
+    assert!(matches!(e, ApplyError::Conflict { .. }), "{e}");
+    node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    assert_eq!(
+        node.ipvs.table.len(),
+        1,
+        "the other program's virtual server survives rollback"
+    );
+}
+
+#[test]
+fn destinations_never_go_into_a_service_whose_add_failed() {
+    let p = plan(&["ns4"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    // The first AddService fails (as if another program took the key after observe).
+    node.ipvs.fail_at = Some(0);
+    let _ = node
+        .run(&mut owned, Some(&p), &mut env, &mut log)
+        .unwrap_err();
+    let failed = match &node.ipvs.requests[0] {
+        Request::AddService(s) => s.clone(),
+        r => panic!("{r:?}"),
+    };
+    assert!(
+        !node
+            .ipvs
+            .requests
+            .iter()
+            .any(|r| matches!(r, Request::AddDest(s, _) if *s == failed)),
+        "no AddDest for the failed service"
+    );
 }
