@@ -498,3 +498,48 @@ fn fixture_paths_exist() {
     let f = Fixture::new();
     assert!(Path::new(&f.state()).is_dir());
 }
+
+#[tokio::test]
+async fn metrics_documented_here_are_the_metrics_served() {
+    let f = Fixture::new();
+    let (app, _rx) = f.app(None);
+    // Give every family a series so each is exposed.
+    let m = &app.metrics;
+    let ns = super::metrics::NamespaceLabels {
+        namespace: "shop".into(),
+    };
+    m.connections.get_or_create(&ns).inc();
+    m.rejected.get_or_create(&ns).inc();
+    m.probe_failures.get_or_create(&ns).inc();
+    m.phase_started
+        .get_or_create(&super::metrics::PhaseLabels {
+            namespace: "shop".into(),
+            phase: "soak".into(),
+        })
+        .set(1.0);
+    m.switch_expires.get_or_create(&Vec::new()).set(1.0);
+    let (_, _, text) = call(&app, get("/metrics")).await;
+    let mut served: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| match l.split_once(' ') {
+            Some((name, "counter")) => format!("{name}_total"),
+            Some((name, _)) => name.to_owned(),
+            None => l.to_owned(),
+        })
+        .collect();
+    served.sort();
+    let doc = include_str!("../../../../docs/metrics.md");
+    let mut documented: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    documented.sort();
+    assert_eq!(served, documented);
+    // Every sample carries the node.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(l.contains("node=\"node-a\""), "{l}");
+    }
+}
