@@ -26,6 +26,9 @@ use crate::exit::{CliError, ExitCode};
 /// Alertmanager retries.
 pub const TRIGGER_QUEUE: usize = 64;
 
+/// How long open connections may keep a shutting-down agent alive.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the daemon until SIGTERM or SIGINT; exit 0 after a graceful shutdown.
 pub fn serve_cmd(
     state_dir: &Path,
@@ -102,17 +105,29 @@ async fn run(
         "configuration (thresholds, soak, drain and period are for the reconcile loop, not in this build)"
     );
     tokio::spawn(consume(rx));
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&stopping);
     let shutdown = async move {
         let sig = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = sig, "shutting down");
+        notify.notify_one();
     };
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| failed("HTTP server", e))?;
+    let server = axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown);
+    // In-flight requests may finish; a client that keeps a request open does not hold the
+    // agent past the grace period (kubelet would SIGKILL it at terminationGracePeriodSeconds).
+    tokio::select! {
+        r = server => r.map_err(|e| failed("HTTP server", e))?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the grace period: closing them"
+        ),
+    }
     Ok(ExitCode::Ok)
 }
 

@@ -33,17 +33,24 @@ fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
-#[test]
-fn serve_answers_healthz_on_a_real_socket_and_exits_0_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = serve(&["--listen", "127.0.0.1:0"], dir.path())
+/// A running `serve` child and the address it announced.
+struct Daemon {
+    child: std::process::Child,
+    addr: String,
+    seen: String,
+    stderr: Option<BufReader<std::process::ChildStderr>>,
+}
+
+// The child is waited for in `Daemon::terminate` (or here, when it never announces itself).
+#[allow(clippy::zombie_processes)]
+fn start(state: &std::path::Path) -> Daemon {
+    let mut child = serve(&["--listen", "127.0.0.1:0"], state)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     // "ipvs-migrate: serving on http://127.0.0.1:PORT for node node-test"
-    let mut addr = None;
     let mut seen = String::new();
     for _ in 0..50 {
         let mut line = String::new();
@@ -51,46 +58,81 @@ fn serve_answers_healthz_on_a_real_socket_and_exits_0_on_sigterm() {
             break;
         }
         seen.push_str(&line);
-        if let Some(rest) = line.split("serving on http://").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_owned);
-            break;
+        if let Some(rest) = line.split("serving on http://").nth(1)
+            && let Some(addr) = rest.split_whitespace().next()
+        {
+            return Daemon {
+                addr: addr.to_owned(),
+                child,
+                seen,
+                stderr: Some(stderr),
+            };
         }
     }
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        panic!("no listen address on stderr: {seen}");
-    };
-    assert!(seen.contains("for node node-test"), "{seen}");
-    let resp = http_get(&addr, "/healthz");
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no listen address on stderr: {seen}");
+}
+
+impl Daemon {
+    /// SIGTERM by PID; the exit status (within `limit`) and the rest of stderr.
+    fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let mut stderr = self.stderr.take().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        let exit = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("serve did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (exit, format!("{}{}", self.seen, drain.join().unwrap()))
+    }
+}
+
+#[test]
+fn serve_answers_healthz_on_a_real_socket_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    assert!(d.seen.contains("for node node-test"), "{}", d.seen);
+    let resp = http_get(&d.addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("ok\n"), "{resp}");
-    let resp = http_get(&addr, "/readyz");
+    let resp = http_get(&d.addr, "/readyz");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve did not exit within 20 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let rest = drain.join().unwrap();
-    assert_eq!(exit.code(), Some(0), "stderr: {seen}{rest}");
-    assert!(rest.contains("shutting down"), "{rest}");
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn a_client_holding_a_request_open_does_not_keep_serve_alive_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    // Half a request: the connection is busy, never idle.
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(log.contains("after the grace period"), "{log}");
+    drop(s);
 }
 
 fn check(config: Option<&str>, code: i32, needle: &str) {
