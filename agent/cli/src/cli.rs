@@ -286,12 +286,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run the node agent (HTTP report, metrics, reconcile loop). [not in this build yet: exits 69]
+    /// Run the node agent: HTTP health and readiness (of the agent, never the node's
+    /// verdict), Prometheus metrics, the journal's status as JSON, and the Alertmanager webhook
+    /// (bearer token) that turns rollback alerts for this node into triggers (docs/serve.md).
+    /// [partial: the reconcile loop that acts on triggers, probes and refreshes the dead man's
+    /// switch is not in this build yet — a trigger is logged, nothing is rolled back]
     Serve {
-        /// Listen address.
-        #[arg(long, default_value = "0.0.0.0:9964", value_name = "ADDR")]
-        listen: String,
-        /// Config file.
+        /// Listen address (overrides the config's `listen`; default 127.0.0.1:9964).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// YAML config file (docs/serve.md); without it, defaults.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },

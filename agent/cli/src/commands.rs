@@ -500,8 +500,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             )
         }
         Command::Status { output } => crate::migrate::status_cmd(&cli.common.state_dir, *output),
-        Command::Cutover { .. } | Command::Finalize { .. } | Command::Serve { .. } => {
-            Err(unavailable("cutover/rollback/finalize/serve", 6))
+        Command::Serve { listen, config } => {
+            crate::serve::serve_cmd(&cli.common.state_dir, listen.as_deref(), config.as_deref())
+        }
+        Command::Cutover { .. } | Command::Finalize { .. } => {
+            Err(unavailable("cutover/finalize", 6))
         }
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
     }

@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod inputs;
 mod migrate;
+mod serve;
 mod table;
 
 use std::process::ExitCode as ProcessExit;
@@ -27,7 +28,12 @@ fn main() -> ProcessExit {
             return ProcessExit::from(code);
         }
     };
-    init_logging(cli.common.verbose);
+    // The daemon logs its phase changes (info) by default; commands only warnings.
+    let verbose = match cli.command {
+        cli::Command::Serve { .. } => cli.common.verbose.max(1),
+        _ => cli.common.verbose,
+    };
+    init_logging(verbose);
     let json = commands::wants_json(&cli.command);
     match commands::run(&cli) {
         Ok(code) => ProcessExit::from(code.code()),

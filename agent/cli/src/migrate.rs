@@ -23,23 +23,27 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(120);
 
 /// Parses `90s`, `5m`, `1h`, `0`.
 pub fn duration(s: &str) -> Result<Duration, CliError> {
-    let bad = || {
+    parse_duration(s).ok_or_else(|| {
         CliError::new(
             ExitCode::Usage,
             format!("{s:?}: expected a duration like 30s, 5m or 1h"),
         )
-    };
+    })
+}
+
+/// `90s`, `5m`, `1h`, `0` (bare numbers are seconds); `None` for anything else.
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| bad())?;
+    let n: u64 = num.parse().ok()?;
     let secs = match unit {
         "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        _ => return Err(bad()),
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
     };
-    Ok(Duration::from_secs(secs))
+    Some(Duration::from_secs(secs))
 }
 
 struct JournalLog<'a>(&'a mut Journal<Record>);
@@ -338,7 +342,7 @@ pub fn apply_cmd(
     if !no_watch && !dry_run {
         return Err(CliError::new(
             ExitCode::Usage,
-            "no ipvs-migrate daemon runs on this node to refresh the dead man's switch (`serve` is not in this build): pass --no-watch to apply without a timeout on the admission entries — then nothing rolls back by itself, and `status` says \"unwatched\"",
+            "no ipvs-migrate daemon runs on this node to refresh the dead man's switch (`serve` has no reconcile loop yet): pass --no-watch to apply without a timeout on the admission entries — then nothing rolls back by itself, and `status` says \"unwatched\"",
         ));
     }
     // Namespaces already migrated stay migrated.
@@ -581,31 +585,42 @@ fn read_owned(state_dir: &Path, i: &Inputs) -> Result<(Owned, bool, Option<Strin
     }
 }
 
-#[derive(Serialize)]
+/// `status -o json` (and the daemon's `/api/v1/status`): what the journal says, read without
+/// taking the lock.
+#[derive(Serialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
-struct StatusDoc<'a> {
-    api_version: &'a str,
-    kind: &'a str,
+pub struct StatusDoc {
+    api_version: &'static str,
+    kind: &'static str,
     state_dir: String,
     watched: bool,
     boot_changed: bool,
     last_failure: Option<String>,
-    owned: &'a Owned,
+    owned: Owned,
 }
 
-/// `status`.
-pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError> {
-    let i = Inputs::default();
+/// Reads the journal in `state_dir` read-only (the boot id from below `host_root`).
+pub fn status(state_dir: &Path, host_root: &Path) -> Result<StatusDoc, CliError> {
+    let i = Inputs {
+        host_root: Some(host_root.to_owned()),
+        ..Inputs::default()
+    };
     let (owned, boot_changed, last_failure) = read_owned(state_dir, &i)?;
-    let doc = StatusDoc {
+    Ok(StatusDoc {
         api_version: API_VERSION,
         kind: "MigrationStatus",
         state_dir: state_dir.display().to_string(),
         watched: !owned.no_watch,
         boot_changed,
         last_failure,
-        owned: &owned,
-    };
+        owned,
+    })
+}
+
+/// `status`.
+pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError> {
+    let doc = status(state_dir, Path::new("/"))?;
+    let (owned, boot_changed) = (&doc.owned, doc.boot_changed);
     match output {
         Format::Json => {
             let s = serde_json::to_string_pretty(&doc)

@@ -1,0 +1,453 @@
+//! `serve --config FILE`: the daemon's YAML configuration (docs/serve.md). Parsing is pure: the
+//! file's text, the `NODE_NAME` variable and the hostname are passed in, so every error case is
+//! a unit test. Unknown keys are refused (a typo must not silently fall back to a default), and
+//! every bad value is an error naming its key. Reading the files (config, token) is
+//! [`load`]'s job.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipvsmig_engine::rollback::Thresholds;
+use serde::Deserialize;
+
+use crate::exit::{CliError, ExitCode};
+
+/// Default listen address: loopback only (the webhook has a token, `/metrics` and
+/// `/api/v1/status` have none). 9964: not kube-scheduler's 10259 or any other port a
+/// control-plane or kube-proxy component binds on the host network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9964";
+/// Default soak per wave.
+pub const DEFAULT_SOAK: Duration = Duration::from_secs(600);
+/// Default reconcile period.
+pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(10);
+
+/// The configuration the daemon runs with (defaults filled in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// This node's name: alerts for other nodes are ignored; every metric carries it.
+    pub node_name: String,
+    /// File holding the webhook's bearer token; `None`: the webhook refuses every call.
+    pub token_file: Option<PathBuf>,
+    /// Rollback thresholds of the built-in evaluator.
+    pub thresholds: Thresholds,
+    /// Soak time per wave.
+    pub soak: Duration,
+    /// How long established IPVS connections may drain on a rollback.
+    pub drain: Duration,
+    /// Reconcile loop period.
+    pub reconcile_period: Duration,
+    /// Prometheus server to poll for the rejection signal (not used yet).
+    pub prometheus_url: Option<String>,
+}
+
+/// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    listen: Option<Scalar>,
+    node_name: Option<Scalar>,
+    token_file: Option<Scalar>,
+    thresholds: Option<RawThresholds>,
+    soak: Option<Scalar>,
+    drain: Option<Scalar>,
+    reconcile_period: Option<Scalar>,
+    prometheus_url: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    window: Option<Scalar>,
+    rate: Option<Scalar>,
+    ratio: Option<Scalar>,
+    #[serde(rename = "for")]
+    for_: Option<Scalar>,
+}
+
+/// Any YAML scalar, kept as text (`10`, `0.01`, `5m`, `true` alike).
+#[derive(Debug, Clone, PartialEq)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a single value (string or number)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A configuration error: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key (`thresholds.rate`), or `(file)` when the YAML itself is malformed.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn duration(key: &str, v: Option<Scalar>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(Scalar(s)) => crate::migrate::parse_duration(&s)
+            .ok_or_else(|| bad(key, format!("{s:?} is not a duration like 30s, 5m or 1h"))),
+    }
+}
+
+fn number(
+    key: &str,
+    v: Option<Scalar>,
+    default: f64,
+    ok: fn(f64) -> bool,
+    want: &str,
+) -> Result<f64, ConfigError> {
+    let Some(Scalar(s)) = v else {
+        return Ok(default);
+    };
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && ok(n) => Ok(n),
+        _ => Err(bad(key, format!("{s:?} is not {want}"))),
+    }
+}
+
+/// Parses the configuration file's text. `node_env` is `NODE_NAME`, `hostname` the machine's;
+/// an empty text is the all-defaults configuration.
+pub fn parse(
+    text: &str,
+    node_env: Option<String>,
+    hostname: Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: Raw = if text.trim().is_empty() {
+        Raw::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let key = e
+                .location()
+                .and_then(|l| key_at(text, l.line()))
+                .unwrap_or_else(|| "(file)".to_owned());
+            bad(&key, e.to_string())
+        })?
+    };
+    let listen = match raw.listen {
+        None => parse_listen(DEFAULT_LISTEN).map_err(|m| bad("listen", m))?,
+        Some(Scalar(s)) => parse_listen(&s).map_err(|m| bad("listen", m))?,
+    };
+    let node_name = match raw.node_name {
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("nodeName", "is empty")),
+        Some(Scalar(s)) => s.trim().to_owned(),
+        None => [node_env, hostname]
+            .into_iter()
+            .flatten()
+            .map(|s| s.trim().to_owned())
+            .find(|s| !s.is_empty())
+            .ok_or_else(|| {
+                bad(
+                    "nodeName",
+                    "not set, and neither NODE_NAME nor the hostname gives one",
+                )
+            })?,
+    };
+    let token_file = match raw.token_file {
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("tokenFile", "is empty")),
+        Some(Scalar(s)) => Some(PathBuf::from(s)),
+        None => None,
+    };
+    let d = Thresholds::default();
+    let t = raw.thresholds.unwrap_or_default();
+    let thresholds = Thresholds {
+        window: duration(
+            "thresholds.window",
+            t.window,
+            Duration::from_secs_f64(d.window),
+        )?
+        .as_secs_f64(),
+        rate: number(
+            "thresholds.rate",
+            t.rate,
+            d.rate,
+            |n| n > 0.0,
+            "a number of rejections per second above 0",
+        )?,
+        ratio: number(
+            "thresholds.ratio",
+            t.ratio,
+            d.ratio,
+            |n| n > 0.0 && n <= 1.0,
+            "a ratio in (0, 1]",
+        )?,
+        for_secs: duration(
+            "thresholds.for",
+            t.for_,
+            Duration::from_secs_f64(d.for_secs),
+        )?
+        .as_secs_f64(),
+    };
+    if thresholds.window <= 0.0 {
+        return Err(bad("thresholds.window", "must be longer than 0s"));
+    }
+    let reconcile_period = duration("reconcilePeriod", raw.reconcile_period, DEFAULT_RECONCILE)?;
+    if reconcile_period.is_zero() {
+        return Err(bad("reconcilePeriod", "must be longer than 0s"));
+    }
+    let prometheus_url = match raw.prometheus_url {
+        None => None,
+        Some(Scalar(s)) if s.starts_with("http://") || s.starts_with("https://") => Some(s),
+        Some(Scalar(s)) => {
+            return Err(bad(
+                "prometheusUrl",
+                format!("{s:?} is not an http:// or https:// URL"),
+            ));
+        }
+    };
+    Ok(Config {
+        listen,
+        node_name,
+        token_file,
+        thresholds,
+        soak: duration("soak", raw.soak, DEFAULT_SOAK)?,
+        drain: duration("drain", raw.drain, crate::migrate::DEFAULT_DRAIN)?,
+        reconcile_period,
+        prometheus_url,
+    })
+}
+
+/// The dotted key of the mapping entry on 1-based `line` (`thresholds.rate`), found by
+/// indentation: the parser's errors point at a line, the user wants the key.
+fn key_at(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let idx = usize::try_from(line).ok()?.checked_sub(1)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key = |l: &str| {
+        let k = l.trim().split_once(':')?.0.trim();
+        (!k.is_empty() && !k.starts_with(['#', '-'])).then(|| k.to_owned())
+    };
+    let mut path = vec![key(lines.get(idx)?)?];
+    let mut depth = indent(lines[idx]);
+    for l in lines[..idx].iter().rev() {
+        if depth == 0 {
+            break;
+        }
+        if !l.trim().is_empty() && indent(l) < depth {
+            path.push(key(l)?);
+            depth = indent(l);
+        }
+    }
+    path.reverse();
+    Some(path.join("."))
+}
+
+/// `HOST:PORT` with a literal IP (`[::1]:9964` for IPv6).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:9964 or [::1]:9964"))
+}
+
+/// Reads and parses the configuration file (none: defaults), with `NODE_NAME` and the hostname
+/// from this machine. A missing file exits 66, a bad one 65.
+pub fn load(path: Option<&Path>) -> Result<Config, CliError> {
+    let text = match path {
+        None => String::new(),
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                ExitCode::NoInput
+            } else {
+                ExitCode::DataErr
+            };
+            CliError::new(code, format!("{}: {e}", p.display()))
+        })?,
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    parse(&text, std::env::var("NODE_NAME").ok(), hostname).map_err(|e| {
+        let mut err = CliError::new(
+            ExitCode::DataErr,
+            match path {
+                Some(p) => format!("{}: {e}", p.display()),
+                None => e.to_string(),
+            },
+        );
+        err.input = path.map(|p| p.display().to_string());
+        err
+    })
+}
+
+/// Reads the webhook's bearer token: the file's content without surrounding whitespace. A
+/// missing file exits 66, an empty one 65. A file others can read is allowed, with a warning.
+pub fn read_token(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            ExitCode::NoInput
+        } else {
+            ExitCode::DataErr
+        };
+        CliError::new(code, format!("tokenFile {}: {e}", path.display()))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CliError::new(
+            ExitCode::DataErr,
+            format!("tokenFile {}: the file is empty", path.display()),
+        ));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "the webhook token file is readable by group or others");
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn ok(text: &str) -> Config {
+        parse(text, None, Some("host-a\n".into())).unwrap()
+    }
+
+    /// One table of bad configurations: each must name its key.
+    fn check(text: &str, key: &str, needle: &str) {
+        let e = parse(text, None, Some("h".into())).expect_err(text);
+        assert_eq!(e.key, key, "{text}: {e}");
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = ok("");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.node_name, "host-a");
+        assert_eq!(c.token_file, None);
+        assert_eq!(c.thresholds, Thresholds::default());
+        assert_eq!(c.soak, DEFAULT_SOAK);
+        assert_eq!(c.drain, crate::migrate::DEFAULT_DRAIN);
+        assert_eq!(c.reconcile_period, DEFAULT_RECONCILE);
+        assert_eq!(c.prometheus_url, None);
+    }
+
+    #[test]
+    fn node_name_comes_from_the_file_then_node_name_env_then_the_hostname() {
+        assert_eq!(
+            parse("nodeName: n1", Some("env".into()), Some("h".into()))
+                .unwrap()
+                .node_name,
+            "n1"
+        );
+        assert_eq!(
+            parse("", Some("env".into()), Some("h".into()))
+                .unwrap()
+                .node_name,
+            "env"
+        );
+        assert_eq!(
+            parse("", Some(" ".into()), Some("h\n".into()))
+                .unwrap()
+                .node_name,
+            "h"
+        );
+        let e = parse("", None, None).unwrap_err();
+        assert_eq!(e.key, "nodeName");
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = ok(
+            "listen: \"[::1]:8080\"\nnodeName: worker-1\ntokenFile: /etc/ipvs-migrate/token\n\
+             thresholds:\n  window: 2m\n  rate: 5\n  ratio: 0.05\n  for: 30s\n\
+             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n",
+        );
+        assert_eq!(c.listen.to_string(), "[::1]:8080");
+        assert_eq!(c.node_name, "worker-1");
+        assert_eq!(c.token_file, Some(PathBuf::from("/etc/ipvs-migrate/token")));
+        assert_eq!(
+            c.thresholds,
+            Thresholds {
+                window: 120.0,
+                rate: 5.0,
+                ratio: 0.05,
+                for_secs: 30.0
+            }
+        );
+        assert_eq!(c.soak, Duration::from_secs(3600));
+        assert_eq!(c.drain, Duration::ZERO);
+        assert_eq!(c.reconcile_period, Duration::from_secs(5));
+        assert_eq!(c.prometheus_url.as_deref(), Some("http://prometheus:9090"));
+    }
+
+    #[test]
+    fn the_example_in_deploy_parses() {
+        let text = include_str!("../../../../deploy/serve-config.yaml");
+        let c = ok(text);
+        assert_eq!(c.thresholds, Thresholds::default());
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_name_the_key() {
+        check("listen: localhost", "listen", "not an address");
+        check("listen: 10.0.0.1", "listen", "not an address");
+        check("nodeName: \"\"", "nodeName", "empty");
+        check("tokenFile: \"\"", "tokenFile", "empty");
+        check("thresholds:\n  rate: abc", "thresholds.rate", "\"abc\"");
+        check("thresholds:\n  rate: -1", "thresholds.rate", "above 0");
+        check("thresholds:\n  ratio: 2", "thresholds.ratio", "(0, 1]");
+        check(
+            "thresholds:\n  window: 5 minutes",
+            "thresholds.window",
+            "duration",
+        );
+        check(
+            "thresholds:\n  window: 0s",
+            "thresholds.window",
+            "longer than 0s",
+        );
+        check("thresholds:\n  for: -1m", "thresholds.for", "duration");
+        check("soak: 10x", "soak", "duration");
+        check("drain: soon", "drain", "duration");
+        check("reconcilePeriod: 0", "reconcilePeriod", "longer than 0s");
+        check("prometheusUrl: prometheus:9090", "prometheusUrl", "http://");
+        // Errors from the YAML parser: the key is found from the line it points at.
+        check("thresholds:\n  rate: .nan", "thresholds.rate", "non-finite");
+        check("listn: 127.0.0.1:1", "listn", "unknown field");
+        check(
+            "soak: 1m\nthresholds:\n  rates: 5",
+            "thresholds.rates",
+            "unknown field",
+        );
+        check("node_name: x", "node_name", "unknown field");
+        check("drain: 1m\nlisten: [a, b]", "listen", "line 2");
+        check("- a\n- b", "(file)", "");
+    }
+}

@@ -1,0 +1,193 @@
+//! `ipvs-migrate serve` as a real process: it listens, answers on a real socket, and shuts down
+//! cleanly (exit 0) on SIGTERM; a missing or bad config exits 66 / 65 naming the key. The
+//! HTTP surface in detail is tested in-process (agent/cli/src/serve/tests.rs).
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn serve(args: &[&str], state: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .env("NODE_NAME", "node-test")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A running `serve` child and the address it announced.
+struct Daemon {
+    child: std::process::Child,
+    addr: String,
+    seen: String,
+    stderr: Option<BufReader<std::process::ChildStderr>>,
+}
+
+// The child is waited for in `Daemon::terminate` (or here, when it never announces itself).
+#[allow(clippy::zombie_processes)]
+fn start(state: &std::path::Path) -> Daemon {
+    let mut child = serve(&["--listen", "127.0.0.1:0"], state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // "ipvs-migrate: serving on http://127.0.0.1:PORT for node node-test"
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("serving on http://").nth(1)
+            && let Some(addr) = rest.split_whitespace().next()
+        {
+            return Daemon {
+                addr: addr.to_owned(),
+                child,
+                seen,
+                stderr: Some(stderr),
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no listen address on stderr: {seen}");
+}
+
+impl Daemon {
+    /// SIGTERM by PID; the exit status (within `limit`) and the rest of stderr.
+    fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let mut stderr = self.stderr.take().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + limit;
+        let exit = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("serve did not exit within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (exit, format!("{}{}", self.seen, drain.join().unwrap()))
+    }
+}
+
+#[test]
+fn serve_answers_healthz_on_a_real_socket_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    assert!(d.seen.contains("for node node-test"), "{}", d.seen);
+    let resp = http_get(&d.addr, "/healthz");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok\n"), "{resp}");
+    let resp = http_get(&d.addr, "/readyz");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[test]
+fn a_client_holding_a_request_open_does_not_keep_serve_alive_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    // Half a request: the connection is busy, never idle.
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(log.contains("after the grace period"), "{log}");
+    drop(s);
+}
+
+fn check(config: Option<&str>, code: i32, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serve.yaml");
+    if let Some(text) = config {
+        std::fs::write(&path, text).unwrap();
+    }
+    let out = serve(&["--config", path.to_str().unwrap()], dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{config:?}: {err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_missing_config_exits_66_and_a_bad_one_65_naming_the_key() {
+    check(None, 66, "serve.yaml");
+    check(
+        Some("thresholds:\n  ratio: lots\n"),
+        65,
+        "thresholds.ratio: \"lots\"",
+    );
+    check(Some("tresholds:\n  ratio: 0.1\n"), 65, "tresholds");
+    check(Some("listen: nowhere\n"), 65, "listen:");
+    check(
+        Some("tokenFile: /nonexistent/ipvs-migrate-token\n"),
+        66,
+        "tokenFile",
+    );
+}
+
+#[test]
+fn an_empty_token_file_exits_65() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\n").unwrap();
+    let cfg = dir.path().join("serve.yaml");
+    std::fs::write(&cfg, format!("tokenFile: {}\n", token.display())).unwrap();
+    let out = serve(&["--config", cfg.to_str().unwrap()], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
+
+#[test]
+fn a_bad_listen_flag_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = serve(&["--listen", "localhost"], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
