@@ -235,10 +235,26 @@ fn run(
     if let Some(nw) = no_watch {
         owned.no_watch = nw;
     }
-    let mut ipvs = ipvsmig_ipvs::Client::open().map_err(|e| match e {
-        ipvsmig_ipvs::IpvsError::NoIpvs => unavailable(e.to_string()),
-        e => CliError::new(ExitCode::OperationFailed, format!("IPVS: {e}")),
-    })?;
+    // A rollback that owns no virtual server does not need IPVS (ip_vs not loaded after a
+    // reboot, say): it still removes the rules, sets, link and sysctls.
+    let mut no_ipvs = apply::ipvs::NoIpvs;
+    let mut client;
+    let ipvs: &mut dyn apply::ipvs::IpvsOps = match ipvsmig_ipvs::Client::open() {
+        Ok(c) => {
+            client = c;
+            &mut client
+        }
+        Err(ipvsmig_ipvs::IpvsError::NoIpvs) if plan.is_none() && owned.services.is_empty() => {
+            &mut no_ipvs
+        }
+        Err(e @ ipvsmig_ipvs::IpvsError::NoIpvs) => return Err(unavailable(e.to_string())),
+        Err(e) => {
+            return Err(CliError::new(
+                ExitCode::OperationFailed,
+                format!("IPVS: {e}"),
+            ));
+        }
+    };
     let mut links = ipvsmig_host::link::RtnlLinks::open()
         .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
     let mut ipsets =
@@ -252,7 +268,7 @@ fn run(
         .map_err(|e| unavailable(e.to_string()))?;
     let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new(host_root(i));
     let mut k = Kernel {
-        ipvs: &mut ipvs,
+        ipvs,
         links: &mut links,
         ipsets: &mut ipsets,
         iptables: &mut iptables,
@@ -270,7 +286,9 @@ fn run(
         &mut JournalLog(&mut journal),
         opts,
     );
-    if res.is_ok() && journal.records_since_snapshot() > 256 {
+    // Every State record holds the whole owned state: compact after every successful run so
+    // the journal stays one snapshot long.
+    if res.is_ok() && journal.records_since_snapshot() > 1 {
         let _ = journal.compact(&Record::State {
             step: "compacted".into(),
             owned: owned.clone(),
@@ -572,15 +590,24 @@ fn dry_run_changes(owned: &Owned, plan: &HybridPlan) -> String {
 }
 
 fn read_owned(state_dir: &Path, i: &Inputs) -> Result<(Owned, bool, Option<String>), CliError> {
+    read_journal(state_dir, i).map(|(o, b, f, _)| (o, b, f))
+}
+
+/// The journal's owned state, whether the node rebooted since, the last failure, and whether
+/// the last run was interrupted.
+fn read_journal(
+    state_dir: &Path,
+    i: &Inputs,
+) -> Result<(Owned, bool, Option<String>, bool), CliError> {
     let boot = boot_id(host_root(i))
         .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
     match Journal::<Record>::read_only(state_dir, &boot) {
         Ok(Some(o)) => {
             let changed = o.boot_changed;
-            let (owned, _, fail) = replay(o.snapshot, o.records);
-            Ok((owned, changed, fail))
+            let (owned, interrupted, fail) = replay(o.snapshot, o.records);
+            Ok((owned, changed, fail, interrupted))
         }
-        Ok(None) => Ok((Owned::default(), false, None)),
+        Ok(None) => Ok((Owned::default(), false, None, false)),
         Err(e) => Err(journal_err(e)),
     }
 }
@@ -595,6 +622,9 @@ pub struct StatusDoc {
     state_dir: String,
     watched: bool,
     boot_changed: bool,
+    /// The last run stopped between a step's intent and its result (or failed): the next
+    /// apply or rollback re-reads the kernel before changing anything.
+    interrupted: bool,
     last_failure: Option<String>,
     owned: Owned,
 }
@@ -605,13 +635,15 @@ pub fn status(state_dir: &Path, host_root: &Path) -> Result<StatusDoc, CliError>
         host_root: Some(host_root.to_owned()),
         ..Inputs::default()
     };
-    let (owned, boot_changed, last_failure) = read_owned(state_dir, &i)?;
+    let (owned, boot_changed, last_failure, interrupted) = read_journal(state_dir, &i)?;
     Ok(StatusDoc {
         api_version: API_VERSION,
         kind: "MigrationStatus",
         state_dir: state_dir.display().to_string(),
-        watched: !owned.no_watch,
+        // Watched: a daemon refreshes the admission entries. Nothing migrated: nothing to watch.
+        watched: !owned.no_watch && !owned.namespaces.is_empty(),
         boot_changed,
+        interrupted,
         last_failure,
         owned,
     })
@@ -672,6 +704,11 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                         "The node rebooted since: the kernel objects above are gone; the next apply or rollback reconciles."
                     );
                 }
+            }
+            if doc.interrupted {
+                println!(
+                    "The last run was interrupted or failed: the next apply or rollback re-reads the kernel first."
+                );
             }
             if let Some(f) = &doc.last_failure {
                 println!("Last failure: {f}");

@@ -676,7 +676,19 @@ pub fn converge(
     run.owned
         .addresses
         .retain(|a| observed.addresses.get(a) == Some(&Owner::Us));
-    if opts.reread || before != (run.owned.services.len(), run.owned.addresses.len()) {
+    // Namespaces count as migrated from the start of their apply, so that one cut short can be
+    // rolled back by name.
+    let mut started = false;
+    if let Some(p) = plan {
+        for ns in &p.namespaces {
+            if !run.owned.namespaces.contains(ns) {
+                run.owned.namespaces.push(ns.clone());
+                started = true;
+            }
+        }
+        run.owned.namespaces.sort();
+    }
+    if started || opts.reread || before != (run.owned.services.len(), run.owned.addresses.len()) {
         run.done("reconciled")?;
     }
 

@@ -34,6 +34,23 @@ impl IpvsOps for Client {
     }
 }
 
+/// A kernel without IPVS (ip_vs not loaded): nothing to read, nothing can be changed. Lets a
+/// rollback that owns no virtual server run anyway.
+#[derive(Debug, Default)]
+pub struct NoIpvs;
+
+impl IpvsOps for NoIpvs {
+    fn services(&mut self) -> Result<Vec<Service>, IpvsError> {
+        Ok(Vec::new())
+    }
+    fn dests(&mut self, _: &Service) -> Result<Vec<Dest>, IpvsError> {
+        Ok(Vec::new())
+    }
+    fn batch(&mut self, _: &[Request]) -> Result<Vec<Result<(), IpvsError>>, IpvsError> {
+        Err(IpvsError::NoIpvs)
+    }
+}
+
 /// IPPROTO number of a protocol.
 pub fn proto_number(p: Protocol) -> u16 {
     match p {
