@@ -18,6 +18,7 @@ pub mod model;
 pub(crate) mod resolve;
 pub(crate) mod rule;
 pub mod save;
+pub(crate) mod scan;
 
 use std::io::Read;
 

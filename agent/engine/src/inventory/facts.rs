@@ -11,9 +11,11 @@ use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::InventoryError;
+use super::chains::ChainId;
 use super::model::{IpFamily, LocalDetector, Protocol, Warning};
 use super::rule::{Neg, Rule, parse_rule};
 use super::save::{Event, Token};
+use super::scan::{self, Hot};
 
 /// The 16-character hash shared by a service port's SVC/SVL/EXT/FW chains (and an endpoint's SEP).
 pub type Hash = [u8; 16];
@@ -199,7 +201,7 @@ pub enum Fact {
     /// `-j KUBE-{SVC,SVL,EXT,FW,XLB,SEP}-…`, optionally with `--probability`.
     Jump {
         kind: HKind,
-        to: Hash,
+        to: ChainId,
         probability: Option<u32>,
         cond: Cond,
     },
@@ -215,7 +217,11 @@ pub enum Fact {
     /// `-s <endpoint ip> -j KUBE-MARK-MASQ` in an endpoint chain.
     Hairpin { ip: IpAddr },
     /// `-s CIDR -j KUBE-EXT-…` in a firewall chain.
-    FwSource { src: IpNet, kind: HKind, to: Hash },
+    FwSource {
+        src: IpNet,
+        kind: HKind,
+        to: ChainId,
+    },
     /// A rule without a target (the end of a firewall chain).
     FallThrough,
     /// `-j KUBE-MARK-DROP` (legacy).
@@ -265,8 +271,8 @@ pub enum EntryKind {
 /// Where a KUBE-SERVICES / KUBE-NODEPORTS rule sends traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryTarget {
-    /// A per-service chain.
-    Chain(HKind, Hash),
+    /// A per-service chain, by name and id in the chain table.
+    Chain(HKind, Hash, ChainId),
     /// `-j KUBE-MARK-MASQ` (legacy layouts mark in KUBE-SERVICES itself).
     MarkMasq,
 }
@@ -488,9 +494,11 @@ impl Collector {
         }
         match class {
             ChainClass::Hashed(k, h) if self.table == "nat" => {
-                let c = self.chains.entry(k, &h);
-                c.decl_line = line;
-                c.declared = true;
+                let id = self.chains.id(k, &h);
+                if let Some(c) = self.chains.get_mut(id) {
+                    c.decl_line = line;
+                    c.declared = true;
+                }
                 if k == HKind::Xlb && !self.node.legacy.iter().any(|l| l == "KUBE-XLB-*") {
                     self.node.legacy.push("KUBE-XLB-*".to_owned());
                 }
@@ -534,11 +542,13 @@ impl Collector {
         }
     }
 
-    fn is_declared(&self, name: &str, class: ChainClass) -> bool {
+    fn is_declared(&mut self, name: &str, class: ChainClass) -> bool {
         match class {
-            ChainClass::Hashed(k, h) if self.table == "nat" => {
-                self.chains.get(k, &h).is_some_and(|c| c.declared)
-            }
+            ChainClass::Hashed(k, h) if self.table == "nat" => self
+                .chains
+                .find_id(k, &h)
+                .and_then(|id| self.chains.get(id))
+                .is_some_and(|c| c.declared),
             ChainClass::Hashed(k, h) => self.other_hashed.contains(&(k, h)),
             _ => self.declared.contains(name) || is_builtin(name),
         }
@@ -590,6 +600,20 @@ impl Collector {
 
     fn rule(&mut self, chain: &str, rest: &[u8], line: u32) -> Result<(), InventoryError> {
         let class = classify(chain);
+        // The hot shapes of per-service and endpoint chains skip the general parser.
+        if self.table == "nat"
+            && let ChainClass::Hashed(k, h) = class
+            && let Some(id) = self.chains.find_id(k, &h)
+            && self.chains.get(id).is_some_and(|c| c.declared)
+            && let Some(hot) = scan::scan(k, rest)
+            && let Some(fact) = self.hot_fact(hot, line)
+        {
+            self.kube_rules += 1;
+            if let Err(why) = self.place_hashed_fact(k, id, fact, line) {
+                self.unplaced(chain, rest, line, &why);
+            }
+            return Ok(());
+        }
         if !self.is_declared(chain, class) {
             return Err(InventoryError::malformed(
                 &self.source,
@@ -634,16 +658,8 @@ impl Collector {
             }
             Ok(()) => {
                 self.kube_rules += 1;
-                if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
-                    match classify(t) {
-                        // Checked by the resolver when it follows the jump.
-                        ChainClass::Hashed(_, _) if self.table == "nat" => {}
-                        _ => {
-                            if !self.pending_targets.contains_key(t) {
-                                self.pending_targets.insert(t.to_owned(), line);
-                            }
-                        }
-                    }
+                if let Some(t) = r.target {
+                    self.note_target(t, line);
                 }
                 self.place(chain, class, &r, rest, line, builtin_pos);
                 Ok(())
@@ -722,20 +738,64 @@ impl Collector {
             )),
         };
         if let Err(why) = placed {
-            let shown = String::from_utf8_lossy(&rest[..rest.len().min(240)]).into_owned();
-            self.warn(
-                "unplaced-rule",
-                line,
-                chain,
-                format!("{why}: -A {chain} {shown}"),
-            );
+            self.unplaced(chain, rest, line, &why);
         }
+    }
+
+    fn unplaced(&mut self, chain: &str, rest: &[u8], line: u32, why: &str) {
+        let shown = String::from_utf8_lossy(&rest[..rest.len().min(240)]).into_owned();
+        self.warn(
+            "unplaced-rule",
+            line,
+            chain,
+            format!("{why}: -A {chain} {shown}"),
+        );
+    }
+
+    /// Remembers a `-j KUBE-…` target to check at COMMIT that it was declared. Jumps to
+    /// per-service chains of nat are checked by the resolver when it follows them.
+    fn note_target(&mut self, t: &str, line: u32) {
+        if !t.starts_with("KUBE-") {
+            return;
+        }
+        match classify(t) {
+            ChainClass::Hashed(_, _) if self.table == "nat" => {}
+            _ => {
+                if !self.pending_targets.contains_key(t) {
+                    self.pending_targets.insert(t.to_owned(), line);
+                }
+            }
+        }
+    }
+
+    /// The fact of a rule the scanner recognised, exactly as `hashed_fact` would give it for
+    /// the parsed rule; `None` (nothing changed) sends the rule to the general parser.
+    fn hot_fact(&mut self, hot: Hot<'_>, line: u32) -> Option<Fact> {
+        let fact = scan::fact(hot, &mut self.chains)?;
+        if matches!(fact, Fact::Hairpin { .. }) {
+            self.note_target("KUBE-MARK-MASQ", line);
+        }
+        Some(fact)
     }
 
     fn place_hashed(&mut self, k: HKind, h: Hash, r: &Rule<'_>, line: u32) -> Result<(), String> {
         // Jump targets were recorded by `rule` (every `-j KUBE-…` in nat is).
-        let fact = hashed_fact(k, r)?;
-        let c = self.chains.entry(k, &h);
+        let fact = hashed_fact(k, r, &mut self.chains)?;
+        let id = self.chains.id(k, &h);
+        self.place_hashed_fact(k, id, fact, line)
+    }
+
+    /// Files one rule's meaning under its (declared) chain.
+    fn place_hashed_fact(
+        &mut self,
+        k: HKind,
+        id: ChainId,
+        fact: Fact,
+        line: u32,
+    ) -> Result<(), String> {
+        let Some(c) = self.chains.get_mut(id) else {
+            return Err("rule of a chain that is not in the chain table".into());
+        };
         if k == HKind::Sep {
             match fact {
                 Fact::Dnat { ip, port, .. } if c.dnat.is_none() => {
@@ -807,7 +867,9 @@ impl Collector {
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
-                ChainClass::Hashed(k, h) if k != HKind::Sep => EntryTarget::Chain(k, h),
+                ChainClass::Hashed(k, h) if k != HKind::Sep => {
+                    EntryTarget::Chain(k, h, self.chains.id(k, &h))
+                }
                 _ => return Err(format!("unexpected target {t}")),
             },
         };
@@ -834,7 +896,9 @@ impl Collector {
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
-                ChainClass::Hashed(k, h) if k != HKind::Sep => EntryTarget::Chain(k, h),
+                ChainClass::Hashed(k, h) if k != HKind::Sep => {
+                    EntryTarget::Chain(k, h, self.chains.id(k, &h))
+                }
                 _ => return Err(format!("unexpected target {t}")),
             },
         };
@@ -982,7 +1046,11 @@ fn unreachable_token<'a>() -> Token<'a> {
     }
 }
 
-fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
+pub(super) fn hashed_fact(
+    k: HKind,
+    r: &Rule<'_>,
+    chains: &mut super::chains::ChainTable,
+) -> Result<Fact, String> {
     if !r.is_plain() {
         return Err(format!(
             "options kube-proxy does not write here ({})",
@@ -1046,7 +1114,7 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
         return Ok(Fact::FwSource {
             src: net,
             kind: tk,
-            to: th,
+            to: chains.id(tk, &th),
         });
     }
 
@@ -1061,7 +1129,7 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
     };
     Ok(Fact::Jump {
         kind: tk,
-        to: th,
+        to: chains.id(tk, &th),
         probability,
         cond: cond_of(r)?,
     })

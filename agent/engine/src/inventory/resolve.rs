@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 
 use super::InventoryError;
+use super::chains::ChainId;
 use super::facts::{
     Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
     format_endpoint, probability_of_quantum,
@@ -33,7 +34,8 @@ struct Builder {
     ext_or_lb: Vec<IpAddr>,
     internal_target: Option<HKind>,
     legacy_masq: bool,
-    roots: Vec<(HKind, Hash, u32)>,
+    /// Chains the service's entries jump to, with the entry's line.
+    roots: Vec<(ChainId, u32)>,
     internal_verdict: Option<NoEndpointVerdict>,
     external_verdict: Option<NoEndpointVerdict>,
     hc_port: Option<u16>,
@@ -80,10 +82,10 @@ pub fn resolve(
         let key = (e.spn.clone(), e.proto);
         let b = builder(&mut builders, &mut order, &key, e.line);
         let target_hash = match e.target {
-            EntryTarget::Chain(k, h) => Some((k, h)),
+            EntryTarget::Chain(k, h, id) => Some((k, h, id)),
             EntryTarget::MarkMasq => None,
         };
-        if let Some((k, h)) = target_hash {
+        if let Some((k, h, id)) = target_hash {
             if let Some(prev) = b.hash.filter(|p| *p != h) {
                 let msg = format!(
                     "{} jumps to {} but an earlier rule of the same service jumps to a chain with hash {}",
@@ -95,7 +97,7 @@ pub fn resolve(
                 continue;
             }
             b.hash = Some(h);
-            b.roots.push((k, h, e.line));
+            b.roots.push((id, e.line));
             by_hash.insert(h, key.clone());
         }
         match e.kind {
@@ -113,7 +115,7 @@ pub fn resolve(
                 b.cluster_ip = Some(e.ip);
                 b.port = Some(e.port);
                 match target_hash {
-                    Some((k, _)) => b.internal_target = Some(k),
+                    Some((k, _, _)) => b.internal_target = Some(k),
                     None => {
                         b.legacy_masq = true;
                         if let Cond::NotLocal(d) = e.cond {
@@ -142,7 +144,7 @@ pub fn resolve(
     let nodeports = std::mem::take(&mut c.nodeports);
     for np in nodeports {
         let key = match np.target {
-            EntryTarget::Chain(_, h) => by_hash.get(&h).cloned(),
+            EntryTarget::Chain(_, h, _) => by_hash.get(&h).cloned(),
             EntryTarget::MarkMasq => None,
         }
         .or_else(|| {
@@ -176,8 +178,8 @@ pub fn resolve(
         b.node_port = Some(np.port);
         b.localhost_node_port |= np.localhost;
         b.nat_node_port = true;
-        if let EntryTarget::Chain(k, h) = np.target {
-            b.roots.push((k, h, np.line));
+        if let EntryTarget::Chain(_, _, id) = np.target {
+            b.roots.push((id, np.line));
         }
     }
 
@@ -354,9 +356,11 @@ fn builder<'b>(
 }
 
 impl Ctx<'_> {
-    fn note_undeclared(&mut self, line: u32, k: HKind, h: &Hash) {
-        if self.undeclared.as_ref().is_none_or(|u| line < u.0) {
-            self.undeclared = Some((line, k.chain(h)));
+    fn note_undeclared(&mut self, line: u32, id: ChainId) {
+        if self.undeclared.as_ref().is_none_or(|u| line < u.0)
+            && let Some((k, h)) = self.c.chains.name(id)
+        {
+            self.undeclared = Some((line, k.chain(&h)));
         }
     }
 }
@@ -431,13 +435,16 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
             mismatches.push(HKind::Svc.chain(&h));
         }
         // Walk every per-service chain this service's entries reach.
-        let mut stack: Vec<(HKind, Hash, u32)> = b.roots.clone();
-        let mut seen: Vec<(HKind, Hash)> = Vec::new();
-        while let Some((k, hh, from_line)) = stack.pop() {
-            if seen.contains(&(k, hh)) {
+        let mut stack: Vec<(ChainId, u32)> = b.roots.clone();
+        let mut seen: Vec<ChainId> = Vec::new();
+        while let Some((id, from_line)) = stack.pop() {
+            if seen.contains(&id) {
                 continue;
             }
-            seen.push((k, hh));
+            seen.push(id);
+            let Some((k, hh)) = ctx.c.chains.name(id) else {
+                continue;
+            };
             if hh != h {
                 let chain = k.chain(&hh);
                 ctx.c.warn_in(
@@ -449,14 +456,14 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
                 );
                 continue;
             }
-            let Some(chain) = ctx.c.chains.get_mut(k, &hh) else {
-                ctx.note_undeclared(from_line, k, &hh);
+            let Some(chain) = ctx.c.chains.get_mut(id).filter(|c| c.declared) else {
+                ctx.note_undeclared(from_line, id);
                 continue;
             };
             chain.referenced = true;
             let facts = std::mem::take(&mut chain.facts);
             walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
-            if let Some(chain) = ctx.c.chains.get_mut(k, &hh) {
+            if let Some(chain) = ctx.c.chains.get_mut(id) {
                 chain.facts = facts;
             }
         }
@@ -572,7 +579,7 @@ fn walk_chain(
     h: &Hash,
     facts: &[super::facts::PlacedFact],
     w: &mut Walk,
-    stack: &mut Vec<(HKind, Hash, u32)>,
+    stack: &mut Vec<(ChainId, u32)>,
 ) {
     let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
         let chain = k.chain(h);
@@ -617,7 +624,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *h, f.line));
+                        stack.push((ctx.c.chains.id(HKind::Svc, h), f.line));
                     }
                     Fact::MarkDrop if k == HKind::Xlb => w.legacy_no_local = true,
                     Fact::Affinity { seconds, .. } => {
@@ -635,7 +642,7 @@ fn walk_chain(
                         to,
                         probability,
                         cond: Cond::Always,
-                    } => match endpoint_of(ctx, b, to, w, f.line) {
+                    } => match endpoint_of(ctx, b, *to, w, f.line) {
                         Some((ip, port)) => d.endpoints.push(WeightedEndpoint {
                             ip,
                             port,
@@ -678,7 +685,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     Fact::Jump {
                         kind: kk @ (HKind::Svc | HKind::Svl),
@@ -687,7 +694,7 @@ fn walk_chain(
                         to,
                     } => {
                         w.ext_policy = Some(*kk);
-                        stack.push((*kk, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     _ => unplaced(
                         ctx,
@@ -700,7 +707,7 @@ fn walk_chain(
         HKind::Fw => {
             for f in facts {
                 match &f.fact {
-                    Fact::FwSource { src, kind, to } => {
+                    Fact::FwSource { src, to, .. } => {
                         if src.prefix_len() == src.max_prefix_len()
                             && b.lb_ips.contains(&src.addr())
                         {
@@ -708,17 +715,17 @@ fn walk_chain(
                         } else {
                             w.source_ranges.push(*src);
                         }
-                        stack.push((*kind, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     Fact::FallThrough | Fact::MarkDrop => {}
                     Fact::MarkMasq { cond: Cond::Always } => {}
                     Fact::Jump {
-                        kind: kk @ (HKind::Svc | HKind::Xlb | HKind::Ext),
+                        kind: HKind::Svc | HKind::Xlb | HKind::Ext,
                         cond: Cond::Always,
                         probability: None,
                         to,
                     } => {
-                        stack.push((*kk, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     _ => unplaced(ctx, f.line, "rule that does not belong in a firewall chain"),
                 }
@@ -732,19 +739,20 @@ fn walk_chain(
 fn endpoint_of(
     ctx: &mut Ctx<'_>,
     b: &Builder,
-    to: &Hash,
+    id: ChainId,
     w: &mut Walk,
     line: u32,
 ) -> Option<(IpAddr, u16)> {
-    let Some(chain) = ctx.c.chains.get_mut(HKind::Sep, to) else {
-        ctx.note_undeclared(line, HKind::Sep, to);
+    let Some(chain) = ctx.c.chains.get_mut(id).filter(|c| c.declared) else {
+        ctx.note_undeclared(line, id);
         return None;
     };
     let first_visit = !chain.referenced;
     chain.referenced = true;
     let (ip, port) = chain.dnat?;
     let hairpin = chain.hairpin_line != 0;
-    if first_visit {
+    if first_visit && let Some((_, to)) = ctx.c.chains.name(id) {
+        let to = &to;
         let mut buf = EndpointText::default();
         let ep = buf.format(&ip, port);
         w.endpoint_count += 1;
