@@ -50,7 +50,8 @@ fn key(kind: HKind, h: &Hash) -> u128 {
 }
 
 impl ChainTable {
-    fn find(&self, k: u128) -> Option<ChainId> {
+    /// A recently used chain or the one declared right after it.
+    fn find_recent(&self, k: u128) -> Option<ChainId> {
         for &(rk, id) in &self.recent {
             if rk == k {
                 return Some(id);
@@ -59,7 +60,11 @@ impl ChainTable {
                 return Some(id + 1);
             }
         }
-        self.index.get(&k).copied()
+        None
+    }
+
+    fn find(&self, k: u128) -> Option<ChainId> {
+        self.find_recent(k).or_else(|| self.index.get(&k).copied())
     }
 
     fn remember(&mut self, k: u128, id: ChainId) {
@@ -73,17 +78,19 @@ impl ChainTable {
     /// The chain's id, creating an undeclared, empty chain if the name is new.
     pub fn id(&mut self, kind: HKind, h: &Hash) -> ChainId {
         let k = key(kind, h);
-        let id = match self.find(k) {
+        let id = match self.find_recent(k) {
             Some(i) => i,
             None => {
-                let i = self.slots.len() as ChainId;
-                self.slots.push(Slot {
-                    kind,
-                    hash: *h,
-                    facts: ChainFacts::default(),
-                });
-                self.keys.push(k);
-                self.index.insert(k, i);
+                let next = self.slots.len() as ChainId;
+                let i = *self.index.entry(k).or_insert(next);
+                if i == next {
+                    self.slots.push(Slot {
+                        kind,
+                        hash: *h,
+                        facts: ChainFacts::default(),
+                    });
+                    self.keys.push(k);
+                }
                 i
             }
         };

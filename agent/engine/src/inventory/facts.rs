@@ -772,8 +772,13 @@ impl Collector {
     /// the parsed rule; `None` (nothing changed) sends the rule to the general parser.
     fn hot_fact(&mut self, hot: Hot<'_>, line: u32) -> Option<Fact> {
         let fact = scan::fact(hot, &mut self.chains)?;
-        if matches!(fact, Fact::Hairpin { .. }) {
-            self.note_target("KUBE-MARK-MASQ", line);
+        // What `note_target` does for this fixed chain, without classifying its name again
+        // for each of the 100k hairpin rules.
+        if matches!(fact, Fact::Hairpin { .. })
+            && !self.pending_targets.contains_key("KUBE-MARK-MASQ")
+        {
+            self.pending_targets
+                .insert("KUBE-MARK-MASQ".to_owned(), line);
         }
         Some(fact)
     }

@@ -57,7 +57,14 @@ impl<'a> Words<'a> {
         Some(&rest[..end])
     }
 
-    fn is(&mut self, word: &[u8]) -> Option<()> {
+    /// The next word is `word`. A fixed-size comparison, inlined: a slice comparison is a
+    /// call to memcmp, and there are millions of these.
+    fn is<const N: usize>(&mut self, word: &[u8; N]) -> Option<()> {
+        (<&[u8; N]>::try_from(self.next()?).ok()? == word).then_some(())
+    }
+
+    /// The next word is `word` (of any length).
+    fn is_slice(&mut self, word: &[u8]) -> Option<()> {
         (self.next()? == word).then_some(())
     }
 
@@ -96,7 +103,7 @@ pub fn scan(kind: HKind, rest: &[u8]) -> Option<Hot<'_>> {
                     _ => return None,
                 };
                 w.is(if first == b"-m" { b"-p" } else { b"-m" })?;
-                w.is(p)?;
+                w.is_slice(p)?;
                 w.is(b"-j")?;
                 w.is(b"DNAT")?;
                 w.is(b"--to-destination")?;
