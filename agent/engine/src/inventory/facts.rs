@@ -482,7 +482,11 @@ impl Collector {
                 }
                 Ok(())
             }
-            Event::Rule { chain, rest } => self.rule(chain, rest, line),
+            Event::Rule {
+                chain,
+                rest,
+                rest_text,
+            } => self.rule(chain, rest, rest_text, line),
             Event::Commit => self.commit(),
         }
     }
@@ -598,14 +602,20 @@ impl Collector {
         });
     }
 
-    fn rule(&mut self, chain: &str, rest: &[u8], line: u32) -> Result<(), InventoryError> {
+    fn rule(
+        &mut self,
+        chain: &str,
+        rest: &[u8],
+        rest_text: Option<&str>,
+        line: u32,
+    ) -> Result<(), InventoryError> {
         let class = classify(chain);
         // The hot shapes of per-service and endpoint chains skip the general parser.
         if self.table == "nat"
             && let ChainClass::Hashed(k, h) = class
             && let Some(id) = self.chains.find_id(k, &h)
             && self.chains.get(id).is_some_and(|c| c.declared)
-            && let Some(hot) = scan::scan(k, rest)
+            && let Some(hot) = rest_text.and_then(|t| scan::scan(k, t))
             && let Some(fact) = self.hot_fact(hot, line)
         {
             self.kube_rules += 1;

@@ -45,16 +45,25 @@ pub enum Hot<'a> {
 
 /// Space-separated words; runs of spaces separate, as in the general tokenizer.
 struct Words<'a> {
-    rest: &'a [u8],
+    rest: &'a str,
 }
 
 impl<'a> Words<'a> {
+    fn next_text(&mut self) -> Option<&'a str> {
+        let b = self.rest.as_bytes();
+        let start = b.iter().position(|&c| c != b' ')?;
+        let end = b[start..]
+            .iter()
+            .position(|&c| c == b' ')
+            .map_or(b.len(), |e| start + e);
+        // Both ends are at a space or the end: character boundaries.
+        let word = self.rest.get(start..end)?;
+        self.rest = self.rest.get(end..)?;
+        Some(word)
+    }
+
     fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.rest.iter().position(|&b| b != b' ')?;
-        let rest = &self.rest[start..];
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        self.rest = &rest[end..];
-        Some(&rest[..end])
+        self.next_text().map(str::as_bytes)
     }
 
     /// The next word is `word`. A fixed-size comparison, inlined: a slice comparison is a
@@ -70,11 +79,11 @@ impl<'a> Words<'a> {
 
     /// The next word as text, if it has no byte the general tokenizer treats specially.
     fn text(&mut self) -> Option<&'a str> {
-        let w = self.next()?;
-        if w.iter().any(|&b| b == b'"' || !b.is_ascii()) {
+        let w = self.next_text()?;
+        if w.bytes().any(|b| b == b'"' || !b.is_ascii()) {
             return None;
         }
-        std::str::from_utf8(w).ok()
+        Some(w)
     }
 
     fn end(&mut self) -> Option<()> {
@@ -83,7 +92,7 @@ impl<'a> Words<'a> {
 }
 
 /// Matches the text after `-A CHAIN` of a rule in a chain of kind `kind` against the hot shapes.
-pub fn scan(kind: HKind, rest: &[u8]) -> Option<Hot<'_>> {
+pub fn scan(kind: HKind, rest: &str) -> Option<Hot<'_>> {
     let mut w = Words { rest };
     match kind {
         HKind::Sep => match w.next()? {
@@ -177,7 +186,7 @@ mod tests {
     use crate::inventory::rule::{Rule, parse_rule};
 
     fn hot(kind: HKind, s: &str) -> Option<Hot<'_>> {
-        scan(kind, s.as_bytes())
+        scan(kind, s)
     }
 
     #[test]
@@ -261,7 +270,7 @@ mod tests {
                 continue;
             };
             seen += 1;
-            let Some(h) = scan(kind, rest.as_bytes()) else {
+            let Some(h) = scan(kind, rest) else {
                 continue;
             };
             let Some(fast) = fact(h, &mut chains) else {

@@ -66,3 +66,30 @@ fn deleting_a_chain_with_x_removes_it() {
     let inv = inv(&text).unwrap();
     assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
 }
+
+#[test]
+fn an_invalid_byte_before_the_kube_rules_gives_the_same_model() {
+    // A non-UTF-8 comment in another program's rule: the chunk is then read line by line
+    // (and the hot shapes by the general parser), with the same result.
+    let large = include_str!("../../tests/golden/large-cluster/restore.txt");
+    let (head, nat) = large.split_at(large.find("*nat\n").unwrap());
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.extend_from_slice(b"*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m comment --comment \"\xff\xfe\" -j CT --notrack\nCOMMIT\n");
+    bytes.extend_from_slice(nat.as_bytes());
+    let read = |b: &[u8]| {
+        inventory(vec![DumpInput {
+            name: "t".into(),
+            family: IpFamily::IPv4,
+            source: SourceKind::File { path: "t".into() },
+            reader: b,
+        }])
+    };
+    let plain = read(large.as_bytes()).unwrap();
+    let mixed = read(&bytes).unwrap();
+    assert_eq!(
+        serde_json::to_value(&mixed.service_ports).unwrap(),
+        serde_json::to_value(&plain.service_ports).unwrap()
+    );
+    assert!(!plain.service_ports.is_empty());
+    assert_eq!(mixed.warnings.len(), plain.warnings.len());
+}
