@@ -38,6 +38,16 @@ pub enum HKind {
 }
 
 impl HKind {
+    /// Every kind, in declaration order (`kind as usize` is its index).
+    pub const ALL: [HKind; 6] = [
+        HKind::Svc,
+        HKind::Svl,
+        HKind::Ext,
+        HKind::Fw,
+        HKind::Sep,
+        HKind::Xlb,
+    ];
+
     /// Chain prefix.
     pub fn prefix(self) -> &'static str {
         match self {
@@ -141,14 +151,7 @@ pub fn classify(name: &str) -> ChainClass {
         | "LOAD-BALANCER-FW"
         | "LOAD-BALANCER-MASQ" => ChainClass::IpvsMode,
         _ => {
-            for kind in [
-                HKind::Svc,
-                HKind::Svl,
-                HKind::Ext,
-                HKind::Fw,
-                HKind::Sep,
-                HKind::Xlb,
-            ] {
+            for kind in HKind::ALL {
                 if let Some(h) = name.strip_prefix(kind.prefix()) {
                     return hashed(kind, h);
                 }
@@ -409,6 +412,8 @@ pub struct Collector {
     pub(crate) kube_chains: usize,
     /// Chains declared in the current table (names of non-hashed chains; hashed ones are in `chains`).
     declared: FxHashSet<String>,
+    /// `KUBE-MARK-MASQ` is in `pending_targets` (saves hashing its name for every hairpin rule).
+    masq_pending: bool,
     /// Hashed chains declared in the current non-nat table (rare).
     other_hashed: FxHashSet<(HKind, Hash)>,
     /// KUBE-* jump targets of the current table, checked at COMMIT.
@@ -440,6 +445,7 @@ impl Collector {
             kube_rules: 0,
             kube_chains: 0,
             declared: FxHashSet::default(),
+            masq_pending: false,
             other_hashed: FxHashSet::default(),
             pending_targets: FxHashMap::default(),
             builtin_positions: FxHashMap::default(),
@@ -559,6 +565,7 @@ impl Collector {
     }
 
     fn commit(&mut self) -> Result<(), InventoryError> {
+        self.masq_pending = false;
         let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets)
             .into_iter()
             .collect();
@@ -774,6 +781,7 @@ impl Collector {
                 if !self.pending_targets.contains_key(t) {
                     self.pending_targets.insert(t.to_owned(), line);
                 }
+                self.masq_pending |= t == "KUBE-MARK-MASQ";
             }
         }
     }
@@ -782,13 +790,8 @@ impl Collector {
     /// the parsed rule; `None` (nothing changed) sends the rule to the general parser.
     fn hot_fact(&mut self, hot: Hot<'_>, line: u32) -> Option<Fact> {
         let fact = scan::fact(hot, &mut self.chains)?;
-        // What `note_target` does for this fixed chain, without classifying its name again
-        // for each of the 100k hairpin rules.
-        if matches!(fact, Fact::Hairpin { .. })
-            && !self.pending_targets.contains_key("KUBE-MARK-MASQ")
-        {
-            self.pending_targets
-                .insert("KUBE-MARK-MASQ".to_owned(), line);
+        if matches!(fact, Fact::Hairpin { .. }) && !self.masq_pending {
+            self.note_target("KUBE-MARK-MASQ", line);
         }
         Some(fact)
     }

@@ -823,7 +823,7 @@ fn stale_chains(c: &mut Collector) {
                 .filter(|l| *l != 0),
         );
         lines.sort_unstable();
-        stale.push((chain.decl_line, k.chain(h), lines));
+        stale.push((chain.decl_line, k.chain(&h), lines));
     }
     stale.sort();
     for (decl, name, lines) in stale {
