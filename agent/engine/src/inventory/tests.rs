@@ -93,3 +93,30 @@ fn an_invalid_byte_before_the_kube_rules_gives_the_same_model() {
     assert!(!plain.service_ports.is_empty());
     assert_eq!(mixed.warnings.len(), plain.warnings.len());
 }
+
+#[test]
+fn normalize_puts_ports_in_order_whatever_order_they_came_in() {
+    let sorted = inv(OVERALL).unwrap();
+    let names = |i: &Inventory| -> Vec<String> {
+        i.service_ports
+            .iter()
+            .map(|s| format!("{} {:?}", s.name, s.protocol))
+            .collect()
+    };
+    assert!(sorted.service_ports.len() > 4);
+    let n = sorted.service_ports.len();
+    // Reversed, rotated, and one swap: cycles of every length.
+    for perm in [
+        (0..n).rev().collect::<Vec<_>>(),
+        (0..n).map(|i| (i + 3) % n).collect(),
+        (0..n).map(|i| if i < 2 { 1 - i } else { i }).collect(),
+    ] {
+        let mut shuffled = inv(OVERALL).unwrap();
+        shuffled.service_ports = perm
+            .iter()
+            .map(|&i| sorted.service_ports[i].clone())
+            .collect();
+        shuffled.normalize();
+        assert_eq!(names(&shuffled), names(&sorted), "{perm:?}");
+    }
+}
