@@ -456,8 +456,14 @@ impl Collector {
         }
     }
 
-    /// Handles one event.
-    pub fn event(&mut self, event: Event<'_>, line: u32) -> Result<(), InventoryError> {
+    /// Handles one event; `text` is a rule's text when the reader has it (see
+    /// [`super::save::read_dump_text`]).
+    pub fn event(
+        &mut self,
+        event: Event<'_>,
+        text: Option<&str>,
+        line: u32,
+    ) -> Result<(), InventoryError> {
         match event {
             Event::Table { name } => {
                 self.table = match name {
@@ -488,11 +494,7 @@ impl Collector {
                 }
                 Ok(())
             }
-            Event::Rule {
-                chain,
-                rest,
-                rest_text,
-            } => self.rule(chain, rest, rest_text, line),
+            Event::Rule { chain, rest } => self.rule(chain, rest, text, line),
             Event::Commit => self.commit(),
         }
     }

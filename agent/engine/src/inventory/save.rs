@@ -35,8 +35,6 @@ pub enum Event<'a> {
         chain: &'a str,
         /// Everything after the chain name.
         rest: &'a [u8],
-        /// The same bytes as text, when they are valid UTF-8 (checked once per chunk).
-        rest_text: Option<&'a str>,
     },
     /// `-X CHAIN` (restore input of a partial sync).
     Delete {
@@ -53,9 +51,21 @@ pub enum Event<'a> {
 /// their structure is still checked.
 pub fn read_dump<R: Read>(
     source: &str,
-    mut input: R,
+    input: R,
     keep: &[&str],
     mut visit: impl FnMut(Event<'_>, u32) -> Result<(), InventoryError>,
+) -> Result<u64, InventoryError> {
+    read_dump_text(source, input, keep, |event, _, line| visit(event, line))
+}
+
+/// As [`read_dump`], and with each [`Event::Rule`] also its `rest` as text when it is valid
+/// UTF-8 (the reader checks a chunk once, so callers need not check each rule again);
+/// `None` for other events and for rules after an invalid byte.
+pub fn read_dump_text<R: Read>(
+    source: &str,
+    mut input: R,
+    keep: &[&str],
+    mut visit: impl FnMut(Event<'_>, Option<&str>, u32) -> Result<(), InventoryError>,
 ) -> Result<u64, InventoryError> {
     const CHUNK: usize = 1 << 20;
     let mut buf: Vec<u8> = vec![0; CHUNK + MAX_LINE + 1];
@@ -191,7 +201,7 @@ impl ReaderState {
         source: &str,
         keep: &[&str],
         whole: Line<'_>,
-        visit: &mut impl FnMut(Event<'_>, u32) -> Result<(), InventoryError>,
+        visit: &mut impl FnMut(Event<'_>, Option<&str>, u32) -> Result<(), InventoryError>,
     ) -> Result<(), InventoryError> {
         let mut line = whole.bytes;
         self.line_no = self.line_no.saturating_add(1);
@@ -235,7 +245,7 @@ impl ReaderState {
                 self.keeping = keep.contains(&name);
                 self.open = Some((name.to_owned(), line_no));
                 if self.keeping {
-                    visit(Event::Table { name }, line_no)
+                    visit(Event::Table { name }, None, line_no)
                 } else {
                     Ok(())
                 }
@@ -270,6 +280,7 @@ impl ReaderState {
                         name,
                         builtin: policy != b"-",
                     },
+                    None,
                     line_no,
                 )
             }
@@ -283,7 +294,7 @@ impl ReaderState {
                 }
                 let k = std::mem::take(&mut self.keeping);
                 if k {
-                    visit(Event::Commit, line_no)
+                    visit(Event::Commit, None, line_no)
                 } else {
                     Ok(())
                 }
@@ -312,19 +323,17 @@ impl ReaderState {
                 }
                 match cmd {
                     b"-A" | b"--append" => visit(
-                        Event::Rule {
-                            chain,
-                            rest,
-                            rest_text: whole.try_text_of(rest),
-                        },
+                        Event::Rule { chain, rest },
+                        whole.try_text_of(rest),
                         line_no,
                     ),
-                    b"-X" | b"--delete-chain" => visit(Event::Delete { chain }, line_no),
+                    b"-X" | b"--delete-chain" => visit(Event::Delete { chain }, None, line_no),
                     b"-N" | b"--new-chain" => visit(
                         Event::Chain {
                             name: chain,
                             builtin: false,
                         },
+                        None,
                         line_no,
                     ),
                     _ => Err(InventoryError::malformed(
@@ -607,10 +616,7 @@ mod tests {
     #[test]
     fn counters_prefix_is_stripped() {
         let v = events("*nat\n:A - [0:0]\n[5:300] -A A -j B\nCOMMIT\n").unwrap();
-        assert_eq!(
-            v[2],
-            r#"3:Rule { chain: "A", rest: [45, 106, 32, 66], rest_text: Some("-j B") }"#
-        );
+        assert_eq!(v[2], r#"3:Rule { chain: "A", rest: [45, 106, 32, 66] }"#);
     }
 
     #[test]
