@@ -394,6 +394,14 @@ pub struct NodeFacts {
     pub ipvs_mode: Vec<String>,
 }
 
+/// A chain name (at most 32 bytes; hashed chain names are 25 or 26) and what it is.
+struct LastChain {
+    name: [u8; 32],
+    len: u8,
+    kind: HKind,
+    id: ChainId,
+}
+
 /// Streams events into facts.
 pub struct Collector {
     pub(crate) source: String,
@@ -412,6 +420,8 @@ pub struct Collector {
     pub(crate) kube_chains: usize,
     /// Chains declared in the current table (names of non-hashed chains; hashed ones are in `chains`).
     declared: FxHashSet<String>,
+    /// The chain of the previous rule, if a declared per-service or endpoint chain of nat.
+    last_chain: Option<LastChain>,
     /// `KUBE-MARK-MASQ` is in `pending_targets` (saves hashing its name for every hairpin rule).
     masq_pending: bool,
     /// Hashed chains declared in the current non-nat table (rare).
@@ -446,6 +456,7 @@ impl Collector {
             kube_chains: 0,
             declared: FxHashSet::default(),
             masq_pending: false,
+            last_chain: None,
             other_hashed: FxHashSet::default(),
             pending_targets: FxHashMap::default(),
             builtin_positions: FxHashMap::default(),
@@ -464,6 +475,10 @@ impl Collector {
         text: Option<&str>,
         line: u32,
     ) -> Result<(), InventoryError> {
+        if !matches!(event, Event::Rule { .. }) {
+            // A table, declaration, deletion or COMMIT may change what a name means.
+            self.last_chain = None;
+        }
         match event {
             Event::Table { name } => {
                 self.table = match name {
@@ -618,12 +633,8 @@ impl Collector {
         rest_text: Option<&str>,
         line: u32,
     ) -> Result<(), InventoryError> {
-        let class = classify(chain);
         // The hot shapes of per-service and endpoint chains skip the general parser.
-        if self.table == "nat"
-            && let ChainClass::Hashed(k, h) = class
-            && let Some(id) = self.chains.find_id(k, &h)
-            && self.chains.get(id).is_some_and(|c| c.declared)
+        if let Some((k, id)) = self.declared_nat_chain(chain)
             && let Some(hot) = rest_text.and_then(|t| scan::scan(k, t))
             && let Some(fact) = self.hot_fact(hot, line)
         {
@@ -633,6 +644,7 @@ impl Collector {
             }
             return Ok(());
         }
+        let class = classify(chain);
         if !self.is_declared(chain, class) {
             return Err(InventoryError::malformed(
                 &self.source,
@@ -759,6 +771,38 @@ impl Collector {
         if let Err(why) = placed {
             self.unplaced(chain, rest, line, &why);
         }
+    }
+
+    /// The kind and id of a declared per-service or endpoint chain of nat. Consecutive rules
+    /// mostly share their chain, so the last answer is kept (by name) until the next event
+    /// that is not a rule.
+    fn declared_nat_chain(&mut self, chain: &str) -> Option<(HKind, ChainId)> {
+        if let Some(last) = &self.last_chain
+            && last.name.get(..usize::from(last.len)) == Some(chain.as_bytes())
+        {
+            return Some((last.kind, last.id));
+        }
+        if self.table != "nat" {
+            return None;
+        }
+        let ChainClass::Hashed(k, h) = classify(chain) else {
+            return None;
+        };
+        let id = self.chains.find_id(k, &h)?;
+        if !self.chains.get(id).is_some_and(|c| c.declared) {
+            return None;
+        }
+        let mut name = [0u8; 32];
+        if let Some(dst) = name.get_mut(..chain.len()) {
+            dst.copy_from_slice(chain.as_bytes());
+            self.last_chain = Some(LastChain {
+                name,
+                len: chain.len() as u8,
+                kind: k,
+                id,
+            });
+        }
+        Some((k, id))
     }
 
     fn unplaced(&mut self, chain: &str, rest: &[u8], line: u32, why: &str) {

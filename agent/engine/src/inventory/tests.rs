@@ -120,3 +120,28 @@ fn normalize_puts_ports_in_order_whatever_order_they_came_in() {
         assert_eq!(names(&shuffled), names(&sorted), "{perm:?}");
     }
 }
+
+#[test]
+fn a_rule_after_its_chain_was_deleted_is_an_error_even_right_after_another_rule_of_it() {
+    // The collector remembers the previous rule's chain; -X between two rules must forget it.
+    let large = include_str!("../../tests/golden/large-cluster/restore.txt");
+    let hairpin = "-A KUBE-SEP-SXIVWICOYRO3J4NJ -s 10.180.0.1 -j KUBE-MARK-MASQ\n";
+    assert!(large.contains(hairpin));
+    let text = large.replacen(
+        hairpin,
+        &format!("{hairpin}-X KUBE-SEP-SXIVWICOYRO3J4NJ\n"),
+        1,
+    );
+    let dnat_line = text
+        .lines()
+        .position(|l| l.starts_with("-A KUBE-SEP-SXIVWICOYRO3J4NJ -m tcp"))
+        .unwrap() as u32
+        + 1;
+    match inv(&text) {
+        Err(InventoryError::Malformed { line, message, .. }) => {
+            assert_eq!(line, dnat_line, "{message}");
+            assert!(message.contains("not declared"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
