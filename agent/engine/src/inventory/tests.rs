@@ -8,6 +8,18 @@ fn inv(text: &str) -> Result<Inventory, InventoryError> {
     inventory_from_str("t", text)
 }
 
+/// The dump is rejected at the first line `at` matches, with a message containing `needle`.
+fn check_error(text: &str, at: impl Fn(&str) -> bool, needle: &str) {
+    let want = text.lines().position(at).unwrap() as u32 + 1;
+    match inv(text) {
+        Err(InventoryError::Malformed { line, message, .. }) => {
+            assert_eq!(line, want, "{message}");
+            assert!(message.contains(needle), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_renamed_endpoint_chain_is_a_hash_mismatch() {
     // Rename ns1/svc1's only endpoint chain everywhere: the graph still holds, the hash does not.
@@ -35,20 +47,11 @@ fn a_jump_to_an_undeclared_endpoint_chain_is_an_error_with_its_line() {
         .filter(|l| !l.starts_with("-A KUBE-SEP-SXIVWICOYRO3J4NJ "))
         .map(|l| format!("{l}\n"))
         .collect();
-    let line = text
-        .lines()
-        .position(|l| l.contains("-j KUBE-SEP-SXIVWICOYRO3J4NJ"))
-        .unwrap() as u32
-        + 1;
-    match inv(&text) {
-        Err(InventoryError::Malformed {
-            line: l, message, ..
-        }) => {
-            assert_eq!(l, line);
-            assert!(message.contains("KUBE-SEP-SXIVWICOYRO3J4NJ"), "{message}");
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
+    check_error(
+        &text,
+        |l| l.contains("-j KUBE-SEP-SXIVWICOYRO3J4NJ"),
+        "KUBE-SEP-SXIVWICOYRO3J4NJ",
+    );
 }
 
 #[test]
@@ -132,16 +135,9 @@ fn a_rule_after_its_chain_was_deleted_is_an_error_even_right_after_another_rule_
         &format!("{hairpin}-X KUBE-SEP-SXIVWICOYRO3J4NJ\n"),
         1,
     );
-    let dnat_line = text
-        .lines()
-        .position(|l| l.starts_with("-A KUBE-SEP-SXIVWICOYRO3J4NJ -m tcp"))
-        .unwrap() as u32
-        + 1;
-    match inv(&text) {
-        Err(InventoryError::Malformed { line, message, .. }) => {
-            assert_eq!(line, dnat_line, "{message}");
-            assert!(message.contains("not declared"), "{message}");
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
+    check_error(
+        &text,
+        |l| l.starts_with("-A KUBE-SEP-SXIVWICOYRO3J4NJ -m tcp"),
+        "not declared",
+    );
 }
