@@ -145,12 +145,16 @@ impl ChainTable {
         }
     }
 
-    /// Declared chains in the order their names were first seen.
-    pub fn iter(&self) -> impl Iterator<Item = (HKind, Hash, &ChainFacts)> {
+    /// Declared chains that match `keep`, in the order their names were first seen (names
+    /// are decoded only for those).
+    pub fn filtered(
+        &self,
+        keep: impl Fn(&ChainFacts) -> bool,
+    ) -> impl Iterator<Item = (HKind, Hash, &ChainFacts)> {
         self.keys
             .iter()
             .zip(&self.slots)
-            .filter(|(_, s)| s.declared)
+            .filter(move |(_, s)| s.declared && keep(s))
             .map(|(&k, s)| {
                 let (kind, h) = unkey(k);
                 (kind, h, s)
@@ -197,9 +201,9 @@ mod tests {
             c.declared = true;
             c.decl_line = 7;
         }
-        assert_eq!(t.iter().count(), 1);
+        assert_eq!(t.filtered(|_| true).count(), 1);
         t.remove(HKind::Svc, &h("A"));
-        assert_eq!(t.iter().count(), 0);
+        assert_eq!(t.filtered(|_| true).count(), 0);
         assert_eq!(t.id(HKind::Svc, &h("A")), id);
         assert!(t.get(id).is_some_and(|c| !c.declared && c.decl_line == 0));
     }

@@ -812,10 +812,7 @@ fn endpoint_of(
 
 fn stale_chains(c: &mut Collector) {
     let mut stale: Vec<(u32, String, Vec<u32>)> = Vec::new();
-    for (k, h, chain) in c.chains.iter() {
-        if chain.referenced {
-            continue;
-        }
+    for (k, h, chain) in c.chains.filtered(|c| !c.referenced) {
         let mut lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
         lines.extend(
             [chain.dnat_line, chain.hairpin_line]
