@@ -18,6 +18,7 @@ pub mod model;
 pub(crate) mod resolve;
 pub(crate) mod rule;
 pub mod save;
+pub(crate) mod scan;
 
 use std::io::Read;
 
@@ -87,8 +88,8 @@ pub fn read_family<R: Read>(
     input: DumpInput<R>,
 ) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
     let mut collector = facts::Collector::new(&input.name, input.family);
-    save::read_dump(&input.name, input.reader, &TABLES, |event, line| {
-        collector.event(event, line)
+    save::read_dump_text(&input.name, input.reader, &TABLES, |event, text, line| {
+        collector.event(event, text, line)
     })?;
     resolve::resolve(collector, input.source)
 }

@@ -11,9 +11,11 @@ use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::InventoryError;
+use super::chains::ChainId;
 use super::model::{IpFamily, LocalDetector, Protocol, Warning};
 use super::rule::{Neg, Rule, parse_rule};
 use super::save::{Event, Token};
+use super::scan::{self, Hot};
 
 /// The 16-character hash shared by a service port's SVC/SVL/EXT/FW chains (and an endpoint's SEP).
 pub type Hash = [u8; 16];
@@ -36,6 +38,16 @@ pub enum HKind {
 }
 
 impl HKind {
+    /// Every kind, in declaration order (`kind as usize` is its index).
+    pub const ALL: [HKind; 6] = [
+        HKind::Svc,
+        HKind::Svl,
+        HKind::Ext,
+        HKind::Fw,
+        HKind::Sep,
+        HKind::Xlb,
+    ];
+
     /// Chain prefix.
     pub fn prefix(self) -> &'static str {
         match self {
@@ -139,14 +151,7 @@ pub fn classify(name: &str) -> ChainClass {
         | "LOAD-BALANCER-FW"
         | "LOAD-BALANCER-MASQ" => ChainClass::IpvsMode,
         _ => {
-            for kind in [
-                HKind::Svc,
-                HKind::Svl,
-                HKind::Ext,
-                HKind::Fw,
-                HKind::Sep,
-                HKind::Xlb,
-            ] {
+            for kind in HKind::ALL {
                 if let Some(h) = name.strip_prefix(kind.prefix()) {
                     return hashed(kind, h);
                 }
@@ -199,7 +204,7 @@ pub enum Fact {
     /// `-j KUBE-{SVC,SVL,EXT,FW,XLB,SEP}-…`, optionally with `--probability`.
     Jump {
         kind: HKind,
-        to: Hash,
+        to: ChainId,
         probability: Option<u32>,
         cond: Cond,
     },
@@ -215,7 +220,11 @@ pub enum Fact {
     /// `-s <endpoint ip> -j KUBE-MARK-MASQ` in an endpoint chain.
     Hairpin { ip: IpAddr },
     /// `-s CIDR -j KUBE-EXT-…` in a firewall chain.
-    FwSource { src: IpNet, kind: HKind, to: Hash },
+    FwSource {
+        src: IpNet,
+        kind: HKind,
+        to: ChainId,
+    },
     /// A rule without a target (the end of a firewall chain).
     FallThrough,
     /// `-j KUBE-MARK-DROP` (legacy).
@@ -265,8 +274,8 @@ pub enum EntryKind {
 /// Where a KUBE-SERVICES / KUBE-NODEPORTS rule sends traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryTarget {
-    /// A per-service chain.
-    Chain(HKind, Hash),
+    /// A per-service chain, by name and id in the chain table.
+    Chain(HKind, Hash, ChainId),
     /// `-j KUBE-MARK-MASQ` (legacy layouts mark in KUBE-SERVICES itself).
     MarkMasq,
 }
@@ -385,6 +394,14 @@ pub struct NodeFacts {
     pub ipvs_mode: Vec<String>,
 }
 
+/// A chain name (at most 32 bytes; hashed chain names are 25 or 26) and what it is.
+struct LastChain {
+    name: [u8; 32],
+    len: u8,
+    kind: HKind,
+    id: ChainId,
+}
+
 /// Streams events into facts.
 pub struct Collector {
     pub(crate) source: String,
@@ -403,6 +420,10 @@ pub struct Collector {
     pub(crate) kube_chains: usize,
     /// Chains declared in the current table (names of non-hashed chains; hashed ones are in `chains`).
     declared: FxHashSet<String>,
+    /// The chain of the previous rule, if a declared per-service or endpoint chain of nat.
+    last_chain: Option<LastChain>,
+    /// `KUBE-MARK-MASQ` is in `pending_targets` (saves hashing its name for every hairpin rule).
+    masq_pending: bool,
     /// Hashed chains declared in the current non-nat table (rare).
     other_hashed: FxHashSet<(HKind, Hash)>,
     /// KUBE-* jump targets of the current table, checked at COMMIT.
@@ -434,6 +455,8 @@ impl Collector {
             kube_rules: 0,
             kube_chains: 0,
             declared: FxHashSet::default(),
+            masq_pending: false,
+            last_chain: None,
             other_hashed: FxHashSet::default(),
             pending_targets: FxHashMap::default(),
             builtin_positions: FxHashMap::default(),
@@ -444,8 +467,18 @@ impl Collector {
         }
     }
 
-    /// Handles one event.
-    pub fn event(&mut self, event: Event<'_>, line: u32) -> Result<(), InventoryError> {
+    /// Handles one event; `text` is a rule's text when the reader has it (see
+    /// [`super::save::read_dump_text`]).
+    pub fn event(
+        &mut self,
+        event: Event<'_>,
+        text: Option<&str>,
+        line: u32,
+    ) -> Result<(), InventoryError> {
+        if !matches!(event, Event::Rule { .. }) {
+            // A table, declaration, deletion or COMMIT may change what a name means.
+            self.last_chain = None;
+        }
         match event {
             Event::Table { name } => {
                 self.table = match name {
@@ -476,7 +509,7 @@ impl Collector {
                 }
                 Ok(())
             }
-            Event::Rule { chain, rest } => self.rule(chain, rest, line),
+            Event::Rule { chain, rest } => self.rule(chain, rest, text, line),
             Event::Commit => self.commit(),
         }
     }
@@ -488,9 +521,11 @@ impl Collector {
         }
         match class {
             ChainClass::Hashed(k, h) if self.table == "nat" => {
-                let c = self.chains.entry(k, &h);
-                c.decl_line = line;
-                c.declared = true;
+                let id = self.chains.id(k, &h);
+                if let Some(c) = self.chains.get_mut(id) {
+                    c.decl_line = line;
+                    c.declared = true;
+                }
                 if k == HKind::Xlb && !self.node.legacy.iter().any(|l| l == "KUBE-XLB-*") {
                     self.node.legacy.push("KUBE-XLB-*".to_owned());
                 }
@@ -534,17 +569,20 @@ impl Collector {
         }
     }
 
-    fn is_declared(&self, name: &str, class: ChainClass) -> bool {
+    fn is_declared(&mut self, name: &str, class: ChainClass) -> bool {
         match class {
-            ChainClass::Hashed(k, h) if self.table == "nat" => {
-                self.chains.get(k, &h).is_some_and(|c| c.declared)
-            }
+            ChainClass::Hashed(k, h) if self.table == "nat" => self
+                .chains
+                .find_id(k, &h)
+                .and_then(|id| self.chains.get(id))
+                .is_some_and(|c| c.declared),
             ChainClass::Hashed(k, h) => self.other_hashed.contains(&(k, h)),
             _ => self.declared.contains(name) || is_builtin(name),
         }
     }
 
     fn commit(&mut self) -> Result<(), InventoryError> {
+        self.masq_pending = false;
         let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets)
             .into_iter()
             .collect();
@@ -588,7 +626,24 @@ impl Collector {
         });
     }
 
-    fn rule(&mut self, chain: &str, rest: &[u8], line: u32) -> Result<(), InventoryError> {
+    fn rule(
+        &mut self,
+        chain: &str,
+        rest: &[u8],
+        rest_text: Option<&str>,
+        line: u32,
+    ) -> Result<(), InventoryError> {
+        // The hot shapes of per-service and endpoint chains skip the general parser.
+        if let Some((k, id)) = self.declared_nat_chain(chain)
+            && let Some(hot) = rest_text.and_then(|t| scan::scan(k, t))
+            && let Some(fact) = self.hot_fact(hot, line)
+        {
+            self.kube_rules += 1;
+            if let Err(why) = self.place_hashed_fact(k, id, fact, line) {
+                self.unplaced(chain, rest, line, &why);
+            }
+            return Ok(());
+        }
         let class = classify(chain);
         if !self.is_declared(chain, class) {
             return Err(InventoryError::malformed(
@@ -634,16 +689,8 @@ impl Collector {
             }
             Ok(()) => {
                 self.kube_rules += 1;
-                if let Some(t) = r.target.filter(|t| t.starts_with("KUBE-")) {
-                    match classify(t) {
-                        // Checked by the resolver when it follows the jump.
-                        ChainClass::Hashed(_, _) if self.table == "nat" => {}
-                        _ => {
-                            if !self.pending_targets.contains_key(t) {
-                                self.pending_targets.insert(t.to_owned(), line);
-                            }
-                        }
-                    }
+                if let Some(t) = r.target {
+                    self.note_target(t, line);
                 }
                 self.place(chain, class, &r, rest, line, builtin_pos);
                 Ok(())
@@ -722,20 +769,97 @@ impl Collector {
             )),
         };
         if let Err(why) = placed {
-            let shown = String::from_utf8_lossy(&rest[..rest.len().min(240)]).into_owned();
-            self.warn(
-                "unplaced-rule",
-                line,
-                chain,
-                format!("{why}: -A {chain} {shown}"),
-            );
+            self.unplaced(chain, rest, line, &why);
         }
+    }
+
+    /// The kind and id of a declared per-service or endpoint chain of nat. Consecutive rules
+    /// mostly share their chain, so the last answer is kept (by name) until the next event
+    /// that is not a rule.
+    fn declared_nat_chain(&mut self, chain: &str) -> Option<(HKind, ChainId)> {
+        if let Some(last) = &self.last_chain
+            && last.name.get(..usize::from(last.len)) == Some(chain.as_bytes())
+        {
+            return Some((last.kind, last.id));
+        }
+        if self.table != "nat" {
+            return None;
+        }
+        let ChainClass::Hashed(k, h) = classify(chain) else {
+            return None;
+        };
+        let id = self.chains.find_id(k, &h)?;
+        if !self.chains.get(id).is_some_and(|c| c.declared) {
+            return None;
+        }
+        let mut name = [0u8; 32];
+        if let Some(dst) = name.get_mut(..chain.len()) {
+            dst.copy_from_slice(chain.as_bytes());
+            self.last_chain = Some(LastChain {
+                name,
+                len: chain.len() as u8,
+                kind: k,
+                id,
+            });
+        }
+        Some((k, id))
+    }
+
+    fn unplaced(&mut self, chain: &str, rest: &[u8], line: u32, why: &str) {
+        let shown = String::from_utf8_lossy(&rest[..rest.len().min(240)]).into_owned();
+        self.warn(
+            "unplaced-rule",
+            line,
+            chain,
+            format!("{why}: -A {chain} {shown}"),
+        );
+    }
+
+    /// Remembers a `-j KUBE-…` target to check at COMMIT that it was declared. Jumps to
+    /// per-service chains of nat are checked by the resolver when it follows them.
+    fn note_target(&mut self, t: &str, line: u32) {
+        if !t.starts_with("KUBE-") {
+            return;
+        }
+        match classify(t) {
+            ChainClass::Hashed(_, _) if self.table == "nat" => {}
+            _ => {
+                if !self.pending_targets.contains_key(t) {
+                    self.pending_targets.insert(t.to_owned(), line);
+                }
+                self.masq_pending |= t == "KUBE-MARK-MASQ";
+            }
+        }
+    }
+
+    /// The fact of a rule the scanner recognised, exactly as `hashed_fact` would give it for
+    /// the parsed rule; `None` (nothing changed) sends the rule to the general parser.
+    fn hot_fact(&mut self, hot: Hot<'_>, line: u32) -> Option<Fact> {
+        let fact = scan::fact(hot, &mut self.chains)?;
+        if matches!(fact, Fact::Hairpin { .. }) && !self.masq_pending {
+            self.note_target("KUBE-MARK-MASQ", line);
+        }
+        Some(fact)
     }
 
     fn place_hashed(&mut self, k: HKind, h: Hash, r: &Rule<'_>, line: u32) -> Result<(), String> {
         // Jump targets were recorded by `rule` (every `-j KUBE-…` in nat is).
-        let fact = hashed_fact(k, r)?;
-        let c = self.chains.entry(k, &h);
+        let fact = hashed_fact(k, r, &mut self.chains)?;
+        let id = self.chains.id(k, &h);
+        self.place_hashed_fact(k, id, fact, line)
+    }
+
+    /// Files one rule's meaning under its (declared) chain.
+    fn place_hashed_fact(
+        &mut self,
+        k: HKind,
+        id: ChainId,
+        fact: Fact,
+        line: u32,
+    ) -> Result<(), String> {
+        let Some(c) = self.chains.get_mut(id) else {
+            return Err("rule of a chain that is not in the chain table".into());
+        };
         if k == HKind::Sep {
             match fact {
                 Fact::Dnat { ip, port, .. } if c.dnat.is_none() => {
@@ -807,7 +931,9 @@ impl Collector {
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
-                ChainClass::Hashed(k, h) if k != HKind::Sep => EntryTarget::Chain(k, h),
+                ChainClass::Hashed(k, h) if k != HKind::Sep => {
+                    EntryTarget::Chain(k, h, self.chains.id(k, &h))
+                }
                 _ => return Err(format!("unexpected target {t}")),
             },
         };
@@ -834,7 +960,9 @@ impl Collector {
         let target = match r.target() {
             "KUBE-MARK-MASQ" => EntryTarget::MarkMasq,
             t => match classify(t) {
-                ChainClass::Hashed(k, h) if k != HKind::Sep => EntryTarget::Chain(k, h),
+                ChainClass::Hashed(k, h) if k != HKind::Sep => {
+                    EntryTarget::Chain(k, h, self.chains.id(k, &h))
+                }
                 _ => return Err(format!("unexpected target {t}")),
             },
         };
@@ -982,7 +1110,11 @@ fn unreachable_token<'a>() -> Token<'a> {
     }
 }
 
-fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
+pub(super) fn hashed_fact(
+    k: HKind,
+    r: &Rule<'_>,
+    chains: &mut super::chains::ChainTable,
+) -> Result<Fact, String> {
     if !r.is_plain() {
         return Err(format!(
             "options kube-proxy does not write here ({})",
@@ -1046,7 +1178,7 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
         return Ok(Fact::FwSource {
             src: net,
             kind: tk,
-            to: th,
+            to: chains.id(tk, &th),
         });
     }
 
@@ -1061,7 +1193,7 @@ fn hashed_fact(k: HKind, r: &Rule<'_>) -> Result<Fact, String> {
     };
     Ok(Fact::Jump {
         kind: tk,
-        to: th,
+        to: chains.id(tk, &th),
         probability,
         cond: cond_of(r)?,
     })

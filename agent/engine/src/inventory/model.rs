@@ -498,16 +498,26 @@ impl Inventory {
 
     /// Sorts service ports and warnings into the documented, deterministic order.
     pub fn normalize(&mut self) {
-        // Service ports are large; sort indices and move each one once.
-        let ports = &self.service_ports;
+        // Service ports are large; sort indices, then move them into place by following the
+        // permutation's cycles (one swap per misplaced port, no second vector of ports).
+        let ports = &mut self.service_ports;
         if !ports.is_sorted_by(|a, b| a.sort_key() <= b.sort_key()) {
             let mut idx: Vec<usize> = (0..ports.len()).collect();
             idx.sort_by(|&a, &b| ports[a].sort_key().cmp(&ports[b].sort_key()));
-            let mut slots: Vec<Option<ServicePort>> = std::mem::take(&mut self.service_ports)
-                .into_iter()
-                .map(Some)
-                .collect();
-            self.service_ports = idx.iter().filter_map(|&i| slots[i].take()).collect();
+            // Position k must receive the port now at idx[k].
+            let mut placed = vec![false; ports.len()];
+            for start in 0..ports.len() {
+                let mut k = start;
+                while !placed[k] {
+                    placed[k] = true;
+                    let from = idx[k];
+                    if from == start {
+                        break;
+                    }
+                    ports.swap(k, from);
+                    k = from;
+                }
+            }
         }
         self.warnings
             .sort_by(|a, b| (a.family, a.line, &a.code).cmp(&(b.family, b.line, &b.code)));

@@ -8,9 +8,12 @@
 
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
+use std::hash::{Hash as _, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::InventoryError;
+use super::chains::ChainId;
 use super::facts::{
     Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
     format_endpoint, probability_of_quantum,
@@ -33,16 +36,17 @@ struct Builder {
     ext_or_lb: Vec<IpAddr>,
     internal_target: Option<HKind>,
     legacy_masq: bool,
-    roots: Vec<(HKind, Hash, u32)>,
+    /// Chains the service's entries jump to, with the entry's line.
+    roots: Vec<(ChainId, u32)>,
     internal_verdict: Option<NoEndpointVerdict>,
     external_verdict: Option<NoEndpointVerdict>,
     hc_port: Option<u16>,
     fw_drop_ips: Vec<IpAddr>,
     first_line: u32,
     nat_node_port: bool,
+    /// The previous builder whose key has the same hash (see [`Builders`]).
+    same_hash: Option<usize>,
 }
-
-type Key = (String, Protocol);
 
 struct Ctx<'c> {
     c: &'c mut Collector,
@@ -50,6 +54,9 @@ struct Ctx<'c> {
     undeclared: Option<(u32, String)>,
     detector: Option<LocalDetector>,
     masquerade_all: bool,
+    /// The walk's work list and visited chains, reused from service to service.
+    stack: Vec<(ChainId, u32)>,
+    seen: Vec<ChainId>,
 }
 
 /// Resolves one family's facts.
@@ -71,19 +78,18 @@ pub fn resolve(
             ),
         });
     }
-    let mut order: Vec<Key> = Vec::new();
-    let mut builders: FxHashMap<Key, Builder> = FxHashMap::default();
-    let mut by_hash: FxHashMap<Hash, Key> = FxHashMap::default();
+    let mut builders = Builders::default();
+    let mut by_hash: FxHashMap<Hash, usize> = FxHashMap::default();
 
     let entries = std::mem::take(&mut c.entries);
     for e in entries {
-        let key = (e.spn.clone(), e.proto);
-        let b = builder(&mut builders, &mut order, &key, e.line);
+        let bi = builders.index(&e.spn, e.proto, e.line);
+        let b = &mut builders.list[bi];
         let target_hash = match e.target {
-            EntryTarget::Chain(k, h) => Some((k, h)),
+            EntryTarget::Chain(k, h, id) => Some((k, h, id)),
             EntryTarget::MarkMasq => None,
         };
-        if let Some((k, h)) = target_hash {
+        if let Some((k, h, id)) = target_hash {
             if let Some(prev) = b.hash.filter(|p| *p != h) {
                 let msg = format!(
                     "{} jumps to {} but an earlier rule of the same service jumps to a chain with hash {}",
@@ -95,8 +101,8 @@ pub fn resolve(
                 continue;
             }
             b.hash = Some(h);
-            b.roots.push((k, h, e.line));
-            by_hash.insert(h, key.clone());
+            b.roots.push((id, e.line));
+            by_hash.insert(h, bi);
         }
         match e.kind {
             EntryKind::ClusterIp => {
@@ -113,7 +119,7 @@ pub fn resolve(
                 b.cluster_ip = Some(e.ip);
                 b.port = Some(e.port);
                 match target_hash {
-                    Some((k, _)) => b.internal_target = Some(k),
+                    Some((k, _, _)) => b.internal_target = Some(k),
                     None => {
                         b.legacy_masq = true;
                         if let Cond::NotLocal(d) = e.cond {
@@ -142,15 +148,10 @@ pub fn resolve(
     let nodeports = std::mem::take(&mut c.nodeports);
     for np in nodeports {
         let key = match np.target {
-            EntryTarget::Chain(_, h) => by_hash.get(&h).cloned(),
+            EntryTarget::Chain(_, h, _) => by_hash.get(&h).copied(),
             EntryTarget::MarkMasq => None,
         }
-        .or_else(|| {
-            np.spn
-                .as_ref()
-                .map(|s| (s.clone(), np.proto))
-                .filter(|k| builders.contains_key(k))
-        });
+        .or_else(|| builders.find(np.spn.as_deref()?, np.proto));
         let Some(key) = key else {
             let msg = if matches!(np.target, EntryTarget::MarkMasq) {
                 "legacy NodePort masquerade rule".to_owned()
@@ -160,7 +161,7 @@ pub fn resolve(
             c.warn_in("unplaced-rule", "nat", np.line, "KUBE-NODEPORTS", msg);
             continue;
         };
-        let Some(b) = builders.get_mut(&key) else {
+        let Some(b) = builders.list.get_mut(key) else {
             continue;
         };
         if b.node_port.is_some_and(|p| p != np.port) {
@@ -169,15 +170,15 @@ pub fn resolve(
                 "nat",
                 np.line,
                 "KUBE-NODEPORTS",
-                format!("second NodePort {} for {}", np.port, key.0),
+                format!("second NodePort {} for {}", np.port, b.spn),
             );
             continue;
         }
         b.node_port = Some(np.port);
         b.localhost_node_port |= np.localhost;
         b.nat_node_port = true;
-        if let EntryTarget::Chain(k, h) = np.target {
-            b.roots.push((k, h, np.line));
+        if let EntryTarget::Chain(_, _, id) = np.target {
+            b.roots.push((id, np.line));
         }
     }
 
@@ -193,8 +194,8 @@ pub fn resolve(
                 drop,
                 line,
             } => {
-                let key = (spn, proto);
-                let b = builder(&mut builders, &mut order, &key, line);
+                let bi = builders.index(&spn, proto, line);
+                let b = &mut builders.list[bi];
                 let verdict = if drop {
                     NoEndpointVerdict::Drop
                 } else {
@@ -209,7 +210,7 @@ pub fn resolve(
                                     "filter",
                                     line,
                                     "KUBE-SERVICES",
-                                    format!("verdict for {ip}, not the ClusterIP of {}", key.0),
+                                    format!("verdict for {ip}, not the ClusterIP of {spn}"),
                                 );
                                 continue;
                             }
@@ -235,8 +236,7 @@ pub fn resolve(
                 }
             }
             FilterFact::HealthCheck { spn, port, line } => {
-                let hit = order.iter().find(|k| k.0 == spn).cloned();
-                match hit.and_then(|k| builders.get_mut(&k)) {
+                match builders.list.iter_mut().find(|b| b.spn == spn) {
                     Some(b) => b.hc_port = Some(port),
                     None => c.warn_in(
                         "unplaced-rule",
@@ -253,7 +253,7 @@ pub fn resolve(
                 ip,
                 port,
                 line,
-            } => match builders.get_mut(&(spn.clone(), proto)) {
+            } => match builders.find(&spn, proto).map(|i| &mut builders.list[i]) {
                 Some(b) if b.port.is_some_and(|p| p != port) => {
                     c.warn_in(
                         "unplaced-rule",
@@ -287,7 +287,7 @@ pub fn resolve(
             .is_some_and(|ex| !ex.iter().any(|n| n.contains(&loopback)))
             || c.node.nodeport_addresses.iter().any(|a| a.is_loopback()));
     if localhost_open {
-        for b in builders.values_mut() {
+        for b in &mut builders.list {
             if b.nat_node_port {
                 b.localhost_node_port = true;
             }
@@ -298,13 +298,12 @@ pub fn resolve(
         undeclared: None,
         detector: None,
         masquerade_all: false,
+        stack: Vec::new(),
+        seen: Vec::new(),
     };
-    let mut ports = Vec::with_capacity(order.len());
-    for key in &order {
-        let Some(b) = builders.remove(key) else {
-            continue;
-        };
-        if let Some(sp) = build_port(&mut ctx, key, b) {
+    let mut ports = Vec::with_capacity(builders.list.len());
+    for b in builders.list {
+        if let Some(sp) = build_port(&mut ctx, b) {
             ports.push(sp);
         }
     }
@@ -335,28 +334,59 @@ pub fn resolve(
     Ok((facts, ports, warnings))
 }
 
-fn builder<'b>(
-    builders: &'b mut FxHashMap<Key, Builder>,
-    order: &mut Vec<Key>,
-    key: &Key,
-    line: u32,
-) -> &'b mut Builder {
-    if !builders.contains_key(key) {
-        order.push(key.clone());
+/// Service-port builders in the order their service ports were first seen, found by
+/// (service port name, protocol) without a key of their own: the index maps a hash of the
+/// pair to the newest builder with that hash, and builders with the same hash are chained.
+#[derive(Default)]
+struct Builders {
+    list: Vec<Builder>,
+    index: FxHashMap<u64, usize>,
+}
+
+fn key_hash(spn: &str, proto: Protocol) -> u64 {
+    let mut h = FxHasher::default();
+    spn.hash(&mut h);
+    proto.hash(&mut h);
+    h.finish()
+}
+
+impl Builders {
+    fn find(&self, spn: &str, proto: Protocol) -> Option<usize> {
+        let mut i = *self.index.get(&key_hash(spn, proto))?;
+        loop {
+            let b = self.list.get(i)?;
+            if b.spn == spn && b.proto == Some(proto) {
+                return Some(i);
+            }
+            i = b.same_hash?;
+        }
     }
-    builders.entry(key.clone()).or_insert_with(|| Builder {
-        name: ServicePortName::parse(&key.0),
-        spn: key.0.clone(),
-        proto: Some(key.1),
-        first_line: line,
-        ..Builder::default()
-    })
+
+    /// The builder of a service port, created if new.
+    fn index(&mut self, spn: &str, proto: Protocol, line: u32) -> usize {
+        if let Some(i) = self.find(spn, proto) {
+            return i;
+        }
+        let i = self.list.len();
+        let same_hash = self.index.insert(key_hash(spn, proto), i);
+        self.list.push(Builder {
+            name: ServicePortName::parse(spn),
+            spn: spn.to_owned(),
+            proto: Some(proto),
+            first_line: line,
+            same_hash,
+            ..Builder::default()
+        });
+        i
+    }
 }
 
 impl Ctx<'_> {
-    fn note_undeclared(&mut self, line: u32, k: HKind, h: &Hash) {
-        if self.undeclared.as_ref().is_none_or(|u| line < u.0) {
-            self.undeclared = Some((line, k.chain(h)));
+    fn note_undeclared(&mut self, line: u32, id: ChainId) {
+        if self.undeclared.as_ref().is_none_or(|u| line < u.0)
+            && let Some((k, h)) = self.c.chains.name(id)
+        {
+            self.undeclared = Some((line, k.chain(&h)));
         }
     }
 }
@@ -387,9 +417,9 @@ struct Walk {
     mismatches: Vec<String>,
 }
 
-fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
-    let proto = key.1;
-    let Some(name) = b.name.clone() else {
+fn build_port(ctx: &mut Ctx<'_>, mut b: Builder) -> Option<ServicePort> {
+    let proto = b.proto?;
+    let Some(name) = b.name.take() else {
         ctx.c.warn_in(
             "unplaced-rule",
             "nat",
@@ -431,13 +461,19 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
             mismatches.push(HKind::Svc.chain(&h));
         }
         // Walk every per-service chain this service's entries reach.
-        let mut stack: Vec<(HKind, Hash, u32)> = b.roots.clone();
-        let mut seen: Vec<(HKind, Hash)> = Vec::new();
-        while let Some((k, hh, from_line)) = stack.pop() {
-            if seen.contains(&(k, hh)) {
+        let mut stack = std::mem::take(&mut ctx.stack);
+        let mut seen = std::mem::take(&mut ctx.seen);
+        stack.clear();
+        stack.extend_from_slice(&b.roots);
+        seen.clear();
+        while let Some((id, from_line)) = stack.pop() {
+            if seen.contains(&id) {
                 continue;
             }
-            seen.push((k, hh));
+            seen.push(id);
+            let Some((k, hh)) = ctx.c.chains.name(id) else {
+                continue;
+            };
             if hh != h {
                 let chain = k.chain(&hh);
                 ctx.c.warn_in(
@@ -449,17 +485,18 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
                 );
                 continue;
             }
-            let Some(chain) = ctx.c.chains.get_mut(k, &hh) else {
-                ctx.note_undeclared(from_line, k, &hh);
+            let Some(chain) = ctx.c.chains.get_mut(id).filter(|c| c.declared) else {
+                ctx.note_undeclared(from_line, id);
                 continue;
             };
             chain.referenced = true;
             let facts = std::mem::take(&mut chain.facts);
             walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
-            if let Some(chain) = ctx.c.chains.get_mut(k, &hh) {
+            if let Some(chain) = ctx.c.chains.get_mut(id) {
                 chain.facts = facts;
             }
         }
+        (ctx.stack, ctx.seen) = (stack, seen);
     }
     mismatches.append(&mut w.mismatches);
     if b.legacy_masq {
@@ -474,7 +511,10 @@ fn build_port(ctx: &mut Ctx<'_>, key: &Key, b: Builder) -> Option<ServicePort> {
         || matches!(b.internal_verdict, Some(NoEndpointVerdict::Drop))
         || w.ext_local_markers
         || matches!(b.external_verdict, Some(NoEndpointVerdict::Drop));
-    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::with_capacity(
+        w.cluster.as_ref().map_or(0, |d| d.endpoints.len())
+            + local_set.as_ref().map_or(0, Vec::len),
+    );
     let push = |endpoints: &mut Vec<Endpoint>, ip: IpAddr, port: u16, local: Option<bool>| {
         if !endpoints.iter().any(|e| e.ip == ip && e.port == port) {
             endpoints.push(Endpoint { ip, port, local });
@@ -572,7 +612,7 @@ fn walk_chain(
     h: &Hash,
     facts: &[super::facts::PlacedFact],
     w: &mut Walk,
-    stack: &mut Vec<(HKind, Hash, u32)>,
+    stack: &mut Vec<(ChainId, u32)>,
 ) {
     let unplaced = |ctx: &mut Ctx<'_>, line: u32, why: &str| {
         let chain = k.chain(h);
@@ -588,7 +628,7 @@ fn walk_chain(
         HKind::Svc | HKind::Svl | HKind::Xlb => {
             let mut d = Dispatch {
                 chain: k.chain(h),
-                endpoints: Vec::new(),
+                endpoints: Vec::with_capacity(facts.len()),
             };
             for f in facts {
                 match &f.fact {
@@ -617,7 +657,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *h, f.line));
+                        stack.push((ctx.c.chains.id(HKind::Svc, h), f.line));
                     }
                     Fact::MarkDrop if k == HKind::Xlb => w.legacy_no_local = true,
                     Fact::Affinity { seconds, .. } => {
@@ -635,7 +675,7 @@ fn walk_chain(
                         to,
                         probability,
                         cond: Cond::Always,
-                    } => match endpoint_of(ctx, b, to, w, f.line) {
+                    } => match endpoint_of(ctx, b, *to, w, f.line) {
                         Some((ip, port)) => d.endpoints.push(WeightedEndpoint {
                             ip,
                             port,
@@ -678,7 +718,7 @@ fn walk_chain(
                             ctx.detector.get_or_insert_with(|| (**det).clone());
                         }
                         w.ext_local_markers = true;
-                        stack.push((HKind::Svc, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     Fact::Jump {
                         kind: kk @ (HKind::Svc | HKind::Svl),
@@ -687,7 +727,7 @@ fn walk_chain(
                         to,
                     } => {
                         w.ext_policy = Some(*kk);
-                        stack.push((*kk, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     _ => unplaced(
                         ctx,
@@ -700,7 +740,7 @@ fn walk_chain(
         HKind::Fw => {
             for f in facts {
                 match &f.fact {
-                    Fact::FwSource { src, kind, to } => {
+                    Fact::FwSource { src, to, .. } => {
                         if src.prefix_len() == src.max_prefix_len()
                             && b.lb_ips.contains(&src.addr())
                         {
@@ -708,17 +748,17 @@ fn walk_chain(
                         } else {
                             w.source_ranges.push(*src);
                         }
-                        stack.push((*kind, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     Fact::FallThrough | Fact::MarkDrop => {}
                     Fact::MarkMasq { cond: Cond::Always } => {}
                     Fact::Jump {
-                        kind: kk @ (HKind::Svc | HKind::Xlb | HKind::Ext),
+                        kind: HKind::Svc | HKind::Xlb | HKind::Ext,
                         cond: Cond::Always,
                         probability: None,
                         to,
                     } => {
-                        stack.push((*kk, *to, f.line));
+                        stack.push((*to, f.line));
                     }
                     _ => unplaced(ctx, f.line, "rule that does not belong in a firewall chain"),
                 }
@@ -732,19 +772,20 @@ fn walk_chain(
 fn endpoint_of(
     ctx: &mut Ctx<'_>,
     b: &Builder,
-    to: &Hash,
+    id: ChainId,
     w: &mut Walk,
     line: u32,
 ) -> Option<(IpAddr, u16)> {
-    let Some(chain) = ctx.c.chains.get_mut(HKind::Sep, to) else {
-        ctx.note_undeclared(line, HKind::Sep, to);
+    let Some(chain) = ctx.c.chains.get_mut(id).filter(|c| c.declared) else {
+        ctx.note_undeclared(line, id);
         return None;
     };
     let first_visit = !chain.referenced;
     chain.referenced = true;
     let (ip, port) = chain.dnat?;
     let hairpin = chain.hairpin_line != 0;
-    if first_visit {
+    if first_visit && let Some((_, to)) = ctx.c.chains.name(id) {
+        let to = &to;
         let mut buf = EndpointText::default();
         let ep = buf.format(&ip, port);
         w.endpoint_count += 1;
@@ -771,10 +812,7 @@ fn endpoint_of(
 
 fn stale_chains(c: &mut Collector) {
     let mut stale: Vec<(u32, String, Vec<u32>)> = Vec::new();
-    for (k, h, chain) in c.chains.iter() {
-        if chain.referenced {
-            continue;
-        }
+    for (k, h, chain) in c.chains.filtered(|c| !c.referenced) {
         let mut lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
         lines.extend(
             [chain.dnat_line, chain.hairpin_line]
@@ -782,7 +820,7 @@ fn stale_chains(c: &mut Collector) {
                 .filter(|l| *l != 0),
         );
         lines.sort_unstable();
-        stale.push((chain.decl_line, k.chain(h), lines));
+        stale.push((chain.decl_line, k.chain(&h), lines));
     }
     stale.sort();
     for (decl, name, lines) in stale {
@@ -866,9 +904,13 @@ impl EndpointText {
                 break;
             }
         }
-        let digits = &tmp[i..];
-        self.buf[self.len..self.len + digits.len()].copy_from_slice(digits);
-        self.len += digits.len();
+        // Byte by byte: at most 10 digits, and a copy_from_slice here is a call to memcpy.
+        for &d in &tmp[i..] {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = d;
+                self.len += 1;
+            }
+        }
     }
 
     fn format(&mut self, ip: &IpAddr, port: u16) -> &str {
