@@ -260,12 +260,31 @@ fn run(
     let mut ipsets =
         ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
     let forced = match backend {
-        BackendArg::Auto => None,
+        // Where our rules already are wins over detection (kubelet's marker chains can change).
+        BackendArg::Auto => owned.backend,
         BackendArg::Legacy => Some(ipvsmig_engine::inventory::Backend::Legacy),
         BackendArg::Nft => Some(ipvsmig_engine::inventory::Backend::Nft),
     };
+    if let (Some(was), Some(now)) = (owned.backend, forced)
+        && was != now
+        && !owned.rules.is_empty()
+    {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "ipvs-migrate's rules are in the {was:?} backend; --iptables-backend {now:?} would miss them. Roll back with the same backend first"
+            ),
+        ));
+    }
     let mut iptables = ipvsmig_host::restore::IptablesCli::detect(forced)
         .map_err(|e| unavailable(e.to_string()))?;
+    if plan.is_some() {
+        owned.backend = iptables
+            .v4
+            .as_ref()
+            .or(iptables.v6.as_ref())
+            .map(|t| t.backend);
+    }
     let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new(host_root(i));
     let mut k = Kernel {
         ipvs,

@@ -56,6 +56,10 @@ pub struct Owned {
     pub rules: Vec<IpFamily>,
     /// sysctls we changed and their values before (None: the key did not exist).
     pub sysctl_prior: Vec<(String, Option<String>)>,
+    /// The iptables backend our rules were written to: later runs use it, whatever detection
+    /// says then, so a rollback finds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<ipvsmig_engine::inventory::Backend>,
 }
 
 impl Owned {
@@ -1301,6 +1305,8 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
     }
     run.owned.namespaces.clear();
     run.owned.exclude.clear();
+    // Nothing of ours is left in any backend: the next apply detects afresh.
+    run.owned.backend = None;
     run.done("converged")?;
     Ok(())
 }
