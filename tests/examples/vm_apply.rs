@@ -7,7 +7,7 @@
 //! proven by IPVS connection entries (/proc/net/ip_vs_conn) and by kube-proxy's DNAT counters.
 //! Faults: an unknown scheduler, an address already bound, an apply killed with SIGKILL.
 //!
-//! Modes: no arguments = the suite; `serve NAME PORT...` (TCP, v4+v6), `serve-udp NAME PORT`,
+//! Modes: `legacy` or `nft` (default legacy) = the suite on that iptables backend; `serve NAME PORT...` (TCP, v4+v6), `serve-udp NAME PORT`,
 //! `get ADDR` (one connection, prints the answer; exit 1 refused, 2 timeout/other),
 //! `udp-flow ADDR SECS` (a datagram every 50 ms from one socket; prints per-second replies).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -94,6 +94,13 @@ fn udp_flow(addr: &str, secs: u64) -> i32 {
             .join(" ")
     );
     0
+}
+
+static BACKEND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The iptables backend this run uses (`legacy` or `nft`).
+fn be() -> &'static str {
+    BACKEND.get().map_or("legacy", String::as_str)
 }
 
 fn sh(cmd: &str) -> (i32, String) {
@@ -217,7 +224,7 @@ impl Suite {
 
 /// Packets counted by kube-proxy's DNAT rules of a namespace (`iptables-save -c`).
 fn dnat_packets(ns: &str) -> u64 {
-    let (_, save) = sh("iptables-legacy-save -c -t nat");
+    let (_, save) = sh(&format!("iptables-{}-save -c -t nat", be()));
     save.lines()
         .filter(|l| {
             l.contains("-j DNAT") && l.contains(&format!("\"{ns}/"))
@@ -230,13 +237,21 @@ fn dnat_packets(ns: &str) -> u64 {
 /// Everything the agent could have touched, for before/after comparisons.
 fn node_state() -> String {
     let mut out = String::new();
+    let v4 = format!(
+        "iptables-{}-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
+        be()
+    );
+    let v6 = format!(
+        "ip6tables-{}-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
+        be()
+    );
     for cmd in [
         "ipvsadm -Sn",
         "ip -o link show | sed 's/^[0-9]*: //' | cut -d' ' -f1 | sort",
         "ip -o addr show | awk '{print $2, $4}' | sort",
         "ipset save | sort",
-        "iptables-legacy-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
-        "ip6tables-legacy-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
+        v4.as_str(),
+        v6.as_str(),
         "for k in vs/conntrack vs/expire_nodest_conn vs/expire_quiescent_template ip_forward conf/all/arp_ignore conf/all/arp_announce; do echo $k=$(cat /proc/sys/net/ipv4/$k); done",
     ] {
         out.push_str(&format!("## {cmd}\n{}\n", sh(cmd).1));
@@ -301,7 +316,7 @@ fn addr(ip: &IpAddr, port: u16) -> String {
 fn suite() -> i32 {
     let me = std::env::current_exe().unwrap().display().to_string();
     let bin = std::env::var("IPVS_MIGRATE").expect("IPVS_MIGRATE: path of ipvs-migrate");
-    let dir = std::env::temp_dir().join("vm-apply");
+    let dir = std::env::temp_dir().join(format!("vm-apply-{}", be()));
     let _ = std::fs::create_dir_all(&dir);
     let p = |n: &str| dir.join(n).display().to_string();
     let mut s = Suite {
@@ -415,9 +430,10 @@ fn suite() -> i32 {
     )
     .unwrap();
     must(&format!(
-        "iptables-legacy-restore < {} && ip6tables-legacy-restore < {}",
+        "iptables-{b}-restore < {} && ip6tables-{b}-restore < {}",
         p("rules4"),
-        p("rules6")
+        p("rules6"),
+        b = be()
     ));
     // A virtual server of another program (keepalived would do this).
     must(
@@ -426,9 +442,10 @@ fn suite() -> i32 {
     std::thread::sleep(Duration::from_millis(500));
     let s0 = node_state();
     let common = format!(
-        "--iptables-save {} --ip6tables-save {} --node-ip 192.168.0.2 --node-ip fd00:192:168::2 --iptables-backend legacy",
+        "--iptables-save {} --ip6tables-save {} --node-ip 192.168.0.2 --node-ip fd00:192:168::2 --iptables-backend {}",
         p("rules4"),
-        p("rules6")
+        p("rules6"),
+        be()
     );
 
     // Baseline through iptables: each VIP reaches exactly its service's endpoints.
@@ -624,13 +641,14 @@ fn suite() -> i32 {
 
     // kube-proxy re-inserting its jump ahead of ours (as it does when it finds its own
     // missing): the next apply puts ours first again.
-    must(
-        "iptables-legacy -t nat -D PREROUTING -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES && iptables-legacy -t nat -I PREROUTING 1 -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES",
-    );
+    must(&format!(
+        "iptables-{b} -t nat -D PREROUTING -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES && iptables-{b} -t nat -I PREROUTING 1 -m comment --comment 'kubernetes service portals' -j KUBE-SERVICES",
+        b = be()
+    ));
     let (_, out, via_behind) = s.route("cli", "10.96.0.10:80");
     let behind = !via_behind;
     let (rc, _) = s.migrate(&format!("apply --namespace shop --no-watch {common}"));
-    let (_, nat) = sh("iptables-legacy -t nat -S PREROUTING");
+    let (_, nat) = sh(&format!("iptables-{} -t nat -S PREROUTING", be()));
     let (rc2, _, via) = s.route("cli", "10.96.0.10:80");
     s.check(
         "behind kube-proxy's jump traffic takes iptables; apply puts our jump first again",
@@ -720,7 +738,7 @@ fn suite() -> i32 {
         }),
     )
     .unwrap();
-    must(&format!("iptables-legacy-restore < {}", p("rules4")));
+    must(&format!("iptables-{}-restore < {}", be(), p("rules4")));
     let s1 = node_state();
     let mut child = Command::new(&s.bin)
         .args([
@@ -784,8 +802,15 @@ fn suite() -> i32 {
 
     for c in &mut s.children {
         let _ = c.kill();
+        let _ = c.wait();
     }
-    println!("vm-apply: {} passed, {} failed", s.pass, s.fail);
+    // Leave the VM as this run found it, for the next backend's run (the VM is ours alone).
+    let b = be();
+    let _ = sh(&format!(
+        "ipvsadm -D -t 192.0.2.1:80; for n in pod1 pod2 cli bad; do ip netns del $n; done; ip link del node0; \
+         for t in nat filter mangle; do iptables-{b} -t $t -F; iptables-{b} -t $t -X; ip6tables-{b} -t $t -F; ip6tables-{b} -t $t -X; done"
+    ));
+    println!("vm-apply ({b}): {} passed, {} failed", s.pass, s.fail);
     i32::from(s.fail > 0)
 }
 
@@ -802,6 +827,10 @@ fn main() {
         }
         Some("get") => get(&args[2]),
         Some("udp-flow") => udp_flow(&args[2], args[3].parse().unwrap()),
+        Some(b @ ("legacy" | "nft")) => {
+            let _ = BACKEND.set(b.to_owned());
+            suite()
+        }
         _ => suite(),
     };
     std::process::exit(code);
