@@ -173,6 +173,13 @@ fn plan_for(
     exclude: &[String],
     no_watch: bool,
 ) -> Result<HybridPlan, CliError> {
+    if i.has_files() {
+        // A saved dump may be stale or from another node: its endpoints and eTP locality are
+        // programmed as they are. Said, not refused (tests and offline rehearsals use files).
+        eprintln!(
+            "ipvs-migrate: warning: planning from --iptables-save/--ip6tables-save files, not from this node's live rules: make sure they are this node's current rules"
+        );
+    }
     let inv = inputs::inventory(i, backend)?;
     let kp = inputs::kube_proxy_config(i)?;
     let opts = PlanOptions {
