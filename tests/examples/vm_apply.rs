@@ -152,26 +152,48 @@ impl Suite {
     /// One connection; whether IPVS carried it: its client port has an IPVS connection
     /// entry right after it (entries outlive the connection by IPVS's TCP state timeouts).
     fn route(&self, netns: &str, addr: &str) -> (i32, String, bool) {
+        // IPVS connection entries by client port (the third column of /proc/net/ip_vs_conn).
+        fn entries() -> BTreeSet<(String, String)> {
+            std::fs::read_to_string("/proc/net/ip_vs_conn")
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    Some((w.get(2)?.to_string(), w[..w.len().min(7)].join(" ")))
+                })
+                .collect()
+        }
         let cmd = if netns.is_empty() {
             format!("{} get {addr}", self.me)
         } else {
             format!("ip netns exec {netns} {} get {addr}", self.me)
         };
-        let out = Command::new("sh").args(["-c", &cmd]).output().expect("sh");
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        let port = err
-            .split("port=")
-            .nth(1)
-            .and_then(|p| p.trim().parse::<u16>().ok());
-        let via = port.is_some_and(|p| {
-            let hex = format!(" {p:04X} ");
-            std::fs::read_to_string("/proc/net/ip_vs_conn")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains(&hex))
-        });
-        (out.status.code().unwrap_or(-1), answer, via)
+        // A client port still named by an older entry (TIME_WAIT lasts minutes) cannot tell:
+        // try again with a fresh port, a few times.
+        let mut last = (0, String::new(), false);
+        for _ in 0..4 {
+            let before = entries();
+            let out = Command::new("sh").args(["-c", &cmd]).output().expect("sh");
+            let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            let rc = out.status.code().unwrap_or(-1);
+            let Some(port) = err
+                .split("port=")
+                .nth(1)
+                .and_then(|p| p.trim().parse::<u16>().ok())
+            else {
+                return (rc, answer, false); // no connection: nothing to attribute
+            };
+            let hex = format!("{port:04X}");
+            let reused = before.iter().any(|(p, _)| *p == hex);
+            let via = entries().iter().any(|e| e.0 == hex && !before.contains(e));
+            last = (rc, answer, via);
+            if via || !reused {
+                break;
+            }
+        }
+        last
     }
     fn migrate(&self, args: &str) -> (i32, String) {
         sh(&format!(
