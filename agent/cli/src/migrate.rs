@@ -565,32 +565,12 @@ fn dry_run_changes(owned: &Owned, plan: &HybridPlan) -> String {
         Ok(l) => l,
         Err(e) => return format!("\nChanges: cannot read kube-ipvs0 ({e}).\n"),
     };
-    // observe() reads only IPVS and the link; the other interfaces are never called.
-    let mut ipsets = ipvsmig_host::ipset::RecordingIpsets::new();
-    let mut iptables = ipvsmig_host::restore::RecordingIptables::default();
-    let mut sysctls = ipvsmig_host::sysctl::RecordingSysctls::with(&[]);
-    let mut k = Kernel {
-        ipvs: &mut ipvs,
-        links: &mut links,
-        ipsets: &mut ipsets,
-        iptables: &mut iptables,
-        sysctls: &mut sysctls,
-    };
-    let observed = match apply::observe(&mut k, owned, false) {
+    let observed = match apply::observe(&mut ipvs, &mut links, owned, false) {
         Ok(o) => o,
         Err(e) => return format!("\nChanges: {e}\n"),
     };
-    let mut desired = ipvsmig_engine::plan::diff::State::default();
-    for vs in &plan.virtual_servers {
-        desired
-            .services
-            .insert(vs.key(), ipvsmig_engine::plan::diff::vs_state(vs));
-    }
-    for a in &plan.addresses {
-        desired
-            .addresses
-            .insert(*a, ipvsmig_engine::plan::diff::Owner::Us);
-    }
+    let desired =
+        ipvsmig_engine::plan::diff::State::desired(&plan.virtual_servers, &plan.addresses);
     let (ops, conflicts) = ipvsmig_engine::plan::diff::diff(&observed, &desired);
     let count =
         |f: &dyn Fn(&ipvsmig_engine::plan::diff::Op) -> bool| ops.iter().filter(|o| f(o)).count();

@@ -376,14 +376,19 @@ impl Run<'_, '_> {
 
 /// The observed state of the objects the diff manages: IPVS services (ours with the journal's
 /// destinations, unless `reread`; others foreign) and kube-ipvs0's addresses.
-pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State, ApplyError> {
+pub fn observe(
+    ipvs: &mut dyn IpvsOps,
+    links: &mut dyn Links,
+    owned: &Owned,
+    reread: bool,
+) -> Result<State, ApplyError> {
     let obs = |e: String| ApplyError::Step {
         step: "observe".into(),
         error: e,
     };
     let ours: BTreeMap<VsKey, &VsState> = owned.services.iter().map(|(k, v)| (*k, v)).collect();
     let mut st = State::default();
-    for s in k.ipvs.services().map_err(|e| obs(e.to_string()))? {
+    for s in ipvs.services().map_err(|e| obs(e.to_string()))? {
         let Some(key) = ipvs::key_of(&s) else {
             continue; // FWM or another protocol: never ours
         };
@@ -398,8 +403,7 @@ pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State,
         });
         let dests = match (mine, reread) {
             (Some(v), false) => v.dests.clone(),
-            _ => k
-                .ipvs
+            _ => ipvs
                 .dests(&s)
                 .map_err(|e| obs(e.to_string()))?
                 .into_iter()
@@ -423,7 +427,7 @@ pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State,
         );
     }
     let owned_addrs: BTreeSet<IpAddr> = owned.addresses.iter().copied().collect();
-    match k.links.addresses(KUBE_IPVS0) {
+    match links.addresses(KUBE_IPVS0) {
         Ok(addrs) => {
             for a in addrs {
                 let ip = a.addr();
@@ -444,16 +448,9 @@ pub fn observe(k: &mut Kernel<'_>, owned: &Owned, reread: bool) -> Result<State,
 }
 
 fn desired_state(plan: Option<&HybridPlan>) -> State {
-    let mut st = State::default();
-    if let Some(p) = plan {
-        for vs in &p.virtual_servers {
-            st.services.insert(vs.key(), diff::vs_state(vs));
-        }
-        for a in &p.addresses {
-            st.addresses.insert(*a, Owner::Us);
-        }
-    }
-    st
+    plan.map_or_else(State::default, |p| {
+        State::desired(&p.virtual_servers, &p.addresses)
+    })
 }
 
 fn request(op: &Op, desired: &State, observed: &State) -> Option<Request> {
@@ -504,62 +501,6 @@ fn request(op: &Op, desired: &State, observed: &State) -> Option<Request> {
     })
 }
 
-/// Records a successful IPVS op in the owned state.
-fn own(owned: &mut BTreeMap<VsKey, VsState>, op: &Op) {
-    match op {
-        Op::AddService {
-            service,
-            scheduler,
-            flags,
-            timeout,
-            netmask,
-        }
-        | Op::EditService {
-            service,
-            scheduler,
-            flags,
-            timeout,
-            netmask,
-        } => {
-            let e = owned.entry(*service).or_insert_with(|| VsState {
-                scheduler: scheduler.clone(),
-                flags: *flags,
-                timeout: *timeout,
-                netmask: *netmask,
-                dests: BTreeMap::new(),
-                owner: Owner::Us,
-            });
-            e.scheduler = scheduler.clone();
-            e.flags = *flags;
-            e.timeout = *timeout;
-            e.netmask = *netmask;
-        }
-        Op::DelService { service } => {
-            owned.remove(service);
-        }
-        Op::AddDest {
-            service,
-            dest,
-            weight,
-        }
-        | Op::EditDest {
-            service,
-            dest,
-            weight,
-        } => {
-            if let Some(s) = owned.get_mut(service) {
-                s.dests.insert(*dest, *weight);
-            }
-        }
-        Op::DelDest { service, dest } => {
-            if let Some(s) = owned.get_mut(service) {
-                s.dests.remove(dest);
-            }
-        }
-        Op::AddAddress { .. } | Op::DelAddress { .. } => {}
-    }
-}
-
 /// Options of one convergence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -583,15 +524,7 @@ fn set_script(
             continue;
         }
         if !from.contains_key(name) {
-            let family = match s.family {
-                IpFamily::IPv4 => "inet",
-                IpFamily::IPv6 => "inet6",
-            };
-            out.push_str(&format!(
-                "create {name} {} family {family}{}\n",
-                s.set_type,
-                if s.timeout { " timeout 0" } else { "" }
-            ));
+            out.push_str(&s.create_line(name));
             n += 1;
         }
     }
@@ -646,7 +579,7 @@ pub fn converge(
     log: &mut dyn Log,
     opts: Options,
 ) -> Result<Report, ApplyError> {
-    let observed = observe(k, owned, opts.reread)?;
+    let observed = observe(k.ipvs, k.links, owned, opts.reread)?;
     let desired = desired_state(plan);
     let (ops, conflicts) = diff::diff(&observed, &desired);
     if let Some(c) = conflicts.first() {
@@ -828,7 +761,13 @@ pub fn converge(
             claims,
             Vec::new(),
         )?;
-        let mut owned_map: BTreeMap<VsKey, VsState> = run.owned.services.drain(..).collect();
+        // The journal's view of our virtual servers; each op the kernel accepted is applied to
+        // it with the diff's own `apply` (an op it rejects there changes nothing, which is
+        // already the journal's state).
+        let mut mine = State {
+            services: run.owned.services.drain(..).collect(),
+            addresses: BTreeMap::new(),
+        };
         let mut failure = None;
         let total = ipvs_ops.len();
         let mut done = 0;
@@ -843,7 +782,7 @@ pub fn converge(
                 .into_iter()
                 .filter(|o| match o {
                     Op::AddDest { service, .. } | Op::EditDest { service, .. } => {
-                        owned_map.contains_key(service)
+                        mine.services.contains_key(service)
                     }
                     _ => true,
                 })
@@ -864,7 +803,7 @@ pub fn converge(
                         // unknown. Claim every service this chunk adds; the next run re-reads.
                         for op in chunk {
                             if let Op::AddService { .. } = op {
-                                own(&mut owned_map, op);
+                                let _ = diff::apply(&mut mine, std::slice::from_ref(*op));
                             }
                         }
                         failure = Some(e.to_string());
@@ -874,7 +813,9 @@ pub fn converge(
                 run.report.ipvs_requests += reqs.len();
                 for ((res, i), req) in results.iter().zip(&map).zip(&reqs) {
                     match res {
-                        Ok(()) => own(&mut owned_map, chunk[*i]),
+                        Ok(()) => {
+                            let _ = diff::apply(&mut mine, std::slice::from_ref(chunk[*i]));
+                        }
                         Err(e) if failure.is_none() => failure = Some(format!("{req:?}: {e}")),
                         Err(_) => {}
                     }
@@ -886,7 +827,7 @@ pub fn converge(
                 }
             }
         }
-        run.owned.services = owned_map.into_iter().collect();
+        run.owned.services = mine.services.into_iter().collect();
         if let Some(e) = failure {
             return Err(run.fail(step, e));
         }
@@ -1110,17 +1051,16 @@ fn member_family(m: &Member) -> IpFamily {
 
 /// Names of the agent's sets that exist in the kernel (empty when ipset cannot be read).
 fn existing_sets(ipsets: &mut dyn Ipsets) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    if let Ok(saved) = ipsets.save(None) {
-        for l in saved.lines() {
-            if let Some(name) = l.strip_prefix("create ").and_then(|r| r.split(' ').next())
-                && (name.starts_with("IPVSMIG-") || name.starts_with("IPVSMIG6-"))
-            {
-                out.insert(name.to_owned());
-            }
-        }
-    }
-    out
+    ipsets
+        .save(None)
+        .ok()
+        .and_then(|text| crate::ipset::parse_save(&text).ok())
+        .map(|sets| {
+            sets.into_keys()
+                .filter(|n| n.starts_with("IPVSMIG-") || n.starts_with("IPVSMIG6-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Binds or unbinds addresses on kube-ipvs0 (one journaled step).
@@ -1168,6 +1108,37 @@ fn bind_or_unbind(run: &mut Run<'_, '_>, addr_ops: Vec<&Op>) -> Result<(), Apply
     Ok(())
 }
 
+/// `iptables-restore --noflush` input removing our hooks and chains from one table's save, or
+/// `None` when it holds nothing of ours.
+fn removal_script(table: &str, saved: &str) -> Option<String> {
+    let mut text = format!("*{table}\n");
+    for line in saved.lines() {
+        if let Some(rest) = line.strip_prefix("-A ") {
+            let (chain, _) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !chain.starts_with("IPVSMIG-") && line.contains("-j IPVSMIG-") {
+                text.push_str(&format!("-D {rest}\n"));
+            }
+        }
+    }
+    let ours: Vec<&str> = saved
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|c| c.starts_with("IPVSMIG-"))
+        .collect();
+    if ours.is_empty() && text.len() == table.len() + 2 {
+        return None;
+    }
+    for c in &ours {
+        text.push_str(&format!("-F {c}\n"));
+    }
+    for c in &ours {
+        text.push_str(&format!("-X {c}\n"));
+    }
+    text.push_str("COMMIT\n");
+    Some(text)
+}
+
 /// The rules of one chain in a table's save, without `-A CHAIN `, in order.
 fn chain_rules<'a>(saved: &'a str, chain: &str) -> Vec<&'a str> {
     let prefix = format!("-A {chain} ");
@@ -1187,22 +1158,25 @@ fn jumps_to(rule: &str, target: &str) -> bool {
 /// then the link if we created it and it is empty, then the sysctls' prior values.
 fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
     let step = "teardown-rules";
-    // Chains and hooks named IPVSMIG- are ours by name (DESIGN.md "Ownership"): every family
-    // is scanned, so rules installed just before a crash (not yet in the journal) go too.
-    let mut families = run.owned.rules.clone();
+    // Chains and hooks named IPVSMIG- are ours by name (DESIGN.md "Ownership"): both families
+    // are scanned, so rules installed just before a crash (not yet in the journal) go too. Each
+    // table is saved once, and only tables holding something of ours are restored.
     for fam in [IpFamily::IPv4, IpFamily::IPv6] {
-        if !families.contains(&fam)
-            && ipvsmig_engine::plan::hybrid::TABLES.iter().any(|t| {
-                run.k
-                    .iptables
-                    .save_table(fam, t)
-                    .is_ok_and(|s| s.contains("IPVSMIG-"))
-            })
-        {
-            families.push(fam);
+        let journaled = run.owned.rules.contains(&fam);
+        let mut scripts = Vec::new();
+        for table in ipvsmig_engine::plan::hybrid::TABLES {
+            let saved = match run.k.iptables.save_table(fam, table) {
+                Ok(s) => s,
+                Err(e) if journaled => return Err(run.fail(step, e.to_string())),
+                Err(_) => continue, // no tools for this family: nothing of ours there
+            };
+            scripts.extend(removal_script(table, &saved));
         }
-    }
-    for fam in families {
+        if scripts.is_empty() {
+            // Nothing of ours there (any more): the final "converged" record says so.
+            run.owned.rules.retain(|f| *f != fam);
+            continue;
+        }
         run.intent(
             step,
             format!(
@@ -1210,36 +1184,7 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
                 fam.as_str()
             ),
         )?;
-        for table in ipvsmig_engine::plan::hybrid::TABLES {
-            let saved = match run.k.iptables.save_table(fam, table) {
-                Ok(s) => s,
-                Err(e) => return Err(run.fail(step, e.to_string())),
-            };
-            let mut text = format!("*{table}\n");
-            for line in saved.lines() {
-                if let Some(rest) = line.strip_prefix("-A ") {
-                    let (chain, _) = rest.split_once(' ').unwrap_or((rest, ""));
-                    if !chain.starts_with("IPVSMIG-") && line.contains("-j IPVSMIG-") {
-                        text.push_str(&format!("-D {rest}\n"));
-                    }
-                }
-            }
-            let ours: Vec<&str> = saved
-                .lines()
-                .filter_map(|l| l.strip_prefix(':'))
-                .filter_map(|l| l.split(' ').next())
-                .filter(|c| c.starts_with("IPVSMIG-"))
-                .collect();
-            for c in &ours {
-                text.push_str(&format!("-F {c}\n"));
-            }
-            for c in &ours {
-                text.push_str(&format!("-X {c}\n"));
-            }
-            if text == format!("*{table}\n") {
-                continue; // nothing of ours in this table
-            }
-            text.push_str("COMMIT\n");
+        for text in scripts {
             if let Err(e) = run.k.iptables.restore_noflush(fam, &text) {
                 return Err(run.fail(step, e.to_string()));
             }
@@ -1248,16 +1193,8 @@ fn teardown(run: &mut Run<'_, '_>) -> Result<(), ApplyError> {
         run.done(step)?;
     }
     // Sets named IPVSMIG- are ours by name too; destroyed only now, after the rules using them.
-    let mut set_names: BTreeSet<String> = run.owned.sets.keys().cloned().collect();
-    if let Ok(saved) = run.k.ipsets.save(None) {
-        for l in saved.lines() {
-            if let Some(name) = l.strip_prefix("create ").and_then(|r| r.split(' ').next())
-                && (name.starts_with("IPVSMIG-") || name.starts_with("IPVSMIG6-"))
-            {
-                set_names.insert(name.to_owned());
-            }
-        }
-    }
+    let mut set_names = existing_sets(run.k.ipsets);
+    set_names.extend(run.owned.sets.keys().cloned());
     if !set_names.is_empty() {
         let step = "teardown-sets";
         run.intent(step, format!("destroy {} IPVSMIG- set(s)", set_names.len()))?;

@@ -80,14 +80,19 @@ pub struct State {
 impl State {
     /// The desired state of a plan: everything ours.
     pub fn from_plan(plan: &IpvsPlan) -> State {
-        let mut s = State::default();
-        for vs in &plan.virtual_servers {
-            s.services.insert(vs.key(), vs_state(vs));
+        State::desired(&plan.virtual_servers, &plan.addresses)
+    }
+
+    /// The desired state of planned virtual servers and addresses (the full plan's, or a
+    /// hybrid plan's): everything ours.
+    pub fn desired(virtual_servers: &[VirtualServer], addresses: &[IpAddr]) -> State {
+        State {
+            services: virtual_servers
+                .iter()
+                .map(|vs| (vs.key(), vs_state(vs)))
+                .collect(),
+            addresses: addresses.iter().map(|a| (*a, Owner::Us)).collect(),
         }
-        for a in &plan.addresses {
-            s.addresses.insert(*a, Owner::Us);
-        }
-        s
     }
 }
 

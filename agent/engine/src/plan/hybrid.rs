@@ -85,6 +85,19 @@ pub struct HybridSet {
     pub members: BTreeSet<Member>,
 }
 
+impl HybridSet {
+    /// The `ipset restore` line creating the set: admission sets with timeout support
+    /// (`timeout 0`: members are permanent unless added with their own timeout).
+    pub fn create_line(&self, name: &str) -> String {
+        let family = match self.family {
+            IpFamily::IPv4 => "inet",
+            IpFamily::IPv6 => "inet6",
+        };
+        let timeout = if self.timeout { " timeout 0" } else { "" };
+        format!("create {name} {} family {family}{timeout}\n", self.set_type)
+    }
+}
+
 /// One of the agent's chains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HybridChain {
@@ -690,15 +703,7 @@ impl HybridPlan {
             if family.is_some_and(|f| f != s.family) {
                 continue;
             }
-            let family = match s.family {
-                IpFamily::IPv4 => "inet",
-                IpFamily::IPv6 => "inet6",
-            };
-            let timeout = if s.timeout { " timeout 0" } else { "" };
-            out.push_str(&format!(
-                "create {name} {} family {family}{timeout}\n",
-                s.set_type
-            ));
+            out.push_str(&s.create_line(name));
             for m in &s.members {
                 if s.timeout && self.switch_timeout > 0 {
                     out.push_str(&format!("add {name} {m} timeout {}\n", self.switch_timeout));

@@ -237,8 +237,32 @@ fn apply_programs_the_plan_probes_then_admits_and_rollback_removes_exactly_that(
     );
 
     // Full rollback: admission off first, drain, then virtual servers, addresses, sets,
-    // rules, link, sysctls.
+    // rules, link, sysctls. The fake records restores without applying them: give its saves
+    // what the kernel would now hold (our chain and hook beside kube-proxy's).
+    node.iptables.tables.insert(
+        (IpFamily::IPv4, "nat".into()),
+        format!(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:IPVSMIG-SERVICES - [0:0]\n-A PREROUTING {}\n-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n",
+            p.rules[0].hooks.iter().find(|h| h.chain == "PREROUTING").unwrap().rule
+        ),
+    );
+    let restores_before = node.iptables.restores.len();
     let r3 = node.run(&mut owned, None, &mut env, &mut log).unwrap();
+    let teardown: Vec<&String> = node.iptables.restores[restores_before..]
+        .iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        teardown.len(),
+        1,
+        "only the table holding ours: {teardown:?}"
+    );
+    assert!(
+        teardown[0].contains("-D PREROUTING -m comment")
+            && teardown[0].contains("-X IPVSMIG-SERVICES"),
+        "{}",
+        teardown[0]
+    );
     assert_eq!(r3.withdrawn, p.virtual_servers.len());
     assert_eq!(env.drained, 1);
     assert!(node.ipvs.table.is_empty());
