@@ -51,5 +51,8 @@ bash tests/vm/host-kernel.sh
 # apply / status / rollback end to end: kube-proxy's rules, pods in netns, connections counted
 # by IPVS, the dead man's switch, a conflict, a rollback that leaves nothing.
 bash tests/vm/apply-e2e.sh
+# finalize end to end: refused while kube-proxy answers `iptables` (nothing changes), then with a
+# stand-in for IPVS-mode kube-proxy: exactly the IPVS-mode state left, no client failure.
+bash tests/vm/finalize-e2e.sh
 
 cargo test --workspace --locked --no-fail-fast

@@ -12,353 +12,22 @@
 //! `udp-flow ADDR SECS` (a datagram every 50 ms from one socket; prints per-second replies).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipvsmig_clustergen::{Cluster, EndpointSpec, Node, ServicePortSpec, render};
+use ipvsmig_clustergen::{Cluster, Node, ServicePortSpec, render};
 use ipvsmig_engine::inventory::{IpFamily, Protocol};
 
-fn serve(name: &str, ports: &[String]) {
-    let mut handles = Vec::new();
-    for p in ports {
-        let l = TcpListener::bind(format!("[::]:{p}")).expect("bind");
-        let answer = format!("{name}:{p}");
-        handles.push(std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                let _ = s.write_all(answer.as_bytes());
-            }
-        }));
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-}
-
-fn serve_udp(name: &str, port: &str) {
-    let s = UdpSocket::bind(format!("0.0.0.0:{port}")).expect("bind udp");
-    let mut buf = [0u8; 512];
-    let answer = format!("{name}:{port}");
-    while let Ok((_, from)) = s.recv_from(&mut buf) {
-        let _ = s.send_to(answer.as_bytes(), from);
-    }
-}
-
-fn get(addr: &str) -> i32 {
-    let a: SocketAddr = addr.parse().expect("ADDR");
-    match TcpStream::connect_timeout(&a, Duration::from_secs(3)) {
-        Ok(mut s) => {
-            if let Ok(local) = s.local_addr() {
-                eprint!("port={}", local.port());
-            }
-            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            print!("{out}");
-            0
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => 1,
-        Err(e) => {
-            eprint!("{e}");
-            2
-        }
-    }
-}
-
-fn udp_flow(addr: &str, secs: u64) -> i32 {
-    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-    s.connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(40))).unwrap();
-    let start = Instant::now();
-    let mut per_sec = vec![0u32; secs as usize];
-    let mut buf = [0u8; 64];
-    while start.elapsed() < Duration::from_secs(secs) {
-        let _ = s.send(b"q");
-        let t = Instant::now();
-        if s.recv(&mut buf).is_ok() {
-            let i = (start.elapsed().as_secs() as usize).min(per_sec.len() - 1);
-            per_sec[i] += 1;
-        }
-        if let Some(rest) = Duration::from_millis(50).checked_sub(t.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
-    println!(
-        "{}",
-        per_sec
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    0
-}
-
-static BACKEND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// The iptables backend this run uses (`legacy` or `nft`).
-fn be() -> &'static str {
-    BACKEND.get().map_or("legacy", String::as_str)
-}
-
-fn sh(cmd: &str) -> (i32, String) {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), s)
-}
-
-fn must(cmd: &str) -> String {
-    let (rc, out) = sh(cmd);
-    assert_eq!(rc, 0, "{cmd}: {out}");
-    out
-}
-
-struct Suite {
-    me: String,
-    bin: String,
-    state: String,
-    pass: usize,
-    fail: usize,
-    children: Vec<Child>,
-}
-
-/// A service port for the fixture, with its endpoints' answers.
-struct Svc {
-    spec: ServicePortSpec,
-    answers: BTreeSet<String>,
-}
-
-const POD1: &str = "10.244.1.2";
-const POD2: &str = "10.244.1.3";
-const POD1_V6: &str = "fd00:10::2";
-
-impl Suite {
-    fn check(&mut self, name: &str, ok: bool, detail: &str) {
-        if ok {
-            println!("ok - {name}");
-            self.pass += 1;
-        } else {
-            println!("not ok - {name}\n#   {}", detail.replace('\n', "\n#   "));
-            self.fail += 1;
-        }
-    }
-    fn get(&self, netns: &str, addr: &str) -> (i32, String) {
-        let (rc, answer, _) = self.route(netns, addr);
-        (rc, answer)
-    }
-    /// One connection; whether IPVS carried it: its client port has an IPVS connection
-    /// entry right after it (entries outlive the connection by IPVS's TCP state timeouts).
-    fn route(&self, netns: &str, addr: &str) -> (i32, String, bool) {
-        // IPVS connection entries by client port (the third column of /proc/net/ip_vs_conn).
-        fn entries() -> BTreeSet<(String, String)> {
-            std::fs::read_to_string("/proc/net/ip_vs_conn")
-                .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    Some((w.get(2)?.to_string(), w[..w.len().min(7)].join(" ")))
-                })
-                .collect()
-        }
-        let cmd = if netns.is_empty() {
-            format!("{} get {addr}", self.me)
-        } else {
-            format!("ip netns exec {netns} {} get {addr}", self.me)
-        };
-        // A client port still named by an older entry (TIME_WAIT lasts minutes) cannot tell:
-        // try again with a fresh port, a few times.
-        let mut last = (0, String::new(), false);
-        for _ in 0..4 {
-            let before = entries();
-            let out = Command::new("sh").args(["-c", &cmd]).output().expect("sh");
-            let answer = String::from_utf8_lossy(&out.stdout).into_owned();
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            let rc = out.status.code().unwrap_or(-1);
-            let Some(port) = err
-                .split("port=")
-                .nth(1)
-                .and_then(|p| p.trim().parse::<u16>().ok())
-            else {
-                return (rc, answer, false); // no connection: nothing to attribute
-            };
-            let hex = format!("{port:04X}");
-            let reused = before.iter().any(|(p, _)| *p == hex);
-            let via = entries().iter().any(|e| e.0 == hex && !before.contains(e));
-            last = (rc, answer, via);
-            if via || !reused {
-                break;
-            }
-        }
-        last
-    }
-    fn migrate(&self, args: &str) -> (i32, String) {
-        sh(&format!(
-            "{} {args} --state-dir {} 2>&1",
-            self.bin, self.state
-        ))
-    }
-    fn pod(&mut self, name: &str, ip: &str, ip6: Option<&str>) {
-        let host = format!("v{name}");
-        must(&format!(
-            "ip netns add {name} && ip link add {host} type veth peer name eth0 netns {name} && \
-             ip link set {host} up && ip route add {ip}/32 dev {host} && \
-             echo 1 > /proc/sys/net/ipv4/conf/{host}/proxy_arp && \
-             ip -n {name} link set lo up && ip -n {name} link set eth0 up && \
-             ip -n {name} addr add {ip}/32 dev eth0 && \
-             ip -n {name} route add 169.254.1.1 dev eth0 && \
-             ip -n {name} route add default via 169.254.1.1 dev eth0"
-        ));
-        if let Some(v6) = ip6 {
-            must(&format!(
-                "ip addr add fe80::1/64 dev {host} nodad && ip -6 route add {v6}/128 dev {host} && \
-                 ip -n {name} addr add {v6}/128 dev eth0 nodad && \
-                 ip -n {name} -6 route add default via fe80::1 dev eth0"
-            ));
-        }
-    }
-    fn spawn(&mut self, netns: &str, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns, &self.me])
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        self.children.push(child);
-    }
-    /// The answers of `n` connections to `addr` from `netns`.
-    fn answers(&self, netns: &str, addr: &str, n: usize) -> (usize, BTreeSet<String>) {
-        let mut ok = 0;
-        let mut seen = BTreeSet::new();
-        for _ in 0..n {
-            let (rc, out) = self.get(netns, addr);
-            if rc == 0 {
-                ok += 1;
-                seen.insert(out);
-            }
-        }
-        (ok, seen)
-    }
-}
-
-/// Packets counted by kube-proxy's DNAT rules of a namespace (`iptables-save -c`).
-fn dnat_packets(ns: &str) -> u64 {
-    let (_, save) = sh(&format!("iptables-{}-save -c -t nat", be()));
-    save.lines()
-        .filter(|l| {
-            l.contains("-j DNAT") && l.contains(&format!("\"{ns}/"))
-                || (l.contains("-j DNAT") && l.contains(&format!(" {ns}/")))
-        })
-        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Everything the agent could have touched, for before/after comparisons.
-fn node_state() -> String {
-    let mut out = String::new();
-    let v4 = format!(
-        "iptables-{}-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
-        be()
-    );
-    let v6 = format!(
-        "ip6tables-{}-save | grep -v '^#' | sed 's/\\[[0-9]*:[0-9]*\\]//'",
-        be()
-    );
-    for cmd in [
-        "ipvsadm -Sn",
-        "ip -o link show | sed 's/^[0-9]*: //' | cut -d' ' -f1 | sort",
-        "ip -o addr show | awk '{print $2, $4}' | sort",
-        "ipset save | sort",
-        v4.as_str(),
-        v6.as_str(),
-        "for k in vs/conntrack vs/expire_nodest_conn vs/expire_quiescent_template ip_forward conf/all/arp_ignore conf/all/arp_announce; do echo $k=$(cat /proc/sys/net/ipv4/$k); done",
-    ] {
-        out.push_str(&format!("## {cmd}\n{}\n", sh(cmd).1));
-    }
-    out
-}
-
-fn first_diff(a: &str, b: &str) -> String {
-    for (x, y) in a.lines().zip(b.lines()) {
-        if x != y {
-            return format!("- {x}\n+ {y}");
-        }
-    }
-    format!("lengths {} vs {}", a.lines().count(), b.lines().count())
-}
-
-fn spec(
-    ns: &str,
-    name: &str,
-    port_name: &str,
-    vip: &str,
-    port: u16,
-    proto: Protocol,
-) -> ServicePortSpec {
-    ServicePortSpec {
-        namespace: ns.into(),
-        name: name.into(),
-        port_name: port_name.into(),
-        protocol: proto,
-        cluster_ip: vip.parse().unwrap(),
-        port,
-        node_port: None,
-        external_ips: vec![],
-        lb_ips: vec![],
-        source_ranges: vec![],
-        affinity: None,
-        itp_local: false,
-        etp_local: false,
-        hc_node_port: None,
-        endpoints: vec![],
-    }
-}
-
-fn svc(mut s: ServicePortSpec, eps: &[(&str, &str, u16)]) -> Svc {
-    let mut answers = BTreeSet::new();
-    for (pod, ip, port) in eps {
-        s.endpoints.push(EndpointSpec {
-            ip: ip.parse::<IpAddr>().unwrap(),
-            port: *port,
-            local: true,
-        });
-        answers.insert(format!("{pod}:{port}"));
-    }
-    Svc { spec: s, answers }
-}
-
-fn addr(ip: &IpAddr, port: u16) -> String {
-    SocketAddr::new(*ip, port).to_string()
-}
+#[path = "common/vm.rs"]
+mod vm;
+use vm::*;
 
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
-    let me = std::env::current_exe().unwrap().display().to_string();
-    let bin = std::env::var("IPVS_MIGRATE").expect("IPVS_MIGRATE: path of ipvs-migrate");
-    let dir = std::env::temp_dir().join(format!("vm-apply-{}", be()));
-    let _ = std::fs::create_dir_all(&dir);
+    let (mut s, dir) = Suite::start("vm-apply");
     let p = |n: &str| dir.join(n).display().to_string();
-    let mut s = Suite {
-        me,
-        bin,
-        state: p("state"),
-        pass: 0,
-        fail: 0,
-        children: Vec::new(),
-    };
-    must(
-        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && \
-         ip -6 addr add fd00:192:168::2/64 dev node0 nodad && ip link set node0 up && \
-         ip route add default via 192.168.0.1 dev node0 onlink && \
-         ip -6 route add default via fd00:192:168::1 dev node0 onlink && \
-         echo 1 > /proc/sys/net/ipv4/ip_forward && echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
-    );
-    s.pod("pod1", POD1, Some(POD1_V6));
-    s.pod("pod2", POD2, None);
-    s.pod("cli", "10.244.1.4", Some("fd00:10::4"));
+    s.standard_pods();
     s.pod("bad", "10.244.1.5", None);
     let ports: Vec<String> = (8080..8092)
         .chain(8100..8112)
@@ -373,23 +42,8 @@ fn suite() -> i32 {
     s.spawn("pod1", &["serve-udp", "pod1", "5353"]);
 
     // The services.
-    let mut v4: Vec<Svc> = Vec::new();
-    let mut web = svc(
-        spec("shop", "web", "", "10.96.0.10", 80, Protocol::Tcp),
-        &[("pod1", POD1, 8080), ("pod2", POD2, 8080)],
-    );
-    web.spec.node_port = Some(30080);
-    v4.push(web);
-    v4.push(svc(
-        spec("shop", "empty", "", "10.96.0.11", 80, Protocol::Tcp),
-        &[],
-    ));
-    let mut sticky = svc(
-        spec("shop", "sticky", "", "10.96.0.12", 80, Protocol::Tcp),
-        &[("pod1", POD1, 8081), ("pod2", POD2, 8081)],
-    );
-    sticky.spec.affinity = Some(10800);
-    v4.push(sticky);
+    let mut v4: Vec<Svc> = shop_core();
+    let (dns, lb, api) = shop_dns_lb_other();
     v4.push(svc(
         spec("shop", "multi", "http", "10.96.0.13", 80, Protocol::Tcp),
         &[("pod1", POD1, 8082)],
@@ -398,16 +52,7 @@ fn suite() -> i32 {
         spec("shop", "multi", "https", "10.96.0.13", 443, Protocol::Tcp),
         &[("pod2", POD2, 8083)],
     ));
-    v4.push(svc(
-        spec("shop", "dns", "", "10.96.0.14", 53, Protocol::Udp),
-        &[("pod1", POD1, 5353)],
-    ));
-    let mut lb = svc(
-        spec("shop", "lb", "", "10.96.0.15", 80, Protocol::Tcp),
-        &[("pod2", POD2, 8084)],
-    );
-    lb.spec.lb_ips = vec!["203.0.113.10".parse().unwrap()];
-    lb.spec.source_ranges = vec!["10.244.1.4/32".parse().unwrap()];
+    v4.push(dns);
     v4.push(lb);
     for i in 0..12u16 {
         let (pod, ip) = if i % 2 == 0 {
@@ -427,40 +72,14 @@ fn suite() -> i32 {
             &[(pod, ip, 8100 + i)],
         ));
     }
-    v4.push(svc(
-        spec("other", "api", "", "10.96.0.20", 80, Protocol::Tcp),
-        &[("pod2", POD2, 8090)],
-    ));
+    v4.push(api);
     let v6 = vec![svc(
         spec("shop", "web", "", "fd00:96::10", 80, Protocol::Tcp),
         &[("pod1", POD1_V6, 8085)],
     )];
-    let render_all = |node: Node, svcs: &[Svc]| {
-        render(&Cluster {
-            node,
-            ports: svcs.iter().map(|x| x.spec.clone()).collect(),
-        })
-    };
-    std::fs::write(
-        p("rules4"),
-        render_all(Node::default_for(IpFamily::IPv4), &v4),
-    )
-    .unwrap();
-    std::fs::write(
-        p("rules6"),
-        render_all(Node::default_for(IpFamily::IPv6), &v6),
-    )
-    .unwrap();
-    must(&format!(
-        "iptables-{b}-restore < {} && ip6tables-{b}-restore < {}",
-        p("rules4"),
-        p("rules6"),
-        b = be()
-    ));
+    load_kube_proxy_rules(&dir, &v4, &v6);
     // A virtual server of another program (keepalived would do this).
-    must(
-        "ipvsadm -A -t 192.0.2.1:80 -s wrr && ipvsadm -a -t 192.0.2.1:80 -r 10.244.1.3:8091 -m -w 3",
-    );
+    must(FOREIGN_VS);
     std::thread::sleep(Duration::from_millis(500));
     let s0 = node_state();
     // apply and rollback read kube-proxy's rules live from this node, as on a real one.
@@ -470,11 +89,7 @@ fn suite() -> i32 {
     );
 
     // Baseline through iptables: each VIP reaches exactly its service's endpoints.
-    let tcp: Vec<&Svc> = v4
-        .iter()
-        .chain(&v6)
-        .filter(|x| x.spec.protocol == Protocol::Tcp && !x.answers.is_empty())
-        .collect();
+    let tcp = answering_tcp(&v4, &v6);
     let mut bad = Vec::new();
     for x in &tcp {
         let (ok, seen) = s.answers("cli", &addr(&x.spec.cluster_ip, x.spec.port), 2);
@@ -821,38 +436,14 @@ fn suite() -> i32 {
         &st,
     );
 
-    for c in &mut s.children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    // Leave the VM as this run found it, for the next backend's run (the VM is ours alone).
-    let b = be();
-    let _ = sh(&format!(
-        "ipvsadm -D -t 192.0.2.1:80; for n in pod1 pod2 cli bad; do ip netns del $n; done; ip link del node0; \
-         for t in nat filter mangle; do iptables-{b} -t $t -F; iptables-{b} -t $t -X; ip6tables-{b} -t $t -F; ip6tables-{b} -t $t -X; done"
-    ));
-    println!("vm-apply ({b}): {} passed, {} failed", s.pass, s.fail);
-    i32::from(s.fail > 0)
+    s.finish("vm-apply", "ipvsadm -D -t 192.0.2.1:80")
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let code = match args.get(1).map(String::as_str) {
-        Some("serve") => {
-            serve(&args[2], &args[3..]);
-            0
-        }
-        Some("serve-udp") => {
-            serve_udp(&args[2], &args[3]);
-            0
-        }
-        Some("get") => get(&args[2]),
+    let code = helper_mode(&args).unwrap_or_else(|| match args.get(1).map(String::as_str) {
         Some("udp-flow") => udp_flow(&args[2], args[3].parse().unwrap()),
-        Some(b @ ("legacy" | "nft")) => {
-            let _ = BACKEND.set(b.to_owned());
-            suite()
-        }
         _ => suite(),
-    };
+    });
     std::process::exit(code);
 }

@@ -279,12 +279,38 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Hand the node to kube-proxy in IPVS mode and clean iptables-mode leftovers. [not in this
-    /// build yet: exits 69]
+    /// Hand this node to kube-proxy in IPVS mode (docs/finalize.md). Writes the per-node switch
+    /// as manifests (a second kube-proxy ConfigMap and DaemonSet selected by a node label, a
+    /// patch keeping the original DaemonSet off labelled nodes, the `kubectl label node`
+    /// command). Then, only if kube-proxy's /proxyMode says `ipvs` and the node's IPVS holds the
+    /// full IPVS-mode plan of the same INPUTS: removes ipvs-migrate's rules and sets, hands its
+    /// virtual servers, addresses, kube-ipvs0 and sysctls over to kube-proxy (not deleted), and
+    /// removes kube-proxy's iptables-mode leftovers (not what IPVS mode uses). Exit 0 finalized,
+    /// 1 refused (nothing changed), 3 a step failed (the journal says what was done).
     Finalize {
-        /// Show what would change; change nothing.
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Check and show what would be removed and handed over, and print the manifests;
+        /// change nothing (exit 1 if finalize would refuse).
         #[arg(long)]
         dry_run: bool,
+        /// kube-proxy's metrics endpoint (plain HTTP); its /proxyMode tells the mode it runs in.
+        #[arg(long, value_name = "URL", default_value = crate::finalize::proxy_mode::DEFAULT_URL)]
+        kube_proxy_metrics: String,
+        /// Write the switch's manifests into this directory.
+        #[arg(long, value_name = "DIR")]
+        manifests: Option<PathBuf>,
+        /// This node's Kubernetes name (default: $NODE_NAME, else the host name).
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+        /// The kube-proxy image for the second DaemonSet (the one your kube-proxy DaemonSet
+        /// runs; default registry.k8s.io/kube-proxy:v<--kubernetes-version> when that has a
+        /// patch number).
+        #[arg(long, value_name = "IMAGE")]
+        kube_proxy_image: Option<String>,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
     },
     /// Run the node agent: HTTP health and readiness (of the agent, never the node's
     /// verdict), Prometheus metrics, the journal's status as JSON, and the Alertmanager webhook

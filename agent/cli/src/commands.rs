@@ -503,9 +503,28 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
         Command::Serve { listen, config } => {
             crate::serve::serve_cmd(&cli.common.state_dir, listen.as_deref(), config.as_deref())
         }
-        Command::Cutover { .. } | Command::Finalize { .. } => {
-            Err(unavailable("cutover/finalize", 6))
-        }
+        Command::Finalize {
+            inputs: i,
+            dry_run,
+            kube_proxy_metrics,
+            manifests,
+            node_name,
+            kube_proxy_image,
+            output,
+        } => crate::finalize::finalize_cmd(
+            &cli.common.state_dir,
+            i,
+            cli.common.iptables_backend,
+            &crate::finalize::FinalizeArgs {
+                dry_run: *dry_run,
+                metrics_url: kube_proxy_metrics,
+                manifests: manifests.as_deref(),
+                node_name: node_name.as_deref(),
+                kube_proxy_image: kube_proxy_image.as_deref(),
+                output: *output,
+            },
+        ),
+        Command::Cutover { .. } => Err(unavailable("cutover", 6)),
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
     }
 }
@@ -553,7 +572,7 @@ fn unavailable(what: &str, issue: u32) -> CliError {
     )
 }
 
-fn write_out(s: &str) -> Result<(), CliError> {
+pub(crate) fn write_out(s: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -567,7 +586,7 @@ fn write_out(s: &str) -> Result<(), CliError> {
 }
 
 /// Streams JSON to stdout (a 20k-service inventory is tens of MB; it is never held as a string).
-fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<(), CliError> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let res = serde_json::to_writer_pretty(&mut out, v)
         .map_err(std::io::Error::from)

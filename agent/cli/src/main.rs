@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod finalize;
 mod inputs;
 mod migrate;
 mod serve;

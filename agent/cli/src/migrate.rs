@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use ipvsmig_engine::inventory::Inventory;
 use ipvsmig_engine::inventory::{API_VERSION, IpFamily, Protocol};
 use ipvsmig_engine::plan::diff::VsKey;
 use ipvsmig_engine::plan::hybrid::{HybridOptions, HybridPlan, hybrid};
-use ipvsmig_engine::plan::{PlanOptions, full};
+use ipvsmig_engine::plan::{IpvsPlan, PlanOptions, full};
 use ipvsmig_host::apply::{self, ApplyError, Env, Kernel, Log, Options, Owned, Record, Report};
 use ipvsmig_host::journal::{Journal, JournalError, boot_id};
 use serde::Serialize;
@@ -46,7 +47,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-struct JournalLog<'a>(&'a mut Journal<Record>);
+/// The journal as the interpreter's [`Log`].
+pub(crate) struct JournalLog<'a>(pub(crate) &'a mut Journal<Record>);
 
 impl Log for JournalLog<'_> {
     fn record(&mut self, r: &Record) -> Result<(), String> {
@@ -141,7 +143,7 @@ impl Env for NodeEnv {
     }
 }
 
-fn journal_err(e: JournalError) -> CliError {
+pub(crate) fn journal_err(e: JournalError) -> CliError {
     match e {
         JournalError::Locked { .. } => CliError::new(
             ExitCode::OperationFailed,
@@ -153,16 +155,19 @@ fn journal_err(e: JournalError) -> CliError {
 
 /// The owned state the journal ends with, whether the last run was interrupted, and the
 /// last failure.
-fn replay(snapshot: Option<Record>, records: Vec<Record>) -> (Owned, bool, Option<String>) {
+pub(crate) fn replay(
+    snapshot: Option<Record>,
+    records: Vec<Record>,
+) -> (Owned, bool, Option<String>) {
     let r = apply::replay(snapshot.into_iter().chain(records));
     (r.owned, r.interrupted, r.last_failure)
 }
 
-fn host_root(i: &Inputs) -> &Path {
+pub(crate) fn host_root(i: &Inputs) -> &Path {
     i.host_root.as_deref().unwrap_or(Path::new("/"))
 }
 
-fn unavailable(what: String) -> CliError {
+pub(crate) fn unavailable(what: String) -> CliError {
     CliError::new(ExitCode::Unavailable, what)
 }
 
@@ -180,21 +185,12 @@ fn plan_for(
             "ipvs-migrate: warning: planning from --iptables-save/--ip6tables-save files, not from this node's live rules: make sure they are this node's current rules"
         );
     }
-    let inv = inputs::inventory(i, backend)?;
-    let kp = inputs::kube_proxy_config(i)?;
-    let opts = PlanOptions {
-        scheduler: kp
-            .as_ref()
-            .map(|k| k.scheduler().to_owned())
-            .unwrap_or_default(),
-        node_ips: i.node_ips.clone(),
-    };
+    let (inv, opts, f) = full_plan(i, backend)?;
     let kernel = inputs::node_facts(i)
         .ok()
         .and_then(|f| f.kernel_release)
         .as_deref()
         .and_then(ipvsmig_engine::preflight::kernel_version);
-    let f = full(&inv, &opts);
     Ok(hybrid(
         &inv,
         &f,
@@ -211,6 +207,64 @@ fn plan_for(
             ..Default::default()
         },
     ))
+}
+
+/// The inventory of the INPUTS, the plan options (kube-proxy's scheduler, the node IPs) and the
+/// full IPVS-mode plan: what apply's hybrid is cut from and what finalize checks against.
+pub(crate) fn full_plan(
+    i: &Inputs,
+    backend: BackendArg,
+) -> Result<(Inventory, PlanOptions, IpvsPlan), CliError> {
+    let inv = inputs::inventory(i, backend)?;
+    let kp = inputs::kube_proxy_config(i)?;
+    let opts = PlanOptions {
+        scheduler: kp
+            .as_ref()
+            .map(|k| k.scheduler().to_owned())
+            .unwrap_or_default(),
+        node_ips: i.node_ips.clone(),
+    };
+    let f = full(&inv, &opts);
+    Ok((inv, opts, f))
+}
+
+/// The iptables tools to write with: where our rules already are (the journal's backend) wins
+/// over detection (kubelet's marker chains can change), unless the user forced one.
+pub(crate) fn iptables_for(
+    owned: &Owned,
+    backend: BackendArg,
+) -> Result<ipvsmig_host::restore::IptablesCli, CliError> {
+    let forced = match backend {
+        BackendArg::Auto => owned.backend,
+        BackendArg::Legacy => Some(ipvsmig_engine::inventory::Backend::Legacy),
+        BackendArg::Nft => Some(ipvsmig_engine::inventory::Backend::Nft),
+    };
+    if let (Some(was), Some(now)) = (owned.backend, forced)
+        && was != now
+        && !owned.rules.is_empty()
+    {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "ipvs-migrate's rules are in the {was:?} backend; --iptables-backend {now:?} would miss them. Roll back with the same backend first"
+            ),
+        ));
+    }
+    ipvsmig_host::restore::IptablesCli::detect(forced).map_err(|e| unavailable(e.to_string()))
+}
+
+/// An IPVS client error as the CLI reports it: no IPVS in the kernel is exit 69.
+pub(crate) fn ipvs_error(e: ipvsmig_ipvs::IpvsError) -> CliError {
+    match e {
+        e @ ipvsmig_ipvs::IpvsError::NoIpvs => unavailable(e.to_string()),
+        e => CliError::new(ExitCode::OperationFailed, format!("IPVS: {e}")),
+    }
+}
+
+/// rtnetlink for kube-ipvs0.
+pub(crate) fn open_links() -> Result<ipvsmig_host::link::RtnlLinks, CliError> {
+    ipvsmig_host::link::RtnlLinks::open()
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))
 }
 
 /// Converges the node to `plan` (None: nothing of ours) under the journal's lock.
@@ -254,37 +308,12 @@ fn run(
         Err(ipvsmig_ipvs::IpvsError::NoIpvs) if plan.is_none() && owned.services.is_empty() => {
             &mut no_ipvs
         }
-        Err(e @ ipvsmig_ipvs::IpvsError::NoIpvs) => return Err(unavailable(e.to_string())),
-        Err(e) => {
-            return Err(CliError::new(
-                ExitCode::OperationFailed,
-                format!("IPVS: {e}"),
-            ));
-        }
+        Err(e) => return Err(ipvs_error(e)),
     };
-    let mut links = ipvsmig_host::link::RtnlLinks::open()
-        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    let mut links = open_links()?;
     let mut ipsets =
         ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
-    let forced = match backend {
-        // Where our rules already are wins over detection (kubelet's marker chains can change).
-        BackendArg::Auto => owned.backend,
-        BackendArg::Legacy => Some(ipvsmig_engine::inventory::Backend::Legacy),
-        BackendArg::Nft => Some(ipvsmig_engine::inventory::Backend::Nft),
-    };
-    if let (Some(was), Some(now)) = (owned.backend, forced)
-        && was != now
-        && !owned.rules.is_empty()
-    {
-        return Err(CliError::new(
-            ExitCode::Usage,
-            format!(
-                "ipvs-migrate's rules are in the {was:?} backend; --iptables-backend {now:?} would miss them. Roll back with the same backend first"
-            ),
-        ));
-    }
-    let mut iptables = ipvsmig_host::restore::IptablesCli::detect(forced)
-        .map_err(|e| unavailable(e.to_string()))?;
+    let mut iptables = iptables_for(&owned, backend)?;
     if plan.is_some() {
         owned.backend = iptables
             .v4
@@ -391,6 +420,9 @@ pub fn apply_cmd(
     }
     // Namespaces already migrated stay migrated.
     let (owned, _, _) = read_owned(state_dir, i)?;
+    if owned.finalized {
+        return Err(crate::finalize::finalized_refusal("apply"));
+    }
     let mut all: Vec<String> = owned.namespaces.clone();
     all.extend(namespaces.iter().cloned());
     all.sort();
@@ -595,7 +627,10 @@ fn dry_run_changes(owned: &Owned, plan: &HybridPlan) -> String {
     out
 }
 
-fn read_owned(state_dir: &Path, i: &Inputs) -> Result<(Owned, bool, Option<String>), CliError> {
+pub(crate) fn read_owned(
+    state_dir: &Path,
+    i: &Inputs,
+) -> Result<(Owned, bool, Option<String>), CliError> {
     read_journal(state_dir, i).map(|(o, b, f, _)| (o, b, f))
 }
 
@@ -665,6 +700,7 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                 .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
             println!("{s}");
         }
+        _ if owned.finalized => println!("{}", crate::finalize::STATUS_FINALIZED),
         _ => {
             if owned.is_empty() && owned.namespaces.is_empty() {
                 println!(

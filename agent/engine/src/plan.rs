@@ -8,12 +8,15 @@
 //! server. Pure: no I/O. The hybrid (per-namespace) state, the diff and the equivalence check
 //! build on this.
 
+pub mod adoption;
 pub mod diff;
 pub mod hybrid;
 pub mod ipsets;
 pub mod ipvs_rules;
 pub mod kube_proxy_config;
+pub mod leftovers;
 pub mod render;
+pub mod switch;
 
 use std::net::IpAddr;
 

@@ -60,6 +60,10 @@ pub struct Owned {
     /// says then, so a rollback finds them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<ipvsmig_engine::inventory::Backend>,
+    /// `finalize` handed the node to kube-proxy in IPVS mode: nothing is ours any more
+    /// (finalize.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finalized: bool,
 }
 
 impl Owned {
@@ -127,6 +131,19 @@ pub enum Record {
         /// Owned state.
         owned: Owned,
     },
+}
+
+impl Record {
+    /// An intent that claims nothing (steps that only remove or forget).
+    pub fn intent(step: &str, detail: String) -> Record {
+        Record::Intent {
+            step: step.into(),
+            detail,
+            claims: Vec::new(),
+            claim_addresses: Vec::new(),
+            claim_link: false,
+        }
+    }
 }
 
 /// What the journal's records add up to.
@@ -1050,7 +1067,7 @@ fn member_family(m: &Member) -> IpFamily {
 }
 
 /// Names of the agent's sets that exist in the kernel (empty when ipset cannot be read).
-fn existing_sets(ipsets: &mut dyn Ipsets) -> BTreeSet<String> {
+pub(crate) fn existing_sets(ipsets: &mut dyn Ipsets) -> BTreeSet<String> {
     ipsets
         .save(None)
         .ok()
@@ -1110,7 +1127,7 @@ fn bind_or_unbind(run: &mut Run<'_, '_>, addr_ops: Vec<&Op>) -> Result<(), Apply
 
 /// `iptables-restore --noflush` input removing our hooks and chains from one table's save, or
 /// `None` when it holds nothing of ours.
-fn removal_script(table: &str, saved: &str) -> Option<String> {
+pub(crate) fn removal_script(table: &str, saved: &str) -> Option<String> {
     let mut text = format!("*{table}\n");
     for line in saved.lines() {
         if let Some(rest) = line.strip_prefix("-A ") {

@@ -7,6 +7,7 @@
 //! returns typed errors; the binary decides exit codes.
 
 pub mod apply;
+pub mod finalize;
 pub mod ipset;
 pub mod iptables;
 pub mod journal;

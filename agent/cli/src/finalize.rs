@@ -1,0 +1,396 @@
+//! `finalize`: hand one node to kube-proxy's IPVS mode (DESIGN.md "finalize"; docs/finalize.md).
+//! Writes the per-node switch as manifests (`plan::switch`), then refuses — changing nothing —
+//! unless kube-proxy's `/proxyMode` says `ipvs` (`finalize/proxy_mode.rs`) and the node's IPVS
+//! holds the full IPVS-mode plan of the same INPUTS (`plan::adoption`); only then, under the
+//! journal's lock, removes the agent's admission, hands the rest over and removes kube-proxy's
+//! iptables-mode leftovers (`ipvsmig_host::finalize`). Knows no Kubernetes API: the manifests
+//! are for the operator to apply.
+
+pub mod proxy_mode;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipvsmig_engine::inventory::{API_VERSION, IpFamily};
+use ipvsmig_engine::plan::diff::State;
+use ipvsmig_engine::plan::switch::{self, Manifests, SwitchOptions};
+use ipvsmig_engine::plan::{adoption, kube_proxy_config};
+use ipvsmig_host::apply::{self, Owned, Record};
+use ipvsmig_host::finalize::{self as host, Survey};
+use ipvsmig_host::journal::{Journal, boot_id};
+use ipvsmig_host::restore::IptablesRestore;
+
+use crate::cli::{BackendArg, Format, Inputs};
+use crate::exit::{CliError, ExitCode};
+use crate::inputs;
+use crate::migrate::{
+    JournalLog, full_plan, host_root, iptables_for, ipvs_error, journal_err, open_links,
+    read_owned, replay, unavailable,
+};
+use proxy_mode::ProxyMode;
+use report::{FinalizeDoc, leftover_docs, report};
+
+/// What `status` prints for a finalized node.
+pub const STATUS_FINALIZED: &str = "Finalized: kube-proxy in IPVS mode runs this node. ipvs-migrate owns nothing here any more (its rules and sets are gone; the virtual servers, kube-ipvs0 with its addresses and the IPVS sysctls were handed over to kube-proxy).";
+
+/// The error a state-changing command gets on a finalized node.
+pub fn finalized_refusal(cmd: &str) -> CliError {
+    CliError::new(
+        ExitCode::Usage,
+        format!(
+            "{cmd}: this node was finalized — kube-proxy runs it in IPVS mode and ipvs-migrate owns nothing here. To go back to iptables mode, switch kube-proxy back (remove the node label) and run `kube-proxy --cleanup`; ipvs-migrate does not undo a finalize"
+        ),
+    )
+}
+
+/// `finalize`'s options beyond INPUTS.
+#[derive(Debug, Clone)]
+pub struct FinalizeArgs<'a> {
+    /// Change nothing; print the manifests and what would be removed and handed over.
+    pub dry_run: bool,
+    /// kube-proxy's metrics endpoint.
+    pub metrics_url: &'a str,
+    /// Where to write the manifests.
+    pub manifests: Option<&'a Path>,
+    /// The node's name (default: NODE_NAME, else the host name).
+    pub node_name: Option<&'a str>,
+    /// The kube-proxy image for the second DaemonSet.
+    pub kube_proxy_image: Option<&'a str>,
+    /// Output format.
+    pub output: Format,
+}
+
+fn node_name(a: &FinalizeArgs<'_>, i: &Inputs) -> String {
+    if let Some(n) = a.node_name {
+        return n.to_owned();
+    }
+    if let Ok(n) = std::env::var("NODE_NAME")
+        && !n.is_empty()
+    {
+        return n;
+    }
+    std::fs::read_to_string(host_root(i).join("proc/sys/kernel/hostname"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The manifests for this node, or notes saying why there are none.
+fn build_manifests(
+    a: &FinalizeArgs<'_>,
+    i: &Inputs,
+    node: &str,
+    exclude: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Option<Manifests>, CliError> {
+    let Some(path) = &i.kube_proxy_config else {
+        notes.push("no --kube-proxy-config: no manifests written (pass the kube-proxy ConfigMap or its config.conf to get them)".into());
+        return Ok(None);
+    };
+    let original = std::fs::read_to_string(path)
+        .map_err(|e| CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display())))?;
+    let facts = inputs::node_facts(i)?;
+    let version_text = facts.kube_proxy_image_version.clone();
+    let version = version_text
+        .as_deref()
+        .and_then(|v| ipvsmig_engine::preflight::kernel_version(v.trim_start_matches('v')));
+    if version.is_some_and(|v| v >= (1, 43)) {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            "Kubernetes 1.43 removed kube-proxy's IPVS mode: no IPVS-mode kube-proxy can take this node; migrate to nftables mode",
+        ));
+    }
+    let conf = kube_proxy_config::ipvs_config(&original, exclude, version)
+        .map_err(|e| CliError::new(ExitCode::DataErr, format!("{}: {e}", path.display())))?;
+    notes.extend(conf.notes);
+    let image = match (a.kube_proxy_image, version_text.as_deref()) {
+        (Some(img), _) => img.to_owned(),
+        (None, Some(v)) if v.trim_start_matches('v').split('.').count() == 3 => {
+            format!("registry.k8s.io/kube-proxy:v{}", v.trim_start_matches('v'))
+        }
+        _ => {
+            notes.push("kube-proxy image unknown: the DaemonSet says registry.k8s.io/kube-proxy:SET-ME; pass --kube-proxy-image (the image your kube-proxy DaemonSet runs)".into());
+            "registry.k8s.io/kube-proxy:SET-ME".into()
+        }
+    };
+    let opts = SwitchOptions {
+        node: node.to_owned(),
+        image,
+        ..SwitchOptions::default()
+    };
+    let m = switch::manifests(&conf.yaml, &opts).map_err(|e| {
+        CliError::new(
+            ExitCode::Usage,
+            format!("{e}; pass the node's name with --node-name"),
+        )
+    })?;
+    notes.push(switch::LIMITATION.into());
+    Ok(Some(m))
+}
+
+fn write_manifests(dir: &Path, m: &Manifests) -> Result<Vec<String>, CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, format!("{}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    for (name, text) in switch::FILES
+        .iter()
+        .zip([&m.configmap, &m.daemonset, &m.patch])
+    {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| {
+            CliError::new(ExitCode::OperationFailed, format!("{}: {e}", p.display()))
+        })?;
+        files.push(p.display().to_string());
+    }
+    Ok(files)
+}
+
+/// The node's IPVS services (with real servers) and kube-ipvs0 addresses, all read afresh.
+fn observe_node() -> Result<State, CliError> {
+    let mut ipvs = ipvsmig_ipvs::Client::open().map_err(ipvs_error)?;
+    let mut links = open_links()?;
+    apply::observe(&mut ipvs, &mut links, &Owned::default(), true)
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))
+}
+
+/// Why finalize refuses, and what to do; `None` when it may go on.
+fn refusal(mode: &ProxyMode, diffs: &[String], node: &str, url: &str) -> Option<String> {
+    let label = format!(
+        "kubectl label node {node} {}={}",
+        switch::LABEL_KEY,
+        switch::LABEL_VALUE
+    );
+    match mode {
+        ProxyMode::Other(m) => Some(format!(
+            "kube-proxy on this node runs in {m:?} mode, not IPVS (its /proxyMode at {url}). Nothing was changed. Switch this node's kube-proxy first: apply the manifests (`ipvs-migrate finalize --manifests DIR --kube-proxy-config FILE` writes them; compare the DaemonSet with yours), patch the original DaemonSet, then `{label}`; once the kube-proxy-ipvs pod runs on the node, run finalize again"
+        )),
+        ProxyMode::NoAnswer(why) => Some(format!(
+            "kube-proxy's /proxyMode at {url} gave no answer ({why}). Nothing was changed. If kube-proxy is restarting after `{label}`, wait for the new pod to be ready and run finalize again; if its metrics listen elsewhere, pass --kube-proxy-metrics URL"
+        )),
+        ProxyMode::Ipvs if !diffs.is_empty() => Some(format!(
+            "kube-proxy runs in IPVS mode, but this node's IPVS does not hold the full IPVS-mode plan: {} difference(s), first: {}. Nothing was changed. kube-proxy may not have finished its first sync (wait for ipvs.syncPeriod, 30 s by default) or these INPUTS are not what kube-proxy serves (give finalize the same INPUTS as apply)",
+            diffs.len(),
+            diffs.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        )),
+        ProxyMode::Ipvs => None,
+    }
+}
+
+/// Where this node's iptables-mode rules are kept for the finalize that runs after the switch
+/// (`<state-dir>/finalize-iptables-save.{v4,v6}`).
+fn snapshot_path(state_dir: &Path, fam: IpFamily) -> PathBuf {
+    state_dir.join(format!(
+        "finalize-iptables-save.{}",
+        match fam {
+            IpFamily::IPv4 => "v4",
+            IpFamily::IPv6 => "v6",
+        }
+    ))
+}
+
+/// The INPUTS to plan from. Once kube-proxy runs in IPVS mode its KUBE-SERVICES holds IPVS
+/// mode's rules and the live iptables no longer describe the services, so: while kube-proxy is
+/// still in iptables mode, a finalize reading the live node keeps a copy of its rules in the
+/// state directory; after the switch, a finalize without file inputs plans from that copy.
+fn plan_inputs(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    owned: &Owned,
+    mode: &ProxyMode,
+    dry_run: bool,
+    notes: &mut Vec<String>,
+) -> Result<Inputs, CliError> {
+    if i.has_files() {
+        return Ok(i.clone());
+    }
+    if *mode != ProxyMode::Ipvs {
+        if !dry_run {
+            let mut ipt = iptables_for(owned, backend)?;
+            std::fs::create_dir_all(state_dir).map_err(|e| {
+                CliError::new(
+                    ExitCode::OperationFailed,
+                    format!("{}: {e}", state_dir.display()),
+                )
+            })?;
+            for fam in [IpFamily::IPv4, IpFamily::IPv6] {
+                let mut dump = String::new();
+                for table in ["mangle", "filter", "nat"] {
+                    if let Ok(t) = ipt.save_table(fam, table) {
+                        dump.push_str(&t);
+                    }
+                }
+                let p = snapshot_path(state_dir, fam);
+                if !dump.is_empty() {
+                    std::fs::write(&p, dump).map_err(|e| {
+                        CliError::new(ExitCode::OperationFailed, format!("{}: {e}", p.display()))
+                    })?;
+                }
+            }
+            notes.push(format!(
+                "kept this node's iptables-mode rules in {} for the finalize after the switch",
+                snapshot_path(state_dir, IpFamily::IPv4).display()
+            ));
+        }
+        return Ok(i.clone());
+    }
+    let v4 = snapshot_path(state_dir, IpFamily::IPv4);
+    if !v4.exists() {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            format!(
+                "kube-proxy already runs in IPVS mode, so this node's live rules no longer describe its services, and no copy of its iptables-mode rules was kept ({} is missing; a finalize run before the switch keeps one). Nothing was changed: pass --iptables-save FILE (and --ip6tables-save) with the rules saved before the switch",
+                v4.display()
+            ),
+        ));
+    }
+    let v6 = snapshot_path(state_dir, IpFamily::IPv6);
+    notes.push(format!(
+        "planned from {}, kept before the switch",
+        v4.display()
+    ));
+    Ok(Inputs {
+        iptables_save: Some(v4),
+        ip6tables_save: v6.exists().then_some(v6),
+        ..i.clone()
+    })
+}
+
+/// `finalize`.
+pub fn finalize_cmd(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    a: &FinalizeArgs<'_>,
+) -> Result<ExitCode, CliError> {
+    let (owned, _, _) = read_owned(state_dir, i)?;
+    if owned.finalized {
+        println!("{STATUS_FINALIZED}");
+        return Ok(ExitCode::Ok);
+    }
+    let (host, port) =
+        proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    let node = node_name(a, i);
+    let mode = proxy_mode::query(&host, port, Duration::from_secs(3));
+    let mut notes = Vec::new();
+    let i = &plan_inputs(state_dir, i, backend, &owned, &mode, a.dry_run, &mut notes)?;
+    let (_, _, plan) = full_plan(i, backend)?;
+    if plan.virtual_servers.is_empty() {
+        return Err(CliError::new(
+            ExitCode::NotReady,
+            "finalize found no kube-proxy service ports to check IPVS against (nothing was changed): give it this node's iptables-mode rules with --iptables-save FILE (saved before kube-proxy switched)",
+        ));
+    }
+    let observed = observe_node()?;
+    let desired = State::from_plan(&plan);
+    let exclude = adoption::exclude_cidrs(&adoption::foreign(&observed, &desired));
+    let mut doc = FinalizeDoc {
+        api_version: API_VERSION,
+        kind: "FinalizeReport",
+        node: node.clone(),
+        dry_run: a.dry_run,
+        outcome: "refused",
+        proxy_mode: String::new(),
+        state_differences: adoption::differences(&observed, &desired),
+        exclude_cidrs: exclude.clone(),
+        manifest_files: Vec::new(),
+        commands: Vec::new(),
+        notes: Vec::new(),
+        our_tables: Vec::new(),
+        sets: Vec::new(),
+        leftovers: Vec::new(),
+        handed_over_virtual_servers: owned.services.len(),
+        handed_over_addresses: owned.addresses.len(),
+    };
+    let manifests = build_manifests(a, i, &node, &exclude, &mut notes)?;
+    doc.notes.extend(notes);
+    let mut text = String::new();
+    if let Some(m) = &manifests {
+        doc.commands = m.commands.clone();
+        match (a.manifests, a.dry_run) {
+            (Some(dir), false) => doc.manifest_files = write_manifests(dir, m)?,
+            (_, true) => {
+                for (name, y) in switch::FILES
+                    .iter()
+                    .zip([&m.configmap, &m.daemonset, &m.patch])
+                {
+                    text.push_str(&format!("--- # {name}\n{y}"));
+                }
+            }
+            (None, false) => doc.notes.push(
+                "pass --manifests DIR to write the manifests (or --dry-run to print them)".into(),
+            ),
+        }
+    }
+    doc.proxy_mode = match &mode {
+        ProxyMode::Ipvs => "ipvs".into(),
+        ProxyMode::Other(m) => m.clone(),
+        ProxyMode::NoAnswer(why) => format!("no answer: {why}"),
+    };
+    let refused = refusal(&mode, &doc.state_differences, &node, a.metrics_url);
+    if a.dry_run {
+        let mut ipt = iptables_for(&owned, backend)?;
+        let mut sets =
+            ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
+        let s: Survey = host::survey(&mut ipt, &mut sets);
+        doc.our_tables = s
+            .ours
+            .iter()
+            .map(|(f, t, _)| format!("{} {t}", f.as_str()))
+            .collect();
+        doc.sets = s.sets;
+        doc.leftovers = leftover_docs(&s.leftovers);
+        doc.outcome = "dry-run";
+        report(&doc, a.output, &text, refused.as_deref())?;
+        return Ok(if refused.is_some() {
+            ExitCode::NotReady
+        } else {
+            ExitCode::Ok
+        });
+    }
+    if let Some(why) = refused {
+        report(&doc, a.output, &text, None)?;
+        return Err(CliError::new(ExitCode::NotReady, why));
+    }
+
+    // The switch happened and IPVS holds the plan: hand over, under the journal's lock.
+    let boot = boot_id(host_root(i))
+        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+    let (mut journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
+    let (mut owned, _, _) = replay(opened.snapshot, opened.records);
+    if owned.finalized {
+        println!("{STATUS_FINALIZED}");
+        return Ok(ExitCode::Ok);
+    }
+    let mut ipt = iptables_for(&owned, backend)?;
+    let mut sets =
+        ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
+    let res = host::hand_over(
+        &mut ipt,
+        &mut sets,
+        &mut owned,
+        &mut JournalLog(&mut journal),
+    );
+    let done = res.map_err(|e| {
+        CliError::new(
+            ExitCode::OperationFailed,
+            format!("{e}. The journal in {} records what was done (`ipvs-migrate status`); running finalize again continues from there", state_dir.display()),
+        )
+    })?;
+    let _ = journal.compact(&Record::State {
+        step: "compacted".into(),
+        owned: owned.clone(),
+    });
+    doc.outcome = "finalized";
+    doc.our_tables = done
+        .our_tables
+        .iter()
+        .map(|(f, t)| format!("{} {t}", f.as_str()))
+        .collect();
+    doc.sets = done.sets;
+    doc.leftovers = leftover_docs(&done.leftovers);
+    doc.handed_over_virtual_servers = done.handed_over.0;
+    doc.handed_over_addresses = done.handed_over.1;
+    report(&doc, a.output, &text, None)?;
+    Ok(ExitCode::Ok)
+}
