@@ -263,13 +263,24 @@ pub fn finalize_cmd(
     backend: BackendArg,
     a: &FinalizeArgs<'_>,
 ) -> Result<ExitCode, CliError> {
-    let (owned, _, _) = read_owned(state_dir, i)?;
+    let (host, port) =
+        proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    // A real run holds the journal's lock from before its checks until the hand-over is
+    // journaled, so no apply or rollback can change the node in between; a dry run only reads.
+    let mut locked = None;
+    let mut owned = if a.dry_run {
+        read_owned(state_dir, i)?.0
+    } else {
+        let boot = boot_id(host_root(i))
+            .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
+        let (journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
+        locked = Some(journal);
+        replay(opened.snapshot, opened.records).0
+    };
     if owned.finalized {
         println!("{STATUS_FINALIZED}");
         return Ok(ExitCode::Ok);
     }
-    let (host, port) =
-        proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
     let node = node_name(a, i);
     let mode = proxy_mode::query(&host, port, Duration::from_secs(3));
     let mut notes = Vec::new();
@@ -354,14 +365,12 @@ pub fn finalize_cmd(
     }
 
     // The switch happened and IPVS holds the plan: hand over, under the journal's lock.
-    let boot = boot_id(host_root(i))
-        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
-    let (mut journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
-    let (mut owned, _, _) = replay(opened.snapshot, opened.records);
-    if owned.finalized {
-        println!("{STATUS_FINALIZED}");
-        return Ok(ExitCode::Ok);
-    }
+    let Some(mut journal) = locked else {
+        return Err(CliError::new(
+            ExitCode::OperationFailed,
+            "internal: the journal is not open",
+        ));
+    };
     let mut ipt = iptables_for(&owned, backend)?;
     let mut sets =
         ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;

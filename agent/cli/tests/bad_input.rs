@@ -492,3 +492,30 @@ fn plan_verify_exits_0_when_equivalent_1_on_a_mismatch_and_2_without_files() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn finalize_refuses_a_metrics_url_it_cannot_query_before_touching_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for (url, needle) in [
+        ("https://127.0.0.1:10249", "expected http://HOST:PORT"),
+        ("http://127.0.0.1", "the port is missing"),
+        ("http://127.0.0.1:10249/metrics", "with no path"),
+    ] {
+        let out = run(
+            &[
+                "finalize",
+                "--kube-proxy-metrics",
+                url,
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            None,
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(needle), "{url}: expected {needle:?} in {err}");
+        assert!(!state.join("journal.jsonl").exists(), "no journal written");
+    }
+}
