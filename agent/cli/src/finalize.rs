@@ -268,16 +268,20 @@ pub fn finalize_cmd(
     // A real run holds the journal's lock from before its checks until the hand-over is
     // journaled, so no apply or rollback can change the node in between; a dry run only reads.
     let mut locked = None;
-    let mut owned = if a.dry_run {
-        read_owned(state_dir, i)?.0
+    let (mut owned, interrupted) = if a.dry_run {
+        let (o, _, fail) = read_owned(state_dir, i)?;
+        (o, fail.is_some())
     } else {
         let boot = boot_id(host_root(i))
             .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
         let (journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
         locked = Some(journal);
-        replay(opened.snapshot, opened.records).0
+        let (o, interrupted, fail) = replay(opened.snapshot, opened.records);
+        (o, interrupted || fail.is_some())
     };
-    if owned.finalized {
+    // Finalized and complete: nothing to do. A finalize that stopped after the hand-over (a
+    // leftover table's restore failed, say) is finished by running it again.
+    if owned.finalized && !interrupted {
         println!("{STATUS_FINALIZED}");
         return Ok(ExitCode::Ok);
     }

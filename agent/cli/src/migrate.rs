@@ -700,7 +700,14 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                 .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
             println!("{s}");
         }
-        _ if owned.finalized => println!("{}", crate::finalize::STATUS_FINALIZED),
+        _ if owned.finalized => {
+            println!("{}", crate::finalize::STATUS_FINALIZED);
+            if let Some(f) = &doc.last_failure {
+                println!(
+                    "The last finalize stopped ({f}): run `ipvs-migrate finalize` again to finish removing kube-proxy's iptables-mode leftovers."
+                );
+            }
+        }
         _ => {
             if owned.is_empty() && owned.namespaces.is_empty() {
                 println!(

@@ -172,7 +172,8 @@ pub fn replay(records: impl IntoIterator<Item = Record>) -> Replayed {
             Record::State { owned, step } => {
                 r.owned = owned;
                 open = None;
-                if step == "converged" {
+                // A run that ended: apply/rollback's last step, or finalize's (finalize.rs).
+                if step == "converged" || step == "finalized" {
                     r.last_failure = None;
                 }
             }

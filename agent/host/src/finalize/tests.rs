@@ -171,3 +171,49 @@ fn the_survey_reads_and_changes_nothing() {
         ]
     );
 }
+
+#[test]
+fn a_finalize_that_failed_after_the_hand_over_is_finished_by_running_it_again() {
+    let (mut ipt, mut sets, mut owned) = fakes();
+    // Our two tables go through; the first leftover table's restore fails.
+    let mut log: Vec<Record> = Vec::new();
+    let mut failing = FailNth {
+        inner: &mut ipt,
+        n: 3,
+    };
+    let err = hand_over(&mut failing, &mut sets, &mut owned, &mut log).unwrap_err();
+    assert!(matches!(err, FinalizeError::Step { ref step, .. } if step == "finalize-leftovers"));
+    // Handed over already: the journal owns nothing, says finalized, and the run failed.
+    let r = crate::apply::replay(log.clone());
+    assert!(r.owned.finalized && r.owned.is_empty());
+    assert!(r.last_failure.is_some());
+    // Run again from what the journal says: the leftovers go, the run ends "finalized".
+    let mut owned = r.owned;
+    let done = hand_over(&mut ipt, &mut sets, &mut owned, &mut log).unwrap();
+    assert_eq!(done.leftovers.len(), 2);
+    assert_eq!(done.handed_over, (0, 0));
+    let r = crate::apply::replay(log);
+    assert!(r.owned.finalized && r.last_failure.is_none() && !r.interrupted);
+}
+
+/// Fails the `n`th restore (1-based) as the tool would, passing the rest to `inner`.
+struct FailNth<'a> {
+    inner: &'a mut RecordingIptables,
+    n: usize,
+}
+
+impl IptablesRestore for FailNth<'_> {
+    fn restore_noflush(&mut self, family: IpFamily, text: &str) -> Result<(), RestoreError> {
+        self.n -= 1;
+        if self.n == 0 {
+            return Err(RestoreError::Failed {
+                tool: "iptables-restore".into(),
+                message: "exit status 4".into(),
+            });
+        }
+        self.inner.restore_noflush(family, text)
+    }
+    fn save_table(&mut self, family: IpFamily, table: &str) -> Result<String, RestoreError> {
+        self.inner.save_table(family, table)
+    }
+}
