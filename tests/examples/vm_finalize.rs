@@ -387,7 +387,9 @@ fn suite() -> i32 {
     s.check(
         "finalize --dry-run lists our chains and sets, the hand-over and the leftovers, and changes nothing",
         rc == 0 && out.contains("IPVSMIG-ADMITTED") && out.contains("KUBE-SVC-") && out.contains("KUBE-EXTERNAL-SERVICES")
-            && out.contains("hand over") && now == standin,
+            && out.contains("hand over")
+            && out.contains("(ipvs.excludeCIDRs): 192.0.2.1/32\n")
+            && now == standin,
         &format!("{out}\n{}", first_diff(&standin, &now)),
     );
 

@@ -289,7 +289,7 @@ pub fn finalize_cmd(
     let mode = proxy_mode::query(&host, port, Duration::from_secs(3));
     let mut notes = Vec::new();
     let i = &plan_inputs(state_dir, i, backend, &owned, &mode, a.dry_run, &mut notes)?;
-    let (_, _, plan) = full_plan(i, backend)?;
+    let (inv, _, plan) = full_plan(i, backend)?;
     if plan.virtual_servers.is_empty() {
         return Err(CliError::new(
             ExitCode::NotReady,
@@ -298,7 +298,24 @@ pub fn finalize_cmd(
     }
     let observed = observe_node()?;
     let desired = State::from_plan(&plan);
-    let exclude = adoption::exclude_cidrs(&adoption::foreign(&observed, &desired));
+    // Foreign: neither planned nor ours nor a NodePort. A virtual server the journal owns but
+    // the plan lacks (NodePorts when --node-ip differs from apply's), or one on a service's
+    // NodePort (IPVS-mode kube-proxy opens them on every local address), is kube-proxy's to
+    // manage, never excluded.
+    let node_ports: std::collections::BTreeSet<_> = inv
+        .service_ports
+        .iter()
+        .filter_map(|sp| sp.node_port.map(|np| (sp.protocol, np)))
+        .collect();
+    let foreign: Vec<_> = adoption::foreign(&observed, &desired)
+        .into_iter()
+        .filter(|k| !owned.services.iter().any(|(o, _)| o == k))
+        .filter(|k| !node_ports.contains(&(k.0, k.2)))
+        .collect();
+    let exclude = adoption::exclude_cidrs(&foreign);
+    if i.node_ips.is_empty() && inv.service_ports.iter().any(|sp| sp.node_port.is_some()) {
+        notes.push("no --node-ip: the plan has no NodePort virtual servers on the node's addresses; give finalize the --node-ip values apply got".into());
+    }
     let mut doc = FinalizeDoc {
         api_version: API_VERSION,
         kind: "FinalizeReport",
