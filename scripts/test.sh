@@ -51,5 +51,6 @@ bash tests/vm/host-kernel.sh
 # apply / status / rollback end to end: kube-proxy's rules, pods in netns, connections counted
 # by IPVS, the dead man's switch, a conflict, a rollback that leaves nothing.
 bash tests/vm/apply-e2e.sh
+bash tests/vm/cutover-e2e.sh
 
 cargo test --workspace --locked --no-fail-fast

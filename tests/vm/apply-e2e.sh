@@ -5,7 +5,8 @@
 # (tests/examples/vm_apply.rs says what is checked).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build -q -p ipvs-migrate -p ipvsmig-tests --example vm_apply
+cargo build -q -p ipvs-migrate --bin ipvs-migrate  # the binary the guest runs
+cargo build -q -p ipvsmig-tests --example vm_apply
 dir=$(realpath target/debug)
 tests/vm/ipvs-vm.sh run --share-ro "$dir" --share-ro "$dir/examples" \
   --modprobe ip_vs --modprobe ip_vs_rr --modprobe ip_vs_wrr --modprobe veth \

@@ -6,8 +6,10 @@ mod commands;
 mod exit;
 mod inputs;
 mod migrate;
+mod node;
 mod serve;
 mod table;
+mod waves;
 
 use std::process::ExitCode as ProcessExit;
 

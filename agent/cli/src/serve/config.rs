@@ -21,6 +21,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9964";
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(600);
 /// Default reconcile period.
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(10);
+/// Default interval between two rounds of the rejection-signal probes.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time a cutover's verification probes a wave's VIPs before admitting traffic.
+pub const DEFAULT_VERIFY: Duration = Duration::from_secs(10);
 
 /// The configuration the daemon runs with (defaults filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,19 @@ pub struct Config {
     pub reconcile_period: Duration,
     /// Prometheus server to poll for the rejection signal (not used yet).
     pub prometheus_url: Option<String>,
+    /// Interval between two rounds of the rejection-signal probes.
+    pub probe_interval: Duration,
+    /// The dead man's switch: admission entries expire this long after the last refresh.
+    pub switch_timeout: Duration,
+    /// How long a cutover probes a wave's VIPs (only the agent's probes reach IPVS) before
+    /// admitting all traffic.
+    pub verify: Duration,
+    /// Whether the built-in evaluator of rules/ thresholds may trigger rollbacks.
+    pub builtin_evaluator: bool,
+    /// This node's IPs for NodePort virtual servers (as `--node-ip`); empty: none.
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// kube-proxy's configuration file (as `--kube-proxy-config`).
+    pub kube_proxy_config: Option<PathBuf>,
 }
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
@@ -55,6 +72,13 @@ struct Raw {
     drain: Option<Scalar>,
     reconcile_period: Option<Scalar>,
     prometheus_url: Option<Scalar>,
+    probe_interval: Option<Scalar>,
+    switch_timeout: Option<Scalar>,
+    verify: Option<Scalar>,
+    builtin_evaluator: Option<Scalar>,
+    #[serde(rename = "nodeIPs")]
+    node_ips: Option<Vec<Scalar>>,
+    kube_proxy_config: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,6 +253,53 @@ pub fn parse(
             ));
         }
     };
+    let probe_interval = duration("probeInterval", raw.probe_interval, DEFAULT_PROBE_INTERVAL)?;
+    if probe_interval.is_zero() {
+        return Err(bad("probeInterval", "must be longer than 0s"));
+    }
+    let default_switch = Duration::from_secs(u64::from(
+        ipvsmig_engine::plan::hybrid::DEFAULT_SWITCH_TIMEOUT,
+    ));
+    let switch_timeout = duration("switchTimeout", raw.switch_timeout, default_switch)?;
+    // Two refreshes must fit in one timeout, or a single slow pass lets the switch fire.
+    if switch_timeout < reconcile_period * 2 || switch_timeout.as_secs() > u64::from(u32::MAX) {
+        return Err(bad(
+            "switchTimeout",
+            format!(
+                "{} s must be at least twice reconcilePeriod ({} s)",
+                switch_timeout.as_secs(),
+                reconcile_period.as_secs()
+            ),
+        ));
+    }
+    let builtin_evaluator = match raw.builtin_evaluator {
+        None => true,
+        Some(Scalar(s)) => match s.trim() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(bad(
+                    "builtinEvaluator",
+                    format!("{s:?} is not true or false"),
+                ));
+            }
+        },
+    };
+    let node_ips = raw
+        .node_ips
+        .unwrap_or_default()
+        .into_iter()
+        .map(|Scalar(s)| {
+            s.trim()
+                .parse()
+                .map_err(|_| bad("nodeIPs", format!("{s:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let kube_proxy_config = match raw.kube_proxy_config {
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("kubeProxyConfig", "is empty")),
+        Some(Scalar(s)) => Some(PathBuf::from(s)),
+        None => None,
+    };
     Ok(Config {
         listen,
         node_name,
@@ -238,6 +309,12 @@ pub fn parse(
         drain: duration("drain", raw.drain, crate::migrate::DEFAULT_DRAIN)?,
         reconcile_period,
         prometheus_url,
+        probe_interval,
+        switch_timeout,
+        verify: duration("verify", raw.verify, DEFAULT_VERIFY)?,
+        builtin_evaluator,
+        node_ips,
+        kube_proxy_config,
     })
 }
 
@@ -356,6 +433,12 @@ mod tests {
         assert_eq!(c.drain, crate::migrate::DEFAULT_DRAIN);
         assert_eq!(c.reconcile_period, DEFAULT_RECONCILE);
         assert_eq!(c.prometheus_url, None);
+        assert_eq!(c.probe_interval, DEFAULT_PROBE_INTERVAL);
+        assert_eq!(c.switch_timeout, Duration::from_secs(60));
+        assert_eq!(c.verify, DEFAULT_VERIFY);
+        assert!(c.builtin_evaluator);
+        assert!(c.node_ips.is_empty());
+        assert_eq!(c.kube_proxy_config, None);
     }
 
     #[test]
@@ -387,8 +470,22 @@ mod tests {
         let c = ok(
             "listen: \"[::1]:8080\"\nnodeName: worker-1\ntokenFile: /etc/ipvs-migrate/token\n\
              thresholds:\n  window: 2m\n  rate: 5\n  ratio: 0.05\n  for: 30s\n\
-             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n",
+             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n\
+             probeInterval: 2s\nswitchTimeout: 30s\nverify: 20s\nbuiltinEvaluator: false\n\
+             nodeIPs: [10.0.0.5, \"fd00::5\"]\nkubeProxyConfig: /etc/kp.yaml\n",
         );
+        assert_eq!(c.probe_interval, Duration::from_secs(2));
+        assert_eq!(c.switch_timeout, Duration::from_secs(30));
+        assert_eq!(c.verify, Duration::from_secs(20));
+        assert!(!c.builtin_evaluator);
+        assert_eq!(
+            c.node_ips,
+            [
+                "10.0.0.5".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.kube_proxy_config, Some(PathBuf::from("/etc/kp.yaml")));
         assert_eq!(c.listen.to_string(), "[::1]:8080");
         assert_eq!(c.node_name, "worker-1");
         assert_eq!(c.token_file, Some(PathBuf::from("/etc/ipvs-migrate/token")));
@@ -438,6 +535,19 @@ mod tests {
         check("drain: soon", "drain", "duration");
         check("reconcilePeriod: 0", "reconcilePeriod", "longer than 0s");
         check("prometheusUrl: prometheus:9090", "prometheusUrl", "http://");
+        check("probeInterval: 0", "probeInterval", "longer than 0s");
+        check(
+            "switchTimeout: 15s",
+            "switchTimeout",
+            "twice reconcilePeriod",
+        );
+        check(
+            "builtinEvaluator: maybe",
+            "builtinEvaluator",
+            "true or false",
+        );
+        check("nodeIPs: [10.0.0.300]", "nodeIPs", "not an IP");
+        check("kubeProxyConfig: \"\"", "kubeProxyConfig", "empty");
         // Errors from the YAML parser: the key is found from the line it points at.
         check("thresholds:\n  rate: .nan", "thresholds.rate", "non-finite");
         check("listn: 127.0.0.1:1", "listn", "unknown field");

@@ -38,15 +38,21 @@ pub struct PhaseLabels {
 /// Where a rollback trigger came from (closed set).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Source {
+    /// The built-in evaluator of rules/ thresholds.
+    Builtin,
     /// Alertmanager's webhook.
     Alertmanager,
+    /// Polling a Prometheus server.
+    Prometheus,
 }
 
 impl Source {
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Builtin => "builtin",
             Source::Alertmanager => "alertmanager",
+            Source::Prometheus => "prometheus",
         }
     }
 }
@@ -84,8 +90,8 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-/// Every metric the daemon exports.
-#[derive(Debug)]
+/// Every metric the daemon exports (clones share the same series).
+#[derive(Debug, Clone)]
 pub struct Metrics {
     /// `ipvs_connections_total{namespace}`.
     pub connections: Family<NamespaceLabels, Counter>,
@@ -172,9 +178,11 @@ impl Metrics {
             m.webhook_refused.clone(),
         );
         // Counters with a closed label set start at 0, so rate() sees the first increase.
-        let _ = m.triggers.get_or_create(&SourceLabels {
-            source: Source::Alertmanager.as_str(),
-        });
+        for src in [Source::Builtin, Source::Alertmanager, Source::Prometheus] {
+            let _ = m.triggers.get_or_create(&SourceLabels {
+                source: src.as_str(),
+            });
+        }
         for r in [Refusal::Unauthorized, Refusal::Malformed] {
             let _ = m
                 .webhook_refused
