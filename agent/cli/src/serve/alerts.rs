@@ -11,6 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+#[allow(
+    dead_code,
+    reason = "the reconcile loop (issue 6) calls these; until it is wired only tests do"
+)]
+pub mod prom;
+
 /// The label that marks an alert as a rollback trigger (rules/ sets it).
 pub const ROLLBACK_LABEL: &str = "ipvs_migrate_rollback";
 /// The payload version this agent understands.

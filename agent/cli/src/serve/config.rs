@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9964";
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(600);
 /// Default reconcile period.
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(10);
+/// Default period of the Prometheus query: Prometheus evaluates rules every 15 s to 1 m
+/// (`evaluation_interval`, default 1m), so polling faster finds nothing new.
+pub const DEFAULT_PROMETHEUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The configuration the daemon runs with (defaults filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +42,12 @@ pub struct Config {
     pub drain: Duration,
     /// Reconcile loop period.
     pub reconcile_period: Duration,
-    /// Prometheus server to poll for the rejection signal (not used yet).
+    /// Prometheus server to poll for the rejection signal (`http://` only).
     pub prometheus_url: Option<String>,
+    /// The instant-vector expression polled (default: this node's firing rollback alerts).
+    pub prometheus_query: String,
+    /// How often it is polled.
+    pub prometheus_interval: Duration,
 }
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
@@ -55,6 +62,8 @@ struct Raw {
     drain: Option<Scalar>,
     reconcile_period: Option<Scalar>,
     prometheus_url: Option<Scalar>,
+    prometheus_query: Option<Scalar>,
+    prometheus_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,14 +230,44 @@ pub fn parse(
     }
     let prometheus_url = match raw.prometheus_url {
         None => None,
-        Some(Scalar(s)) if s.starts_with("http://") || s.starts_with("https://") => Some(s),
-        Some(Scalar(s)) => {
-            return Err(bad(
-                "prometheusUrl",
-                format!("{s:?} is not an http:// or https:// URL"),
-            ));
-        }
+        Some(Scalar(s)) => match ipvsmig_host::http_get::Url::parse(&s) {
+            Ok(_) => Some(s),
+            Err(e) => {
+                let why = match e {
+                    ipvsmig_host::http_get::HttpError::Url { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(bad(
+                    "prometheusUrl",
+                    format!("{s:?} is not an http:// URL: {why}"),
+                ));
+            }
+        },
     };
+    // Query and interval mean nothing without a server: a forgotten URL is a mistake to report.
+    if prometheus_url.is_none() {
+        for (key, set) in [
+            ("prometheusQuery", raw.prometheus_query.is_some()),
+            ("prometheusInterval", raw.prometheus_interval.is_some()),
+        ] {
+            if set {
+                return Err(bad(key, "is set but prometheusUrl is not"));
+            }
+        }
+    }
+    let prometheus_query = match raw.prometheus_query {
+        None => super::alerts::prom::default_query(&node_name),
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("prometheusQuery", "is empty")),
+        Some(Scalar(s)) => s.trim().to_owned(),
+    };
+    let prometheus_interval = duration(
+        "prometheusInterval",
+        raw.prometheus_interval,
+        DEFAULT_PROMETHEUS_INTERVAL,
+    )?;
+    if prometheus_interval < Duration::from_secs(1) {
+        return Err(bad("prometheusInterval", "must be 1s or longer"));
+    }
     Ok(Config {
         listen,
         node_name,
@@ -238,6 +277,8 @@ pub fn parse(
         drain: duration("drain", raw.drain, crate::migrate::DEFAULT_DRAIN)?,
         reconcile_period,
         prometheus_url,
+        prometheus_query,
+        prometheus_interval,
     })
 }
 
@@ -356,6 +397,11 @@ mod tests {
         assert_eq!(c.drain, crate::migrate::DEFAULT_DRAIN);
         assert_eq!(c.reconcile_period, DEFAULT_RECONCILE);
         assert_eq!(c.prometheus_url, None);
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",ipvs_migrate_rollback=\"true\",node=\"host-a\"}"
+        );
+        assert_eq!(c.prometheus_interval, DEFAULT_PROMETHEUS_INTERVAL);
     }
 
     #[test]
@@ -387,7 +433,8 @@ mod tests {
         let c = ok(
             "listen: \"[::1]:8080\"\nnodeName: worker-1\ntokenFile: /etc/ipvs-migrate/token\n\
              thresholds:\n  window: 2m\n  rate: 5\n  ratio: 0.05\n  for: 30s\n\
-             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n",
+             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n\
+             prometheusQuery: 'ALERTS{alertstate=\"firing\",node=\"worker-1\"}'\nprometheusInterval: 1m\n",
         );
         assert_eq!(c.listen.to_string(), "[::1]:8080");
         assert_eq!(c.node_name, "worker-1");
@@ -405,6 +452,11 @@ mod tests {
         assert_eq!(c.drain, Duration::ZERO);
         assert_eq!(c.reconcile_period, Duration::from_secs(5));
         assert_eq!(c.prometheus_url.as_deref(), Some("http://prometheus:9090"));
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",node=\"worker-1\"}"
+        );
+        assert_eq!(c.prometheus_interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -438,6 +490,37 @@ mod tests {
         check("drain: soon", "drain", "duration");
         check("reconcilePeriod: 0", "reconcilePeriod", "longer than 0s");
         check("prometheusUrl: prometheus:9090", "prometheusUrl", "http://");
+        check("prometheusUrl: https://p:9090", "prometheusUrl", "no TLS");
+        check(
+            "prometheusUrl: http://p:9090/?x=1",
+            "prometheusUrl",
+            "queries",
+        );
+        check(
+            "prometheusQuery: up",
+            "prometheusQuery",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusInterval: 1m",
+            "prometheusInterval",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusQuery: \"  \"",
+            "prometheusQuery",
+            "empty",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: 0s",
+            "prometheusInterval",
+            "1s or longer",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: often",
+            "prometheusInterval",
+            "duration",
+        );
         // Errors from the YAML parser: the key is found from the line it points at.
         check("thresholds:\n  rate: .nan", "thresholds.rate", "non-finite");
         check("listn: 127.0.0.1:1", "listn", "unknown field");
