@@ -7,6 +7,10 @@
 //! before the cutover, and a kernel without conntrack has no stat file); a file that does not
 //! have the kernel's layout is an error naming the file and the line. `/proc/net` is the
 //! network namespace of the reading process: the agent runs on the host network.
+//!
+//! The IPVS totals lag: the kernel sums its per-CPU counters into them from the rate
+//! estimator, every 2 s (net/netfilter/ipvs/ip_vs_est.c; seen in tests/vm/node-signals.sh).
+//! The snmp and conntrack counters are summed when the file is read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
