@@ -48,6 +48,8 @@ pub struct PhaseLabels {
 pub enum Source {
     /// Alertmanager's webhook.
     Alertmanager,
+    /// The polled Prometheus query (alerts/prom.rs).
+    Prometheus,
 }
 
 impl Source {
@@ -55,6 +57,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Alertmanager => "alertmanager",
+            Source::Prometheus => "prometheus",
         }
     }
 }
@@ -187,9 +190,11 @@ impl Metrics {
             m.webhook_refused.clone(),
         );
         // Counters with a closed label set start at 0, so rate() sees the first increase.
-        let _ = m.triggers.get_or_create(&SourceLabels {
-            source: Source::Alertmanager.as_str(),
-        });
+        for source in [Source::Alertmanager, Source::Prometheus] {
+            let _ = m.triggers.get_or_create(&SourceLabels {
+                source: source.as_str(),
+            });
+        }
         for r in [Refusal::Unauthorized, Refusal::Malformed] {
             let _ = m
                 .webhook_refused

@@ -201,6 +201,19 @@ fn every_rollback_reason_is_exported_from_zero_and_counted() {
         );
     }
     assert_eq!(RollbackReason::ALL.map(RollbackReason::as_str), names);
+    // Both trigger sources are exported from 0 too.
+    for source in ["alertmanager", "prometheus"] {
+        assert_eq!(
+            sample(
+                &t,
+                "ipvs_migrate_rollback_triggers_total",
+                &[("source", source)]
+            )
+            .as_deref(),
+            Some("0"),
+            "{source}"
+        );
+    }
 }
 
 #[test]
