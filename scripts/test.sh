@@ -48,6 +48,9 @@ bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
 bash tests/vm/ipvs-client.sh
 # The host crate's link layer: kube-ipvs0 (dummy, down) and its addresses over rtnetlink.
 bash tests/vm/host-kernel.sh
+# The node-level signal readers: IPVS totals, ICMP unreachables, TCP resets, conntrack drops
+# from the real /proc files, exact deltas after known traffic.
+bash tests/vm/node-signals.sh
 # apply / status / rollback end to end: kube-proxy's rules, pods in netns, connections counted
 # by IPVS, the dead man's switch, a conflict, a rollback that leaves nothing.
 bash tests/vm/apply-e2e.sh

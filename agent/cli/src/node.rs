@@ -128,7 +128,7 @@ pub fn probe(
     let addrs: Vec<SocketAddr> = tcp.iter().map(|(k, _)| SocketAddr::new(k.1, k.2)).collect();
     let outcomes = ipvsmig_host::probe::tcp_many(&addrs, mark, timeout);
     let mut failed = Vec::new();
-    for ((key, expect), out) in tcp.into_iter().zip(outcomes) {
+    for ((key, expect), (out, _)) in tcp.into_iter().zip(outcomes) {
         let ok = matches!(
             (&out, expect),
             (Outcome::Connected, Expect::Answer)

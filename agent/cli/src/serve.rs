@@ -73,9 +73,6 @@ async fn run(
             "no tokenFile in the configuration: the Alertmanager webhook refuses every call"
         );
     }
-    if let Some(url) = &cfg.prometheus_url {
-        tracing::warn!(%url, "prometheusUrl is set but this build does not poll Prometheus yet");
-    }
     let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
     let app = Arc::new(http::App::new(
         cfg.node_name.clone(),
@@ -98,7 +95,7 @@ async fn run(
         backend,
         cfg: cfg.clone(),
     };
-    let agent = agent::Agent::open(settings, app.metrics.clone())?;
+    let agent = agent::Agent::open(settings, Arc::clone(&app))?;
     let (inbox, agent_rx) = std::sync::mpsc::channel();
     let loop_thread = std::thread::Builder::new()
         .name("reconcile".into())

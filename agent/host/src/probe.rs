@@ -46,20 +46,28 @@ pub fn tcp(addr: SocketAddr, mark: u32, timeout: Duration) -> Outcome {
 pub const PARALLEL: usize = 32;
 
 /// [`tcp`] to every address, up to [`PARALLEL`] at a time (a round of probes that time out
-/// takes about one timeout per [`PARALLEL`] addresses, not one per address); outcomes in order.
-pub fn tcp_many(addrs: &[SocketAddr], mark: u32, timeout: Duration) -> Vec<Outcome> {
+/// takes about one timeout per [`PARALLEL`] addresses, not one per address); outcomes and how
+/// long each took, in order.
+pub fn tcp_many(addrs: &[SocketAddr], mark: u32, timeout: Duration) -> Vec<(Outcome, Duration)> {
     let mut out = Vec::with_capacity(addrs.len());
     for chunk in addrs.chunks(PARALLEL) {
         std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|a| s.spawn(move || tcp(*a, mark, timeout)))
+                .map(|a| {
+                    s.spawn(move || {
+                        let t = std::time::Instant::now();
+                        (tcp(*a, mark, timeout), t.elapsed())
+                    })
+                })
                 .collect();
             for h in handles {
-                out.push(
-                    h.join()
-                        .unwrap_or_else(|_| Outcome::Failed("probe thread panicked".into())),
-                );
+                out.push(h.join().unwrap_or_else(|_| {
+                    (
+                        Outcome::Failed("probe thread panicked".into()),
+                        Duration::ZERO,
+                    )
+                }));
             }
         });
     }
@@ -99,7 +107,7 @@ mod tests {
         addrs.insert(7, closed);
         let got = tcp_many(&addrs, 0, Duration::from_secs(2));
         assert_eq!(got.len(), 41);
-        for (i, o) in got.iter().enumerate() {
+        for (i, (o, _)) in got.iter().enumerate() {
             let want = if i == 7 {
                 Outcome::Refused
             } else {

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,11 @@ use ipvsmig_host::apply::{self, Expect, Options, Owned, Record, Report, Rollback
 use ipvsmig_host::journal::Journal;
 
 use super::alerts::Trigger;
+use super::alerts::prom::PollDedup;
 use super::config::Config;
-use super::metrics::{Metrics, NamespaceLabels, PhaseLabels, Source};
+use super::http::App;
+use super::metrics::node::RollbackReason;
+use super::metrics::{Metrics, Source};
 use super::socket::{Request, Response};
 use crate::cli::{BackendArg, Inputs};
 use crate::exit::{CliError, ExitCode};
@@ -84,7 +88,8 @@ pub struct Agent {
     owned: Owned,
     /// The last run failed or was interrupted: re-read the kernel on the next one.
     reread: bool,
-    metrics: Metrics,
+    /// The HTTP side's shared state: the metrics live there.
+    app: Arc<App>,
     /// The plan of the last successful convergence.
     plan: Option<HybridPlan>,
     /// Admitted TCP virtual servers with real servers, per namespace: what the rejection
@@ -98,8 +103,10 @@ pub struct Agent {
     firing: BTreeSet<Alert>,
     /// Who triggered the rollback the cutover machine is about to run.
     trigger_source: Option<&'static str>,
-    /// The phase label each namespace's phase gauge carries now.
-    phases: BTreeMap<String, String>,
+    /// Which polled Prometheus alerts were already triggers.
+    polled: PollDedup,
+    /// kube-proxy said it is unhealthy at the last pass (following it is paused).
+    kube_proxy_unhealthy: bool,
     /// The drain of the rollback the cutover machine is about to run, when the operator gave
     /// one.
     drain_override: Option<Duration>,
@@ -111,7 +118,7 @@ fn source_name(s: Source) -> &'static str {
 
 impl Agent {
     /// Opens the journal under its lock (another daemon or a running CLI command: exit 3).
-    pub fn open(s: Settings, metrics: Metrics) -> Result<Agent, CliError> {
+    pub fn open(s: Settings, app: Arc<App>) -> Result<Agent, CliError> {
         let o = node::open_journal(&s.state_dir, host_root(&s.inputs))?;
         let evaluator = Evaluator::new(s.cfg.thresholds.clone());
         Ok(Agent {
@@ -119,7 +126,7 @@ impl Agent {
             journal: o.journal,
             owned: o.owned,
             reread: o.interrupted || o.boot_changed,
-            metrics,
+            app,
             plan: None,
             targets: BTreeMap::new(),
             cursor: BTreeMap::new(),
@@ -128,7 +135,8 @@ impl Agent {
             evaluator,
             firing: BTreeSet::new(),
             trigger_source: None,
-            phases: BTreeMap::new(),
+            polled: PollDedup::default(),
+            kube_proxy_unhealthy: false,
             drain_override: None,
         })
     }
@@ -138,8 +146,15 @@ impl Agent {
         self.startup();
         let mut next_reconcile = Instant::now() + self.s.cfg.reconcile_period;
         let mut next_probe = Instant::now() + self.s.cfg.probe_interval;
+        let mut next_poll = Instant::now() + self.s.cfg.prometheus_interval;
         loop {
-            let wake = next_reconcile.min(next_probe);
+            let wake = next_reconcile
+                .min(next_probe)
+                .min(if self.s.cfg.prometheus_url.is_some() {
+                    next_poll
+                } else {
+                    next_reconcile
+                });
             match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(Msg::Trigger { trigger, source }) => {
@@ -154,6 +169,10 @@ impl Agent {
             if Instant::now() >= next_probe {
                 self.probe_round();
                 next_probe = Instant::now() + self.s.cfg.probe_interval;
+            }
+            if self.s.cfg.prometheus_url.is_some() && Instant::now() >= next_poll {
+                self.poll_prometheus();
+                next_poll = Instant::now() + self.s.cfg.prometheus_interval;
             }
             if Instant::now() >= next_reconcile {
                 self.reconcile();
@@ -176,6 +195,10 @@ impl Agent {
             self.feed(Event::Resume { now: unix_now() });
         }
         self.reconcile();
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.app.metrics
     }
 
     fn switch_secs(&self) -> u32 {
@@ -238,6 +261,7 @@ impl Agent {
         self.reread = r.is_err();
         match &r {
             Ok(rep) => {
+                self.app.metrics.node.observe_sync(started.elapsed());
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     ipvs_requests = rep.ipvs_requests,
@@ -253,7 +277,7 @@ impl Agent {
                 self.set_switch_gauge();
             }
             Err(e) => {
-                self.metrics.reconcile_errors.inc();
+                self.metrics().reconcile_errors.inc();
                 tracing::error!(error = %e.message, "converging failed");
             }
         }
@@ -263,9 +287,9 @@ impl Agent {
     fn set_switch_gauge(&self) {
         // (get_or_create's guard holds the family's lock: never held across remove.)
         if self.owned.namespaces.is_empty() {
-            self.metrics.switch_expires.remove(&Vec::new());
+            self.metrics().switch_expires.remove(&Vec::new());
         } else {
-            self.metrics
+            self.metrics()
                 .switch_expires
                 .get_or_create(&Vec::new())
                 .set(unix_now() as f64 + self.s.cfg.switch_timeout.as_secs_f64());
@@ -289,16 +313,76 @@ impl Agent {
             .is_some_and(|c| matches!(c.phase, Phase::Apply | Phase::Probe | Phase::Admit));
         let namespaces = self.owned.namespaces.clone();
         let exclude = self.owned.exclude.clone();
-        let _ = self.converge_to(
-            &namespaces,
-            &exclude,
-            Options {
-                graceful: true,
-                hold_admission: hold,
-                ..Options::default()
-            },
-            Duration::ZERO,
-        );
+        let opts = Options {
+            graceful: true,
+            hold_admission: hold,
+            ..Options::default()
+        };
+        // kube-proxy unhealthy: its rules may be stale, so following them is paused — the last
+        // plan is kept (admission refreshed, hooks re-asserted) until it syncs again.
+        if self.kube_proxy_unhealthy_now()
+            && let Some(plan) = self.plan.clone()
+            && plan.namespaces == namespaces
+        {
+            let _ = self.converge_plan(Some(plan), opts, Duration::ZERO);
+            return;
+        }
+        let _ = self.converge_to(&namespaces, &exclude, opts, Duration::ZERO);
+    }
+
+    /// Asks kube-proxy's healthz (when configured). Unreachable is not unhealthy: kube-proxy
+    /// may serve healthz elsewhere, and the rules themselves are what is followed.
+    fn kube_proxy_unhealthy_now(&mut self) -> bool {
+        let Some(addr) = self.s.cfg.kube_proxy_healthz else {
+            return false;
+        };
+        let unhealthy = match ipvsmig_host::kube_proxy::healthz(addr, Default::default()) {
+            // A node being drained answers 503 with nodeEligible false: the proxier is fine.
+            Ok(h) => !h.healthy && h.node_eligible != Some(false),
+            Err(e) => {
+                tracing::debug!(error = %e, "kube-proxy's healthz did not answer");
+                false
+            }
+        };
+        if unhealthy != self.kube_proxy_unhealthy {
+            if unhealthy {
+                tracing::warn!(%addr, "kube-proxy reports itself unhealthy: following its rules is paused (admission is still refreshed)");
+            } else {
+                tracing::info!(%addr, "kube-proxy is healthy again: following its rules");
+            }
+        }
+        self.kube_proxy_unhealthy = unhealthy;
+        unhealthy
+    }
+
+    /// One query of the configured Prometheus: this node's firing rollback alerts.
+    fn poll_prometheus(&mut self) {
+        let Some(url) = self.s.cfg.prometheus_url.as_deref() else {
+            return;
+        };
+        let series = match ipvsmig_host::http_get::Url::parse(url)
+            .map_err(|e| e.to_string())
+            .and_then(|u| {
+                super::alerts::prom::query(
+                    &u,
+                    &self.s.cfg.prometheus_query,
+                    super::alerts::prom::LIMITS,
+                )
+                .map_err(|e| e.to_string())
+            }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, url, "polling Prometheus failed");
+                return;
+            }
+        };
+        let node = self.s.cfg.node_name.clone();
+        let polled = self.polled.poll(&node, &series);
+        for (_, t) in polled.triggers {
+            self.metrics().trigger(Source::Prometheus);
+            tracing::warn!(alertname = %t.alertname, namespace = ?t.namespace, "rollback trigger from Prometheus");
+            self.trigger(t.namespace, &t.alertname, Source::Prometheus.as_str());
+        }
     }
 
     /// One round of the rejection-signal probes, then the built-in evaluator.
@@ -325,16 +409,16 @@ impl Agent {
         // Probes without the probe mark: they take the path every client takes.
         let outcomes = ipvsmig_host::probe::tcp_many(&addrs, 0, timeout);
         let now = unix_now_f64();
-        for ((ns, key), out) in picked.iter().zip(outcomes) {
+        match ipvsmig_host::counters::read(host_root(&self.s.inputs)) {
+            Ok(c) => self.app.metrics.node.refresh_node(&c),
+            Err(e) => tracing::debug!(error = %e, "kernel counters"),
+        }
+        for ((ns, key), (out, took)) in picked.iter().zip(outcomes) {
             let rejected = out != ipvsmig_host::probe::Outcome::Connected;
-            let l = NamespaceLabels {
-                namespace: ns.clone(),
-            };
-            self.metrics.connections.get_or_create(&l).inc();
+            self.app.metrics.probe(ns, took, rejected);
             let c = self.counts.entry(ns.clone()).or_default();
             c.0 += 1;
             if rejected {
-                self.metrics.rejected.get_or_create(&l).inc();
                 c.1 += 1;
                 tracing::debug!(namespace = %ns, vip = %SocketAddr::new(key.1, key.2), outcome = ?out, "probe rejected");
             }
@@ -357,7 +441,7 @@ impl Agent {
         let new: Vec<Alert> = firing.difference(&self.firing).cloned().collect();
         self.firing = firing;
         for a in new {
-            self.metrics.trigger(Source::Builtin);
+            self.metrics().trigger(Source::Builtin);
             let ns = match &a {
                 Alert::RejectionRate => None,
                 Alert::RejectionRatio(ns) => Some(ns.clone()),
@@ -447,9 +531,19 @@ impl Agent {
         if let Err(e) = node::persist(&mut self.journal, &self.owned, "rollback") {
             tracing::error!(error = %e.message, "journaling the rollback decision");
         }
+        self.app.metrics.node.rollback(match source {
+            "builtin" => RollbackReason::AlertBuiltin,
+            "alertmanager" => RollbackReason::Alertmanager,
+            "prometheus" => RollbackReason::Prometheus,
+            "probe" => RollbackReason::ProbeFailed,
+            "restart" => RollbackReason::Restart,
+            "operator" => RollbackReason::Operator,
+            _ => RollbackReason::ApplyFailed,
+        });
         let r = self.converge_plan(plan, Options::default(), drain);
         if r.is_ok() {
             for ns in &taken {
+                self.app.metrics.forget_phase(ns);
                 self.series.total.remove(ns);
                 self.series.rejected.remove(ns);
                 self.counts.remove(ns);
@@ -630,30 +724,14 @@ impl Agent {
         }
     }
 
-    /// `ipvs_migrate_phase_started_timestamp_seconds{namespace,phase}`: one series per
-    /// namespace of the cutover, for its current phase.
+    /// The phase gauges (`ipvs_migrate_phase`, `ipvs_migrate_phase_started_timestamp_seconds`):
+    /// one series per namespace of the cutover's current wave, at its current phase.
     fn phase_metrics(&mut self) {
         let Some(c) = &self.owned.cutover else {
             return;
         };
-        let phase = c.phase.name().to_owned();
         for ns in c.namespaces() {
-            if let Some(old) = self.phases.get(&ns)
-                && *old != phase
-            {
-                self.metrics.phase_started.remove(&PhaseLabels {
-                    namespace: ns.clone(),
-                    phase: old.clone(),
-                });
-            }
-            self.metrics
-                .phase_started
-                .get_or_create(&PhaseLabels {
-                    namespace: ns.clone(),
-                    phase: phase.clone(),
-                })
-                .set(c.since as f64);
-            self.phases.insert(ns, phase.clone());
+            self.app.metrics.set_phase(&ns, &c.phase, c.since as f64);
         }
     }
 
@@ -927,6 +1005,12 @@ fn unix_now_f64() -> f64 {
 }
 
 /// When calico-node last started (unix seconds), if it runs.
-fn calico_started(_root: &std::path::Path) -> Option<u64> {
-    None
+fn calico_started(root: &std::path::Path) -> Option<u64> {
+    match ipvsmig_host::calico::calico_node_started(root) {
+        Ok(s) => s.map(|s| s.started),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading calico-node's start time");
+            None
+        }
+    }
 }

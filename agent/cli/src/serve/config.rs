@@ -25,6 +25,9 @@ pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Default time a cutover's verification probes a wave's VIPs before admitting traffic.
 pub const DEFAULT_VERIFY: Duration = Duration::from_secs(10);
+/// Default period of the Prometheus query: Prometheus evaluates rules every 15 s to 1 m
+/// (`evaluation_interval`, default 1m), so polling faster finds nothing new.
+pub const DEFAULT_PROMETHEUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The configuration the daemon runs with (defaults filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +46,7 @@ pub struct Config {
     pub drain: Duration,
     /// Reconcile loop period.
     pub reconcile_period: Duration,
-    /// Prometheus server to poll for the rejection signal (not used yet).
+    /// Prometheus server to poll for the rejection signal (`http://` only).
     pub prometheus_url: Option<String>,
     /// Interval between two rounds of the rejection-signal probes.
     pub probe_interval: Duration,
@@ -58,6 +61,12 @@ pub struct Config {
     pub node_ips: Vec<std::net::IpAddr>,
     /// kube-proxy's configuration file (as `--kube-proxy-config`).
     pub kube_proxy_config: Option<PathBuf>,
+    /// kube-proxy's healthz server (a loopback address); `None`: not asked.
+    pub kube_proxy_healthz: Option<SocketAddr>,
+    /// The instant-vector expression polled (default: this node's firing rollback alerts).
+    pub prometheus_query: String,
+    /// How often it is polled.
+    pub prometheus_interval: Duration,
 }
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
@@ -79,6 +88,9 @@ struct Raw {
     #[serde(rename = "nodeIPs")]
     node_ips: Option<Vec<Scalar>>,
     kube_proxy_config: Option<Scalar>,
+    kube_proxy_healthz: Option<Scalar>,
+    prometheus_query: Option<Scalar>,
+    prometheus_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,13 +257,19 @@ pub fn parse(
     }
     let prometheus_url = match raw.prometheus_url {
         None => None,
-        Some(Scalar(s)) if s.starts_with("http://") || s.starts_with("https://") => Some(s),
-        Some(Scalar(s)) => {
-            return Err(bad(
-                "prometheusUrl",
-                format!("{s:?} is not an http:// or https:// URL"),
-            ));
-        }
+        Some(Scalar(s)) => match ipvsmig_host::http_get::Url::parse(&s) {
+            Ok(_) => Some(s),
+            Err(e) => {
+                let why = match e {
+                    ipvsmig_host::http_get::HttpError::Url { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(bad(
+                    "prometheusUrl",
+                    format!("{s:?} is not an http:// URL: {why}"),
+                ));
+            }
+        },
     };
     let probe_interval = duration("probeInterval", raw.probe_interval, DEFAULT_PROBE_INTERVAL)?;
     if probe_interval.is_zero() {
@@ -295,11 +313,47 @@ pub fn parse(
                 .map_err(|_| bad("nodeIPs", format!("{s:?} is not an IP address")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let kube_proxy_healthz = match raw.kube_proxy_healthz {
+        None => Some(SocketAddr::from((
+            [127, 0, 0, 1],
+            ipvsmig_host::kube_proxy::HEALTHZ_PORT,
+        ))),
+        Some(Scalar(s)) if s.trim().is_empty() => None,
+        Some(Scalar(s)) => match parse_listen(&s) {
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(_) => return Err(bad("kubeProxyHealthz", "must be a loopback address")),
+            Err(m) => return Err(bad("kubeProxyHealthz", m)),
+        },
+    };
     let kube_proxy_config = match raw.kube_proxy_config {
         Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("kubeProxyConfig", "is empty")),
         Some(Scalar(s)) => Some(PathBuf::from(s)),
         None => None,
     };
+    // Query and interval mean nothing without a server: a forgotten URL is a mistake to report.
+    if prometheus_url.is_none() {
+        for (key, set) in [
+            ("prometheusQuery", raw.prometheus_query.is_some()),
+            ("prometheusInterval", raw.prometheus_interval.is_some()),
+        ] {
+            if set {
+                return Err(bad(key, "is set but prometheusUrl is not"));
+            }
+        }
+    }
+    let prometheus_query = match raw.prometheus_query {
+        None => super::alerts::prom::default_query(&node_name),
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("prometheusQuery", "is empty")),
+        Some(Scalar(s)) => s.trim().to_owned(),
+    };
+    let prometheus_interval = duration(
+        "prometheusInterval",
+        raw.prometheus_interval,
+        DEFAULT_PROMETHEUS_INTERVAL,
+    )?;
+    if prometheus_interval < Duration::from_secs(1) {
+        return Err(bad("prometheusInterval", "must be 1s or longer"));
+    }
     Ok(Config {
         listen,
         node_name,
@@ -315,6 +369,9 @@ pub fn parse(
         builtin_evaluator,
         node_ips,
         kube_proxy_config,
+        kube_proxy_healthz,
+        prometheus_query,
+        prometheus_interval,
     })
 }
 
@@ -439,6 +496,16 @@ mod tests {
         assert!(c.builtin_evaluator);
         assert!(c.node_ips.is_empty());
         assert_eq!(c.kube_proxy_config, None);
+        assert_eq!(
+            c.kube_proxy_healthz.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:10256")
+        );
+        assert_eq!(ok("kubeProxyHealthz: \"\"").kube_proxy_healthz, None);
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",ipvs_migrate_rollback=\"true\",node=\"host-a\"}"
+        );
+        assert_eq!(c.prometheus_interval, DEFAULT_PROMETHEUS_INTERVAL);
     }
 
     #[test]
@@ -472,7 +539,8 @@ mod tests {
              thresholds:\n  window: 2m\n  rate: 5\n  ratio: 0.05\n  for: 30s\n\
              soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n\
              probeInterval: 2s\nswitchTimeout: 30s\nverify: 20s\nbuiltinEvaluator: false\n\
-             nodeIPs: [10.0.0.5, \"fd00::5\"]\nkubeProxyConfig: /etc/kp.yaml\n",
+             nodeIPs: [10.0.0.5, \"fd00::5\"]\nkubeProxyConfig: /etc/kp.yaml\n\
+             prometheusQuery: 'ALERTS{alertstate=\"firing\",node=\"worker-1\"}'\nprometheusInterval: 1m\n",
         );
         assert_eq!(c.probe_interval, Duration::from_secs(2));
         assert_eq!(c.switch_timeout, Duration::from_secs(30));
@@ -502,6 +570,11 @@ mod tests {
         assert_eq!(c.drain, Duration::ZERO);
         assert_eq!(c.reconcile_period, Duration::from_secs(5));
         assert_eq!(c.prometheus_url.as_deref(), Some("http://prometheus:9090"));
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",node=\"worker-1\"}"
+        );
+        assert_eq!(c.prometheus_interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -548,6 +621,47 @@ mod tests {
         );
         check("nodeIPs: [10.0.0.300]", "nodeIPs", "not an IP");
         check("kubeProxyConfig: \"\"", "kubeProxyConfig", "empty");
+        check(
+            "kubeProxyHealthz: 10.0.0.1:10256",
+            "kubeProxyHealthz",
+            "loopback",
+        );
+        check(
+            "kubeProxyHealthz: localhost",
+            "kubeProxyHealthz",
+            "not an address",
+        );
+        check("prometheusUrl: https://p:9090", "prometheusUrl", "no TLS");
+        check(
+            "prometheusUrl: http://p:9090/?x=1",
+            "prometheusUrl",
+            "queries",
+        );
+        check(
+            "prometheusQuery: up",
+            "prometheusQuery",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusInterval: 1m",
+            "prometheusInterval",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusQuery: \"  \"",
+            "prometheusQuery",
+            "empty",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: 0s",
+            "prometheusInterval",
+            "1s or longer",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: often",
+            "prometheusInterval",
+            "duration",
+        );
         // Errors from the YAML parser: the key is found from the line it points at.
         check("thresholds:\n  rate: .nan", "thresholds.rate", "non-finite");
         check("listn: 127.0.0.1:1", "listn", "unknown field");
