@@ -242,7 +242,7 @@ groups:
 EOF
 # (A reload rebuilds the notifier's Alertmanager set: an alert fired before it is rediscovered
 # is dropped and sent again only after --rules.alert.resend-delay, 1 m by default, 1 s here.)
-kill -HUP "$prom_pid"
+kill -HUP "$prom_pid" || not_ok "Prometheus (pid $prom_pid) is still running for the reload"
 check "Prometheus fires the probe alert after a reload (ALERTS{alertname=\"TransportProbe\",alertstate=\"firing\"})" \
   "wait_until 30 promq_is 'ALERTS{alertname=\"TransportProbe\",alertstate=\"firing\"}' 1"
 check "Prometheus -> Alertmanager -> webhook: the agent counted the probe alert as a second trigger" \
