@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md documents it and .ci/run calls it.
 # Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct,
-# promtool (Debian's prometheus package, its service not started), and
+# promtool and prometheus (Debian's prometheus package), prometheus-alertmanager (their services
+# not started: scripts/apt-install.sh), curl and jq, and
 # for the VM test bed qemu-system-x86 plus the Debian packages of the guest (tests/vm/).
 # Tests that change iptables run only in network namespaces they create themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool; do
+for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool prometheus-alertmanager curl jq; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if ((${#need[@]})); then
@@ -19,13 +20,10 @@ if ((${#need[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux >/dev/null
-  if ! command -v promtool >/dev/null 2>&1; then
-    # promtool comes with Debian's prometheus package; keep apt from starting the server.
-    policy=/usr/sbin/policy-rc.d
-    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  fi
+  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux curl jq >/dev/null
+  # promtool comes with Debian's prometheus package; the alerting suite also runs prometheus and
+  # prometheus-alertmanager itself (tests/vm/alerting-e2e.sh): apt must not start their services.
+  bash scripts/apt-install.sh prometheus prometheus-alertmanager
 fi
 
 # Every suite must run: a test that cannot (no root, a tool missing) fails instead of skipping.
@@ -48,11 +46,19 @@ bash tests/vm/preflight-probe.sh target/debug/ipvs-migrate
 bash tests/vm/ipvs-client.sh
 # The host crate's link layer: kube-ipvs0 (dummy, down) and its addresses over rtnetlink.
 bash tests/vm/host-kernel.sh
+# The node-level signal readers: IPVS totals, ICMP unreachables, TCP resets, conntrack drops
+# from the real /proc files, exact deltas after known traffic.
+bash tests/vm/node-signals.sh
 # apply / status / rollback end to end: kube-proxy's rules, pods in netns, connections counted
 # by IPVS, the dead man's switch, a conflict, a rollback that leaves nothing.
 bash tests/vm/apply-e2e.sh
 # finalize end to end: refused while kube-proxy answers `iptables` (nothing changes), then with a
 # stand-in for IPVS-mode kube-proxy: exactly the IPVS-mode state left, no client failure.
 bash tests/vm/finalize-e2e.sh
+bash tests/vm/cutover-e2e.sh
+# serve in the VM behind a real Prometheus (short-window rules/) and Alertmanager on loopback,
+# reached only through forwarded ports (qemu user networking, restrict=on): scrape, webhook,
+# token, deduplication, and the guest's isolation.
+bash tests/vm/alerting-e2e.sh target/debug/ipvs-migrate
 
 cargo test --workspace --locked --no-fail-fast

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use ipvsmig_clustergen::{Cluster, Node, ServicePortSpec, render};
 use ipvsmig_engine::inventory::{IpFamily, Protocol};
 
-#[path = "common/vm.rs"]
-mod vm;
-use vm::*;
+#[path = "vmkit/mod.rs"]
+mod vmkit;
+use vmkit::*;
 
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {

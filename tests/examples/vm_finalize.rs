@@ -10,9 +10,12 @@
 //! `ipvs`. finalize must then leave exactly the IPVS-mode state — no iptables-mode leftovers
 //! (the chain list is kube-proxy's iptables `CleanupLeftovers`, not our selector), nothing
 //! named IPVSMIG, IPVS and kube-ipvs0 as the plan of the rules saved before — while a client
-//! keeps connecting to the services without a single failure.
+//! keeps connecting to the services without a single failure. On the legacy backend finalize
+//! runs in the CLI; on nft the `serve` daemon runs from before the dry run (holding the
+//! journal's lock, reconciling `shop` after the switch) and finalize is handed to it over its
+//! socket (DESIGN.md "Who runs it"), with the same checks.
 //!
-//! Modes: `legacy` / `nft` (the suite), `serve`/`get` (vm common), `loop SECS ADDR...` (connect
+//! Modes: `legacy` / `nft` (the suite), `serve`/`get` (vmkit), `loop SECS ADDR...` (connect
 //! round-robin for SECS seconds; prints `ok N fail M` and the failures).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -26,9 +29,9 @@ use std::time::{Duration, Instant};
 use ipvsmig_engine::inventory::{DumpInput, IpFamily, Protocol, SourceKind};
 use ipvsmig_engine::plan::{IpvsPlan, PlanOptions, full};
 
-#[path = "common/vm.rs"]
-mod vm;
-use vm::*;
+#[path = "vmkit/mod.rs"]
+mod vmkit;
+use vmkit::*;
 
 /// kube-proxy iptables mode's chains that its `CleanupLeftovers` deletes and IPVS mode never
 /// writes (pkg/proxy/iptables/proxier.go; kube-proxy-facts.md §1.1, §2.5): none may survive.
@@ -367,6 +370,24 @@ fn suite() -> i32 {
         &format!("{cm}\n{ds}\n{patch}"),
     );
 
+    // On nft the daemon runs from here on, holding the journal's lock: finalize is handed to
+    // it. Its reconcile period is long: a daemon that follows kube-proxy's rules after the
+    // switch plans from IPVS mode's rules and removes the migrated virtual servers (a known gap
+    // of the reconcile loop, which does not yet stop following when /proxyMode leaves
+    // `iptables`; docs/finalize.md) — so here it reconciles once, at its start, before the
+    // switch.
+    let via_daemon = be() == "nft";
+    let mut daemon = None;
+    if via_daemon {
+        let d = start_daemon(&s, &p("serve.yaml"), "1h", "3h", &p("serve.log"));
+        s.check(
+            "the daemon starts and listens on its socket",
+            d.is_some(),
+            &sh(&format!("tail -30 {}", p("serve.log"))).1,
+        );
+        daemon = d;
+    }
+
     // kube-proxy restarts in IPVS mode on this node.
     load_ipvs_mode(&plan, &expected_ipvsadm, &dir);
     *mode.lock().unwrap() = "ipvs".into();
@@ -377,13 +398,21 @@ fn suite() -> i32 {
         bad.is_empty(),
         &bad.join("\n"),
     );
-    let standin = node_state();
+    // With the daemon, finalize takes no input options: it plans from its configuration and
+    // the rules kept before the switch.
+    let common_real = if via_daemon {
+        format!("--iptables-backend {}", be())
+    } else {
+        common.clone()
+    };
+    // Admission entries' remaining timeouts count down (the daemon gave them one): not a change.
+    let standin = without_timeouts(&node_state());
     let ipvs_rules_before = ipvs_chain_rules();
     let sets_before = kube_sets();
 
     let (rc, out) = s.migrate(&format!("finalize --dry-run {common}"));
     show("finalize --dry-run", &out);
-    let now = node_state();
+    let now = without_timeouts(&node_state());
     s.check(
         "finalize --dry-run lists our chains and sets, the hand-over and the leftovers, and changes nothing",
         rc == 0 && out.contains("IPVSMIG-ADMITTED") && out.contains("KUBE-SVC-") && out.contains("KUBE-EXTERNAL-SERVICES")
@@ -409,11 +438,20 @@ fn suite() -> i32 {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let (rc, out) = s.migrate(&format!("finalize {common}"));
+    let (rc, out) = s.migrate(&format!("finalize {common_real}"));
     show("finalize", &out);
     s.check(
-        "kube-proxy answers `ipvs` and IPVS holds the plan: finalize succeeds",
-        rc == 0 && out.contains("Finalized"),
+        &format!(
+            "kube-proxy answers `ipvs` and IPVS holds the plan: finalize succeeds{}",
+            if via_daemon {
+                ", run by the daemon"
+            } else {
+                ""
+            }
+        ),
+        rc == 0
+            && out.contains("Finalized")
+            && out.contains("handing the request to the daemon") == via_daemon,
         &out,
     );
     let loop_out = String::from_utf8_lossy(&client.wait_with_output().unwrap().stdout).into_owned();
@@ -529,20 +567,95 @@ fn suite() -> i32 {
         st.contains("Finalized") && stj.contains("\"finalized\": true"),
         &format!("{st}\n{stj}"),
     );
-    let (rc, out) = s.migrate(&format!("apply --namespace other --no-watch {common}"));
+    let apply = if via_daemon {
+        format!("apply --namespace other {common_real}")
+    } else {
+        format!("apply --namespace other --no-watch {common}")
+    };
+    let (rc, out) = s.migrate(&apply);
     s.check(
         "apply on a finalized node is refused (exit 2)",
         rc == 2 && out.contains("finalized"),
         &out,
     );
-    let (rc, out) = s.migrate(&format!("finalize {common}"));
+    let (rc, out) = s.migrate(&format!("finalize {common_real}"));
     s.check(
         "finalize again: already finalized (exit 0), nothing to do",
         rc == 0 && out.contains("Finalized"),
         &out,
     );
+    if let Some(mut d) = daemon {
+        // Restarted with a short period: finalized, the daemon owns nothing, so its start and
+        // the reconcile passes after it change nothing.
+        let _ = d.kill();
+        let _ = d.wait();
+        let now = node_state();
+        let d = start_daemon(&s, &p("serve2.yaml"), "2s", "6s", &p("serve2.log"));
+        std::thread::sleep(Duration::from_secs(5));
+        let later = node_state();
+        s.check(
+            "a daemon started on the finalized node reconciles nothing (the node unchanged 5 s later)",
+            d.is_some() && later == now,
+            &format!(
+                "{}\n{}",
+                first_diff(&now, &later),
+                sh(&format!("tail -30 {}", p("serve2.log"))).1
+            ),
+        );
+        if let Some(mut d) = d {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
 
     s.finish("vm-finalize", "ipvsadm -C; ip link del kube-ipvs0")
+}
+
+/// `state` with the remaining time of ipset entries (`... timeout N`) cut off.
+fn without_timeouts(state: &str) -> String {
+    state
+        .lines()
+        .map(|l| l.split(" timeout ").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `serve` on the nft backend with `config` (this suite's node IPs, the given reconcile period
+/// and switch timeout), logging to `log`; `None` when its socket did not come up in 20 s.
+fn start_daemon(
+    s: &Suite,
+    config: &str,
+    period: &str,
+    switch: &str,
+    log: &str,
+) -> Option<std::process::Child> {
+    std::fs::write(
+        config,
+        format!(
+            "listen: 127.0.0.1:9964\nnodeName: vm-node\nreconcilePeriod: {period}\nswitchTimeout: {switch}\n\
+             nodeIPs: [192.168.0.2, \"fd00:192:168::2\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(&s.bin)
+        .args(["serve", "--config", config, "--state-dir", &s.state])
+        .args(["--iptables-backend", "nft", "-v"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("serve");
+    let sock = std::path::Path::new(&s.state).join("agent.sock");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    if up {
+        Some(child)
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
 }
 
 fn main() {

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 example=${1:?usage: e2e-example.sh EXAMPLE}
-cargo build -q -p ipvs-migrate -p ipvsmig-tests --example "$example"
+cargo build -q -p ipvs-migrate --bin ipvs-migrate  # the binary the guest runs
+cargo build -q -p ipvsmig-tests --example "$example"
 dir=$(realpath target/debug)
 tests/vm/ipvs-vm.sh run --share-ro "$dir" --share-ro "$dir/examples" \
   --modprobe ip_vs --modprobe ip_vs_rr --modprobe ip_vs_wrr --modprobe veth \

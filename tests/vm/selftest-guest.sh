@@ -123,6 +123,12 @@ t_hostbin() {  # a dynamically linked glibc program built on the host (libcrypt 
 }
 check "dynamically linked host binary ($share/hello) runs" t_hostbin
 
+t_no_nic() {  # without --forward, qemu runs with -nic none: no link backed by a device
+  # (virtual links such as lo, dummy0, veth have no /sys/class/net/X/device)
+  ls -l /sys/class/net && [ -z "$(ls -d /sys/class/net/*/device 2>/dev/null)" ]
+}
+check "no network device (run without --forward: -nic none)" t_no_nic
+
 t_share() { echo "guest-was-here $(uname -r)" > "$share/guest-wrote.txt" && ! touch "$here/.ro-probe" 2>/dev/null; }
 check "read-write share is writable, read-only share is not" t_share
 

@@ -5,7 +5,7 @@
 # connection through the VIP, and runs a dynamically linked program built here with gcc.
 #
 #   tests/vm/selftest.sh              # ensure + one boot; exit 0 only if every check passed
-#   tests/vm/selftest.sh --extended   # + 3 short boots checking the harness itself: exit status
+#   tests/vm/selftest.sh --extended   # + 3 short boots checking the harness itself (and a usage error): exit status
 #                                     #   propagation, stdout/stderr separation, timeout, boot failure
 # shellcheck disable=SC2016 # the --extended check commands are single-quoted for eval, on purpose
 set -euo pipefail
@@ -66,6 +66,9 @@ if [ -n "$extended" ]; then
   ext "a guest that cannot set up is reported as a boot failure (exit 125)" 125 \
     'grep -q "BOOT FAILURE" "$work/ext.err"' \
     -- --modprobe no_such_module -- true
+  ext "a malformed --forward is a usage error (exit 2)" 2 \
+    'grep -q "HOSTPORT:GUESTPORT" "$work/ext.err"' \
+    -- --forward 70000:80 -- true
 fi
 T4=$(now)
 

@@ -221,7 +221,8 @@ pub enum Command {
         /// Show what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Apply without a daemon (required in this build): admission entries get no timeout
+        /// Apply without a daemon (when `serve` runs, apply is handed to it and watched; without
+        /// one, this flag is required): admission entries get no timeout
         /// (no dead man's switch) and nothing follows kube-proxy afterwards — real servers stay
         /// as they were at apply time (re-run apply after endpoint changes), services created
         /// or deleted later are not followed (a deleted service's ClusterIP stays captured until
@@ -229,15 +230,22 @@ pub enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Staged cutover with soak and automatic rollback. [not in this build yet: exits 69]
+    /// Staged cutover, run by the `serve` daemon (exit 69 when none runs): per wave, the
+    /// preflight gate (a blocker stops it unless `--allow`ed, which the journal records), prepare
+    /// (kube-ipvs0; on Calico nodes wait for calico-node to restart), apply with admission for
+    /// the agent's probes only, verification of every VIP through IPVS, admission of all
+    /// traffic, soak while watched; the next wave after the soak. Any rollback trigger (the
+    /// built-in evaluator, Alertmanager, a failed probe) takes the wave back by itself. Returns
+    /// when the first wave soaks (or stopped); `status` follows it.
     Cutover {
         /// Namespaces (repeatable or comma-separated).
         #[arg(long = "namespace", value_delimiter = ',', value_name = "NS")]
         namespaces: Vec<String>,
-        /// Waves file (namespace groups, in order).
-        #[arg(long, value_name = "FILE")]
+        /// Waves file (YAML: `waves: [{namespaces: [a, b]}, {namespaces: [c]}]`), instead of
+        /// --namespace.
+        #[arg(long, value_name = "FILE", conflicts_with = "namespaces")]
         waves: Option<PathBuf>,
-        /// Soak time per wave (e.g. 10m).
+        /// Soak time per wave (e.g. 10m; default: the daemon's `soak`).
         #[arg(long, value_name = "DUR")]
         soak: Option<String>,
         /// Proceed despite a blocker finding (recorded in the journal).
@@ -285,8 +293,9 @@ pub enum Command {
     /// command). Then, only if kube-proxy's /proxyMode says `ipvs` and the node's IPVS holds the
     /// full IPVS-mode plan of the same INPUTS: removes ipvs-migrate's rules and sets, hands its
     /// virtual servers, addresses, kube-ipvs0 and sysctls over to kube-proxy (not deleted), and
-    /// removes kube-proxy's iptables-mode leftovers (not what IPVS mode uses). Exit 0 finalized,
-    /// 1 refused (nothing changed), 3 a step failed (the journal says what was done).
+    /// removes kube-proxy's iptables-mode leftovers (not what IPVS mode uses). Run by the `serve`
+    /// daemon when it runs (it holds the journal's lock); `--dry-run` runs here. Exit 0
+    /// finalized, 1 refused (nothing changed), 3 a step failed (the journal says what was done).
     Finalize {
         #[command(flatten)]
         inputs: Inputs,
@@ -294,7 +303,8 @@ pub enum Command {
         /// change nothing (exit 1 if finalize would refuse).
         #[arg(long)]
         dry_run: bool,
-        /// kube-proxy's metrics endpoint (plain HTTP); its /proxyMode tells the mode it runs in.
+        /// kube-proxy's metrics endpoint on loopback (plain HTTP); its /proxyMode tells the mode it
+        /// runs in.
         #[arg(long, value_name = "URL", default_value = crate::finalize::proxy_mode::DEFAULT_URL)]
         kube_proxy_metrics: String,
         /// Write the switch's manifests into this directory.
@@ -312,11 +322,12 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Run the node agent: HTTP health and readiness (of the agent, never the node's
-    /// verdict), Prometheus metrics, the journal's status as JSON, and the Alertmanager webhook
-    /// (bearer token) that turns rollback alerts for this node into triggers (docs/serve.md).
-    /// [partial: the reconcile loop that acts on triggers, probes and refreshes the dead man's
-    /// switch is not in this build yet — a trigger is logged, nothing is rolled back]
+    /// Run the node agent (docs/serve.md): the reconcile loop that owns the node's migration
+    /// (follows kube-proxy's endpoints and services, refreshes the dead man's switch, re-asserts
+    /// the admission hooks, probes the migrated VIPs and rolls a namespace back on a rejection
+    /// alert), the local socket `apply`/`rollback`/`cutover`/`finalize` hand requests to, and HTTP: health
+    /// and readiness (of the agent, never the node's verdict), Prometheus metrics, the status
+    /// as JSON, and the Alertmanager webhook (bearer token).
     Serve {
         /// Listen address (overrides the config's `listen`; default 127.0.0.1:9964).
         #[arg(long, value_name = "ADDR")]

@@ -484,10 +484,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             drain,
             dry_run,
         } => {
-            let drain = match drain {
-                Some(d) => crate::migrate::duration(d)?,
-                None => crate::migrate::DEFAULT_DRAIN,
-            };
+            let drain = drain.as_deref().map(crate::migrate::duration).transpose()?;
             crate::migrate::rollback_cmd(
                 &cli.common.state_dir,
                 i,
@@ -500,9 +497,26 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             )
         }
         Command::Status { output } => crate::migrate::status_cmd(&cli.common.state_dir, *output),
-        Command::Serve { listen, config } => {
-            crate::serve::serve_cmd(&cli.common.state_dir, listen.as_deref(), config.as_deref())
-        }
+        Command::Serve { listen, config } => crate::serve::serve_cmd(
+            &cli.common.state_dir,
+            cli.common.iptables_backend,
+            listen.as_deref(),
+            config.as_deref(),
+        ),
+        Command::Cutover {
+            namespaces,
+            waves,
+            soak,
+            allow,
+            dry_run,
+        } => crate::waves::cutover_cmd(
+            &cli.common.state_dir,
+            namespaces,
+            waves.as_deref(),
+            soak.as_deref(),
+            allow,
+            *dry_run,
+        ),
         Command::Finalize {
             inputs: i,
             dry_run,
@@ -524,7 +538,6 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 output: *output,
             },
         ),
-        Command::Cutover { .. } => Err(unavailable("cutover", 6)),
         Command::Fleet { .. } => Err(unavailable("fleet", 7)),
     }
 }

@@ -27,6 +27,23 @@ impl ExitCode {
         self as u8
     }
 
+    /// The code for a number (an answer from the daemon); unknown numbers are operation
+    /// failures.
+    pub fn from_code(n: u8) -> ExitCode {
+        [
+            ExitCode::Ok,
+            ExitCode::NotReady,
+            ExitCode::Usage,
+            ExitCode::OperationFailed,
+            ExitCode::DataErr,
+            ExitCode::NoInput,
+            ExitCode::Unavailable,
+        ]
+        .into_iter()
+        .find(|c| c.code() == n)
+        .unwrap_or(ExitCode::OperationFailed)
+    }
+
     /// Stable name used in JSON errors.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,8 +3,10 @@
 //! unless kube-proxy's `/proxyMode` says `ipvs` (`finalize/proxy_mode.rs`) and the node's IPVS
 //! holds the full IPVS-mode plan of the same INPUTS (`plan::adoption`); only then, under the
 //! journal's lock, removes the agent's admission, hands the rest over and removes kube-proxy's
-//! iptables-mode leftovers (`ipvsmig_host::finalize`). Knows no Kubernetes API: the manifests
-//! are for the operator to apply.
+//! iptables-mode leftovers (`ipvsmig_host::finalize`). When the `serve` daemon runs it holds
+//! the journal's lock, so a real finalize is handed to it over its socket and runs there
+//! ([`finalize`] with the daemon's journal and owned state; serve/agent.rs); a dry run only
+//! reads and stays here. Knows no Kubernetes API: the manifests are for the operator to apply.
 
 pub mod proxy_mode;
 mod report;
@@ -18,18 +20,19 @@ use ipvsmig_engine::plan::switch::{self, Manifests, SwitchOptions};
 use ipvsmig_engine::plan::{adoption, kube_proxy_config};
 use ipvsmig_host::apply::{self, Owned, Record};
 use ipvsmig_host::finalize::{self as host, Survey};
-use ipvsmig_host::journal::{Journal, boot_id};
+use ipvsmig_host::journal::Journal;
 use ipvsmig_host::restore::IptablesRestore;
 
 use crate::cli::{BackendArg, Format, Inputs};
 use crate::exit::{CliError, ExitCode};
 use crate::inputs;
-use crate::migrate::{
-    JournalLog, full_plan, host_root, iptables_for, ipvs_error, journal_err, open_links,
-    read_owned, replay, unavailable,
+use crate::migrate::{hand_to_daemon, read_owned};
+use crate::node::{
+    self, JournalLog, full_plan, host_root, iptables_for, ipvs_error, open_links, unavailable,
 };
+use crate::serve::socket::{self, Request};
 use proxy_mode::ProxyMode;
-use report::{FinalizeDoc, leftover_docs, report};
+use report::{FinalizeDoc, leftover_docs, render};
 
 /// What `status` prints for a finalized node.
 pub const STATUS_FINALIZED: &str = "Finalized: kube-proxy in IPVS mode runs this node. ipvs-migrate owns nothing here any more (its rules and sets are gone; the virtual servers, kube-ipvs0 with its addresses and the IPVS sysctls were handed over to kube-proxy).";
@@ -256,39 +259,108 @@ fn plan_inputs(
     })
 }
 
-/// `finalize`.
+/// What a finalize run prints and how it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The report (text or JSON) for stdout.
+    pub stdout: String,
+    /// The exit code when it did not refuse (a dry run that would refuse: 1).
+    pub code: ExitCode,
+    /// Why it refused (exit 1, nothing changed), for stderr.
+    pub refusal: Option<String>,
+}
+
+/// `finalize`: handed to the daemon when one runs (a real run needs the journal's lock, which
+/// the daemon holds), else run here under the lock; a dry run reads without the lock, here.
 pub fn finalize_cmd(
     state_dir: &Path,
     i: &Inputs,
     backend: BackendArg,
     a: &FinalizeArgs<'_>,
 ) -> Result<ExitCode, CliError> {
-    let (host, port) =
-        proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
-    // A real run holds the journal's lock from before its checks until the hand-over is
-    // journaled, so no apply or rollback can change the node in between; a dry run only reads.
-    let mut locked = None;
-    let (mut owned, interrupted) = if a.dry_run {
-        let (o, _, fail) = read_owned(state_dir, i)?;
-        (o, fail.is_some())
+    proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    if !a.dry_run {
+        // The daemon plans from the node's live rules and its own configuration; the rules
+        // saved before the switch are the one input it takes from the request (a path, read
+        // by the daemon: absolute, as its working directory is not ours).
+        let abs = |p: &Option<PathBuf>| -> Result<Option<PathBuf>, CliError> {
+            p.as_deref()
+                .map(|p| {
+                    std::path::absolute(p).map_err(|e| {
+                        CliError::new(ExitCode::NoInput, format!("{}: {e}", p.display()))
+                    })
+                })
+                .transpose()
+        };
+        let req = Request::Finalize {
+            kube_proxy_metrics: a.metrics_url.to_owned(),
+            manifests: abs(&a.manifests.map(Path::to_path_buf))?,
+            node_name: a.node_name.map(str::to_owned),
+            kube_proxy_image: a.kube_proxy_image.map(str::to_owned),
+            iptables_save: abs(&i.iptables_save)?,
+            ip6tables_save: abs(&i.ip6tables_save)?,
+            json: a.output == Format::Json,
+        };
+        let without_dumps = Inputs {
+            iptables_save: None,
+            ip6tables_save: None,
+            ..i.clone()
+        };
+        if let Some(resp) = hand_to_daemon(state_dir, &without_dumps, &req)? {
+            return socket::finish(resp);
+        }
+    }
+    let f = if a.dry_run {
+        let (mut owned, _, fail) = read_owned(state_dir, i)?;
+        finalize(state_dir, i, backend, a, None, &mut owned, fail.is_some())?
     } else {
-        let boot = boot_id(host_root(i))
-            .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
-        let (journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
-        locked = Some(journal);
-        let (o, interrupted, fail) = replay(opened.snapshot, opened.records);
-        (o, interrupted || fail.is_some())
+        // Held from before the checks until the hand-over is journaled, so no apply or
+        // rollback can change the node in between.
+        let mut o = node::open_journal(state_dir, host_root(i))?;
+        finalize(
+            state_dir,
+            i,
+            backend,
+            a,
+            Some(&mut o.journal),
+            &mut o.owned,
+            o.interrupted,
+        )?
     };
+    crate::commands::write_out(&f.stdout)?;
+    match f.refusal {
+        Some(why) => Err(CliError::new(ExitCode::NotReady, why)),
+        None => Ok(f.code),
+    }
+}
+
+/// Finalize with `journal` (held by the caller; `None`: a dry run, which changes nothing) and
+/// the `owned` state it replays to, `interrupted` when the last run did not end. In the CLI
+/// and in the daemon (serve/agent.rs), which passes its own journal and owned state.
+pub fn finalize(
+    state_dir: &Path,
+    i: &Inputs,
+    backend: BackendArg,
+    a: &FinalizeArgs<'_>,
+    journal: Option<&mut Journal<Record>>,
+    owned: &mut Owned,
+    interrupted: bool,
+) -> Result<Finished, CliError> {
+    let metrics =
+        proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
     // Finalized and complete: nothing to do. A finalize that stopped after the hand-over (a
     // leftover table's restore failed, say) is finished by running it again.
     if owned.finalized && !interrupted {
-        println!("{STATUS_FINALIZED}");
-        return Ok(ExitCode::Ok);
+        return Ok(Finished {
+            stdout: format!("{STATUS_FINALIZED}\n"),
+            code: ExitCode::Ok,
+            refusal: None,
+        });
     }
     let node = node_name(a, i);
-    let mode = proxy_mode::query(&host, port, Duration::from_secs(3));
+    let mode = proxy_mode::query(metrics, Duration::from_secs(3));
     let mut notes = Vec::new();
-    let i = &plan_inputs(state_dir, i, backend, &owned, &mode, a.dry_run, &mut notes)?;
+    let i = &plan_inputs(state_dir, i, backend, owned, &mode, a.dry_run, &mut notes)?;
     let (inv, _, plan) = full_plan(i, backend)?;
     if plan.virtual_servers.is_empty() {
         return Err(CliError::new(
@@ -360,8 +432,9 @@ pub fn finalize_cmd(
         ProxyMode::NoAnswer(why) => format!("no answer: {why}"),
     };
     let refused = refusal(&mode, &doc.state_differences, &node, a.metrics_url);
-    if a.dry_run {
-        let mut ipt = iptables_for(&owned, backend)?;
+    let Some(journal) = journal else {
+        // The dry run: what would be removed, read from the kernel.
+        let mut ipt = iptables_for(owned, backend)?;
         let mut sets =
             ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
         let s: Survey = host::survey(&mut ipt, &mut sets);
@@ -373,34 +446,29 @@ pub fn finalize_cmd(
         doc.sets = s.sets;
         doc.leftovers = leftover_docs(&s.leftovers);
         doc.outcome = "dry-run";
-        report(&doc, a.output, &text, refused.as_deref())?;
-        return Ok(if refused.is_some() {
-            ExitCode::NotReady
-        } else {
-            ExitCode::Ok
+        return Ok(Finished {
+            stdout: render(&doc, a.output, &text, refused.as_deref())?,
+            code: if refused.is_some() {
+                ExitCode::NotReady
+            } else {
+                ExitCode::Ok
+            },
+            refusal: None,
         });
-    }
+    };
     if let Some(why) = refused {
-        report(&doc, a.output, &text, None)?;
-        return Err(CliError::new(ExitCode::NotReady, why));
+        return Ok(Finished {
+            stdout: render(&doc, a.output, &text, None)?,
+            code: ExitCode::NotReady,
+            refusal: Some(why),
+        });
     }
 
     // The switch happened and IPVS holds the plan: hand over, under the journal's lock.
-    let Some(mut journal) = locked else {
-        return Err(CliError::new(
-            ExitCode::OperationFailed,
-            "internal: the journal is not open",
-        ));
-    };
-    let mut ipt = iptables_for(&owned, backend)?;
+    let mut ipt = iptables_for(owned, backend)?;
     let mut sets =
         ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
-    let res = host::hand_over(
-        &mut ipt,
-        &mut sets,
-        &mut owned,
-        &mut JournalLog(&mut journal),
-    );
+    let res = host::hand_over(&mut ipt, &mut sets, owned, &mut JournalLog(journal));
     let done = res.map_err(|e| {
         CliError::new(
             ExitCode::OperationFailed,
@@ -421,6 +489,9 @@ pub fn finalize_cmd(
     doc.leftovers = leftover_docs(&done.leftovers);
     doc.handed_over_virtual_servers = done.handed_over.0;
     doc.handed_over_addresses = done.handed_over.1;
-    report(&doc, a.output, &text, None)?;
-    Ok(ExitCode::Ok)
+    Ok(Finished {
+        stdout: render(&doc, a.output, &text, None)?,
+        code: ExitCode::Ok,
+        refusal: None,
+    })
 }

@@ -7,8 +7,10 @@ mod exit;
 mod finalize;
 mod inputs;
 mod migrate;
+mod node;
 mod serve;
 mod table;
+mod waves;
 
 use std::process::ExitCode as ProcessExit;
 

@@ -1,23 +1,23 @@
 //! `apply`, `rollback` and `status`: the hybrid plan made real through the op interpreter
-//! (ipvsmig_host::apply) under the state journal's lock. With no daemon in this build, apply
-//! needs `--no-watch` (DESIGN.md "Who runs it").
+//! (ipvsmig_host::apply) under the state journal's lock (node.rs). When the `serve` daemon
+//! runs on the node, apply and rollback are handed to it over its local socket (serve/socket.rs);
+//! without one, they run here, and apply needs `--no-watch` (DESIGN.md "Who runs it").
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ipvsmig_engine::inventory::Inventory;
-use ipvsmig_engine::inventory::{API_VERSION, IpFamily, Protocol};
-use ipvsmig_engine::plan::diff::VsKey;
-use ipvsmig_engine::plan::hybrid::{HybridOptions, HybridPlan, hybrid};
-use ipvsmig_engine::plan::{IpvsPlan, PlanOptions, full};
-use ipvsmig_host::apply::{self, ApplyError, Env, Kernel, Log, Options, Owned, Record, Report};
-use ipvsmig_host::journal::{Journal, JournalError, boot_id};
+use ipvsmig_engine::inventory::{API_VERSION, IpFamily};
+use ipvsmig_engine::plan::hybrid::HybridPlan;
+use ipvsmig_host::apply::Record;
+use ipvsmig_host::apply::{self, Options, Owned, Report, RollbackEntry};
+use ipvsmig_host::journal::{Journal, boot_id};
 use serde::Serialize;
 
 use crate::cli::{BackendArg, Format, Inputs};
 use crate::exit::{CliError, ExitCode};
 use crate::inputs;
+use crate::node::{self, NodeEnv, host_root, journal_err, plan_for, replay};
+use crate::serve::socket::{self, Request};
 
 /// Default `--drain`.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(120);
@@ -47,327 +47,88 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// The journal as the interpreter's [`Log`].
-pub(crate) struct JournalLog<'a>(pub(crate) &'a mut Journal<Record>);
-
-impl Log for JournalLog<'_> {
-    fn record(&mut self, r: &Record) -> Result<(), String> {
-        self.0.append(r).map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-struct NodeEnv {
-    drain: Duration,
-    probe_mark: u32,
-    verbose: bool,
-}
-
-impl Env for NodeEnv {
-    fn drain(&mut self) {
-        if !self.drain.is_zero() {
-            eprintln!(
-                "ipvs-migrate: admission is off; letting established IPVS connections drain for {} s",
-                self.drain.as_secs()
-            );
-            std::thread::sleep(self.drain);
-        }
-    }
-    fn probe(&mut self, keys: &[(VsKey, apply::Expect)]) -> Vec<(VsKey, String)> {
-        let mut failed = Vec::new();
-        for (key, expect) in keys {
-            if key.0 != Protocol::Tcp {
-                continue; // UDP and SCTP have no generic request/response to check
-            }
-            let out = ipvsmig_host::probe::tcp(
-                SocketAddr::new(key.1, key.2),
-                self.probe_mark,
-                Duration::from_secs(3),
-            );
-            use apply::Expect;
-            use ipvsmig_host::probe::Outcome;
-            let ok = matches!(
-                (&out, expect),
-                (Outcome::Connected, Expect::Answer)
-                    | (Outcome::Refused, Expect::Refused)
-                    | (Outcome::TimedOut, Expect::Dropped)
-            );
-            if self.verbose {
-                eprintln!("probe {}:{} -> {out:?} (expected {expect:?})", key.1, key.2);
-            }
-            if !ok {
-                let want = match expect {
-                    Expect::Answer => "a connection to a real server",
-                    Expect::Refused => "refused (no real servers)",
-                    Expect::Dropped => "no answer (the LB's source ranges exclude this node)",
-                };
-                failed.push((*key, format!("{out:?}, expected {want}")));
-            }
-        }
-        failed
-    }
-    fn flush_udp(&mut self, vips: &[(std::net::IpAddr, u16)]) -> Result<(), String> {
-        let Some(tool) = [
-            "/usr/sbin/conntrack",
-            "/sbin/conntrack",
-            "/usr/bin/conntrack",
-        ]
-        .iter()
-        .find(|p| Path::new(p).exists()) else {
-            eprintln!(
-                "ipvs-migrate: warning: no conntrack tool; UDP flows to the removed VIPs keep their IPVS-era conntrack entries until they time out"
-            );
-            return Ok(());
-        };
-        for (ip, port) in vips {
-            let fam = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-            let out = std::process::Command::new(tool)
-                .args(["-D", "-f", fam, "-p", "udp", "--orig-dst"])
-                .arg(ip.to_string())
-                .args(["--orig-port-dst", &port.to_string()])
-                .output()
-                .map_err(|e| format!("{tool}: {e}"))?;
-            // conntrack exits 1 when nothing matched: not an error here.
-            if !out.status.success() && out.status.code() != Some(1) {
-                return Err(format!(
-                    "{tool} -D {ip}:{port}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        }
-        Ok(())
-    }
-    fn progress(&mut self, step: &str, done: usize, total: usize) {
-        if total >= 5000 {
-            eprintln!("ipvs-migrate: {step}: {done}/{total}");
-        }
-    }
-}
-
-pub(crate) fn journal_err(e: JournalError) -> CliError {
-    match e {
-        JournalError::Locked { .. } => CliError::new(
-            ExitCode::OperationFailed,
-            format!("{e}: another ipvs-migrate holds the state directory; nothing was changed"),
-        ),
-        e => CliError::new(ExitCode::OperationFailed, e.to_string()),
-    }
-}
-
-/// The owned state the journal ends with, whether the last run was interrupted, and the
-/// last failure.
-pub(crate) fn replay(
-    snapshot: Option<Record>,
-    records: Vec<Record>,
-) -> (Owned, bool, Option<String>) {
-    let r = apply::replay(snapshot.into_iter().chain(records));
-    (r.owned, r.interrupted, r.last_failure)
-}
-
-pub(crate) fn host_root(i: &Inputs) -> &Path {
-    i.host_root.as_deref().unwrap_or(Path::new("/"))
-}
-
-pub(crate) fn unavailable(what: String) -> CliError {
-    CliError::new(ExitCode::Unavailable, what)
-}
-
-fn plan_for(
+/// Hands `req` to the daemon of `state_dir` when one runs (`None`: none does). The daemon plans
+/// from its own configuration and the node's live rules, so input options are refused then.
+pub fn hand_to_daemon(
+    state_dir: &Path,
     i: &Inputs,
-    backend: BackendArg,
-    namespaces: &[String],
-    exclude: &[String],
-    no_watch: bool,
-) -> Result<HybridPlan, CliError> {
-    if i.has_files() {
-        // A saved dump may be stale or from another node: its endpoints and eTP locality are
-        // programmed as they are. Said, not refused (tests and offline rehearsals use files).
-        eprintln!(
-            "ipvs-migrate: warning: planning from --iptables-save/--ip6tables-save files, not from this node's live rules: make sure they are this node's current rules"
-        );
+    req: &Request,
+) -> Result<Option<socket::Response>, CliError> {
+    if !socket::daemon_listening(state_dir) {
+        return Ok(None);
     }
-    let (inv, opts, f) = full_plan(i, backend)?;
-    let kernel = inputs::node_facts(i)
-        .ok()
-        .and_then(|f| f.kernel_release)
-        .as_deref()
-        .and_then(ipvsmig_engine::preflight::kernel_version);
-    Ok(hybrid(
-        &inv,
-        &f,
-        &opts,
-        &HybridOptions {
-            namespaces: namespaces.to_vec(),
-            exclude: exclude.to_vec(),
-            kernel,
-            switch_timeout: if no_watch {
-                0
-            } else {
-                ipvsmig_engine::plan::hybrid::DEFAULT_SWITCH_TIMEOUT
-            },
-            ..Default::default()
-        },
-    ))
-}
-
-/// The inventory of the INPUTS, the plan options (kube-proxy's scheduler, the node IPs) and the
-/// full IPVS-mode plan: what apply's hybrid is cut from and what finalize checks against.
-pub(crate) fn full_plan(
-    i: &Inputs,
-    backend: BackendArg,
-) -> Result<(Inventory, PlanOptions, IpvsPlan), CliError> {
-    let inv = inputs::inventory(i, backend)?;
-    let kp = inputs::kube_proxy_config(i)?;
-    let opts = PlanOptions {
-        scheduler: kp
-            .as_ref()
-            .map(|k| k.scheduler().to_owned())
-            .unwrap_or_default(),
-        node_ips: i.node_ips.clone(),
-    };
-    let f = full(&inv, &opts);
-    Ok((inv, opts, f))
-}
-
-/// The iptables tools to write with: where our rules already are (the journal's backend) wins
-/// over detection (kubelet's marker chains can change), unless the user forced one.
-pub(crate) fn iptables_for(
-    owned: &Owned,
-    backend: BackendArg,
-) -> Result<ipvsmig_host::restore::IptablesCli, CliError> {
-    let forced = match backend {
-        BackendArg::Auto => owned.backend,
-        BackendArg::Legacy => Some(ipvsmig_engine::inventory::Backend::Legacy),
-        BackendArg::Nft => Some(ipvsmig_engine::inventory::Backend::Nft),
-    };
-    if let (Some(was), Some(now)) = (owned.backend, forced)
-        && was != now
-        && !owned.rules.is_empty()
+    if i.has_files()
+        || !i.node_ips.is_empty()
+        || i.kube_proxy_config.is_some()
+        || i.host_root.is_some()
     {
         return Err(CliError::new(
             ExitCode::Usage,
             format!(
-                "ipvs-migrate's rules are in the {was:?} backend; --iptables-backend {now:?} would miss them. Roll back with the same backend first"
+                "the ipvs-migrate daemon runs on this node ({}) and plans from the node's live rules and its own configuration (nodeIPs, kubeProxyConfig): drop --iptables-save/--ip6tables-save/--node-ip/--kube-proxy-config/--host-root, or set them in the daemon's configuration",
+                socket::path(state_dir).display()
             ),
         ));
     }
-    ipvsmig_host::restore::IptablesCli::detect(forced).map_err(|e| unavailable(e.to_string()))
+    eprintln!(
+        "ipvs-migrate: handing the request to the daemon ({})",
+        socket::path(state_dir).display()
+    );
+    socket::call(state_dir, req)
 }
 
-/// An IPVS client error as the CLI reports it: no IPVS in the kernel is exit 69.
-pub(crate) fn ipvs_error(e: ipvsmig_ipvs::IpvsError) -> CliError {
-    match e {
-        e @ ipvsmig_ipvs::IpvsError::NoIpvs => unavailable(e.to_string()),
-        e => CliError::new(ExitCode::OperationFailed, format!("IPVS: {e}")),
+/// The admission entries' timeout of an in-process run: none for `--no-watch`.
+fn switch_timeout(no_watch: bool) -> u32 {
+    if no_watch {
+        0
+    } else {
+        ipvsmig_engine::plan::hybrid::DEFAULT_SWITCH_TIMEOUT
     }
 }
 
-/// rtnetlink for kube-ipvs0.
-pub(crate) fn open_links() -> Result<ipvsmig_host::link::RtnlLinks, CliError> {
-    ipvsmig_host::link::RtnlLinks::open()
-        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))
-}
-
-/// Converges the node to `plan` (None: nothing of ours) under the journal's lock.
+/// Converges the node to `plan` in this process, under the journal's lock.
 fn run(
     state_dir: &Path,
     i: &Inputs,
     backend: BackendArg,
     plan: Option<&HybridPlan>,
     no_watch: Option<bool>,
+    rollback: Option<RollbackEntry>,
     env: &mut NodeEnv,
 ) -> Result<(Report, Owned), CliError> {
-    let boot = boot_id(host_root(i))
-        .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
-    let (mut journal, opened) = Journal::<Record>::open(state_dir, &boot).map_err(journal_err)?;
-    let (mut owned, interrupted, _) = replay(opened.snapshot, opened.records);
-    if opened.boot_changed {
-        eprintln!(
-            "ipvs-migrate: the node rebooted since the journal was written: reconciling with what the kernel holds"
-        );
-        // IPVS, addresses, sets and rules did not survive the reboot; sysctls' prior values
-        // may be wrong now, so keep what was recorded (the first value seen before us).
-        let keep = owned.sysctl_prior.clone();
-        owned = Owned {
-            sysctl_prior: keep,
-            no_watch: owned.no_watch,
-            ..Owned::default()
-        };
-    }
+    let mut o = node::open_journal(state_dir, host_root(i))?;
     if let Some(nw) = no_watch {
-        owned.no_watch = nw;
+        o.owned.no_watch = nw;
     }
-    // A rollback that owns no virtual server does not need IPVS (ip_vs not loaded after a
-    // reboot, say): it still removes the rules, sets, link and sysctls.
-    let mut no_ipvs = apply::ipvs::NoIpvs;
-    let mut client;
-    let ipvs: &mut dyn apply::ipvs::IpvsOps = match ipvsmig_ipvs::Client::open() {
-        Ok(c) => {
-            client = c;
-            &mut client
-        }
-        Err(ipvsmig_ipvs::IpvsError::NoIpvs) if plan.is_none() && owned.services.is_empty() => {
-            &mut no_ipvs
-        }
-        Err(e) => return Err(ipvs_error(e)),
-    };
-    let mut links = open_links()?;
-    let mut ipsets =
-        ipvsmig_host::ipset::IpsetCli::discover().map_err(|e| unavailable(e.to_string()))?;
-    let mut iptables = iptables_for(&owned, backend)?;
-    if plan.is_some() {
-        owned.backend = iptables
-            .v4
-            .as_ref()
-            .or(iptables.v6.as_ref())
-            .map(|t| t.backend);
+    if let Some(r) = rollback {
+        o.owned.record_rollback(r);
     }
-    let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new(host_root(i));
-    let mut k = Kernel {
-        ipvs,
-        links: &mut links,
-        ipsets: &mut ipsets,
-        iptables: &mut iptables,
-        sysctls: &mut sysctls,
-    };
     let opts = Options {
-        reread: interrupted || opened.boot_changed,
-        skip_probe: false,
+        reread: o.interrupted || o.boot_changed,
+        ..Options::default()
     };
-    let res = apply::converge(
-        &mut k,
-        &mut owned,
+    let r = node::converge(
+        &mut o.journal,
+        &mut o.owned,
+        state_dir,
+        host_root(i),
+        backend,
         plan,
         env,
-        &mut JournalLog(&mut journal),
         opts,
-    );
-    // Every State record holds the whole owned state: compact after every successful run so
-    // the journal stays one snapshot long.
-    if res.is_ok() && journal.records_since_snapshot() > 1 {
-        let _ = journal.compact(&Record::State {
-            step: "compacted".into(),
-            owned: owned.clone(),
-        });
-    }
-    match res {
-        Ok(r) => Ok((r, owned)),
-        Err(e) => {
-            let code = match e {
-                ApplyError::Conflict { .. } | ApplyError::Probe { .. } => ExitCode::NotReady,
-                ApplyError::Step { .. } | ApplyError::Journal(_) => ExitCode::OperationFailed,
-            };
-            let next = match &e {
-                ApplyError::Conflict { .. } => "Nothing was changed: find which program owns that object (keepalived? an operator?) before migrating these services, or --exclude them".to_owned(),
-                ApplyError::Journal(_) => format!("The journal in {} could not be written (is its file system full or read-only?): fix that and run the same command again, which re-reads the kernel", state_dir.display()),
-                ApplyError::Probe { .. } => "Nothing new was admitted: the failing virtual servers are programmed but receive only the agent's probes. Check their endpoints, then run apply again, or take the namespace back with `ipvs-migrate rollback --namespace NS`".to_owned(),
-                ApplyError::Step { .. } => format!("The journal in {} records exactly what is applied (`ipvs-migrate status`); running the same command again continues from there, `ipvs-migrate rollback --namespace NS` takes a namespace back", state_dir.display()),
-            };
-            Err(CliError::new(code, format!("{e}. {next}")))
-        }
-    }
+    )?;
+    Ok((r, o.owned))
 }
 
-fn summary(what: &str, r: &Report, owned: &Owned) -> String {
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The text apply and rollback print: migrated namespaces, what this run did, what is owned.
+pub fn summary(what: &str, r: &Report, owned: &Owned) -> String {
     let mut out = format!("{what}\n");
     out.push_str(&format!(
         "  migrated namespaces: {}\n",
@@ -400,6 +161,31 @@ fn summary(what: &str, r: &Report, owned: &Owned) -> String {
     out
 }
 
+/// What the preflight gate found: blocker findings (id, title) and whether this is a Calico
+/// node (admission must wait for calico-node to restart after kube-ipvs0 exists).
+pub struct Gate {
+    /// Blockers.
+    pub blockers: Vec<(String, String)>,
+    /// Calico is the CNI.
+    pub calico: bool,
+}
+
+/// Runs the preflight checks on the node's inputs.
+pub fn gate(i: &Inputs) -> Result<Gate, CliError> {
+    let facts = inputs::node_facts(i)?;
+    let kp = inputs::kube_proxy_config(i)?;
+    let blockers = ipvsmig_engine::preflight::run(&facts, kp.as_ref())
+        .into_iter()
+        .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)
+        .map(|f| (f.id.to_string(), f.title.to_string()))
+        .collect();
+    let calico = facts
+        .cni
+        .iter()
+        .any(|c| c.types.iter().any(|t| t == "calico"));
+    Ok(Gate { blockers, calico })
+}
+
 /// `apply`.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_cmd(
@@ -412,10 +198,27 @@ pub fn apply_cmd(
     no_watch: bool,
     verbose: bool,
 ) -> Result<ExitCode, CliError> {
+    if !dry_run
+        && let Some(resp) = hand_to_daemon(
+            state_dir,
+            i,
+            &Request::Apply {
+                namespaces: namespaces.to_vec(),
+                exclude: exclude.to_vec(),
+            },
+        )?
+    {
+        if no_watch {
+            eprintln!(
+                "ipvs-migrate: note: the daemon runs on this node, so it watches these namespaces (--no-watch has no effect)"
+            );
+        }
+        return socket::finish(resp);
+    }
     if !no_watch && !dry_run {
         return Err(CliError::new(
             ExitCode::Usage,
-            "no ipvs-migrate daemon runs on this node to refresh the dead man's switch (`serve` has no reconcile loop yet): pass --no-watch to apply without a timeout on the admission entries — then nothing rolls back by itself, and `status` says \"unwatched\"",
+            "no ipvs-migrate daemon runs on this node (`ipvs-migrate serve`) to refresh the dead man's switch and follow kube-proxy: start it, or pass --no-watch to apply without a timeout on the admission entries — then nothing rolls back by itself, and `status` says \"unwatched\"",
         ));
     }
     // Namespaces already migrated stay migrated.
@@ -431,16 +234,15 @@ pub fn apply_cmd(
     ex.extend(exclude.iter().cloned());
     ex.sort();
     ex.dedup();
-    let plan = plan_for(i, backend, &all, &ex, no_watch)?;
+    let plan = plan_for(i, backend, &all, &ex, switch_timeout(no_watch))?;
     // The preflight gate: a blocker stops apply before anything changes (cutover adds
     // `--allow CHECK_ID`; apply has no override). On Calico nodes admission must wait for
     // calico-node to restart after kube-ipvs0 exists (DESIGN.md): only cutover does that.
-    let facts = inputs::node_facts(i)?;
-    let kp = inputs::kube_proxy_config(i)?;
-    let blockers: Vec<String> = ipvsmig_engine::preflight::run(&facts, kp.as_ref())
-        .into_iter()
-        .filter(|f| f.severity == ipvsmig_engine::preflight::Severity::Blocker)
-        .map(|f| format!("{} ({})", f.id, f.title))
+    let g = gate(i)?;
+    let blockers: Vec<String> = g
+        .blockers
+        .iter()
+        .map(|(id, title)| format!("{id} ({title})"))
         .collect();
     if !blockers.is_empty() && !dry_run {
         return Err(CliError::new(
@@ -451,11 +253,7 @@ pub fn apply_cmd(
             ),
         ));
     }
-    let calico = facts
-        .cni
-        .iter()
-        .any(|c| c.types.iter().any(|t| t == "calico"));
-    if calico && !dry_run {
+    if g.calico && !dry_run {
         return Err(CliError::new(
             ExitCode::NotReady,
             "this is a Calico node: Calico handles IPVS only if kube-ipvs0 existed when calico-node started, so admission must wait for a calico-node restart — `apply` cannot wait for it; use `cutover` (not in this build yet). Nothing was changed",
@@ -488,8 +286,17 @@ pub fn apply_cmd(
         drain: Duration::ZERO,
         probe_mark: plan.probe_mark,
         verbose,
+        refresh: String::new(),
     };
-    let (r, owned) = run(state_dir, i, backend, Some(&plan), Some(no_watch), &mut env)?;
+    let (r, owned) = run(
+        state_dir,
+        i,
+        backend,
+        Some(&plan),
+        Some(no_watch),
+        None,
+        &mut env,
+    )?;
     print!("{}", summary("Applied.", &r, &owned));
     for f in &plan.left_on_iptables {
         println!(
@@ -508,7 +315,7 @@ pub fn rollback_cmd(
     backend: BackendArg,
     namespaces: &[String],
     all: bool,
-    drain: Duration,
+    drain: Option<Duration>,
     dry_run: bool,
     verbose: bool,
 ) -> Result<ExitCode, CliError> {
@@ -518,6 +325,20 @@ pub fn rollback_cmd(
             "say which namespaces to roll back (--namespace NS) or --all",
         ));
     }
+    if !dry_run
+        && let Some(resp) = hand_to_daemon(
+            state_dir,
+            i,
+            &Request::Rollback {
+                namespaces: namespaces.to_vec(),
+                all,
+                drain_secs: drain.map(|d| d.as_secs()),
+            },
+        )?
+    {
+        return socket::finish(resp);
+    }
+    let drain = drain.unwrap_or(DEFAULT_DRAIN);
     let (owned, _, _) = read_owned(state_dir, i)?;
     for ns in namespaces {
         if !owned.namespaces.contains(ns) {
@@ -552,7 +373,7 @@ pub fn rollback_cmd(
             backend,
             &remaining,
             &owned.exclude,
-            owned.no_watch,
+            switch_timeout(owned.no_watch),
         )?)
     };
     if dry_run {
@@ -576,8 +397,27 @@ pub fn rollback_cmd(
         drain,
         probe_mark: ipvsmig_engine::plan::hybrid::DEFAULT_PROBE_MARK,
         verbose,
+        refresh: String::new(),
     };
-    let (r, owned) = run(state_dir, i, backend, plan.as_ref(), None, &mut env)?;
+    let entry = RollbackEntry {
+        at: unix_now(),
+        namespaces: if all {
+            owned.namespaces.clone()
+        } else {
+            namespaces.to_vec()
+        },
+        reason: "requested with `ipvs-migrate rollback`".into(),
+        source: "operator".into(),
+    };
+    let (r, owned) = run(
+        state_dir,
+        i,
+        backend,
+        plan.as_ref(),
+        None,
+        Some(entry),
+        &mut env,
+    )?;
     print!("{}", summary("Rolled back.", &r, &owned));
     Ok(ExitCode::Ok)
 }
@@ -627,6 +467,8 @@ fn dry_run_changes(owned: &Owned, plan: &HybridPlan) -> String {
     out
 }
 
+/// The journal's owned state, whether the node rebooted since, and the last failure (read
+/// without the lock).
 pub(crate) fn read_owned(
     state_dir: &Path,
     i: &Inputs,
@@ -753,6 +595,36 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                         "The node rebooted since: the kernel objects above are gone; the next apply or rollback reconciles."
                     );
                 }
+            }
+            if let Some(c) = &owned.cutover {
+                println!(
+                    "Cutover: wave {} of {} ({}), phase {} since {} (unix){}",
+                    c.wave + 1,
+                    c.waves.len(),
+                    c.namespaces().join(","),
+                    c.phase.name(),
+                    c.since,
+                    match &c.phase {
+                        ipvsmig_engine::cutover::Phase::Soak { until } =>
+                            format!(", soaking until {until}"),
+                        ipvsmig_engine::cutover::Phase::RolledBack { reason } =>
+                            format!(": {reason}"),
+                        ipvsmig_engine::cutover::Phase::Failed { error } => format!(": {error}"),
+                        _ => String::new(),
+                    }
+                );
+                if !c.allowed.is_empty() {
+                    println!("  blockers allowed with --allow: {}", c.allowed.join(", "));
+                }
+            }
+            for r in owned.rollbacks.iter().rev().take(5) {
+                println!(
+                    "Rollback at {} (unix): {} — {} [{}]",
+                    r.at,
+                    r.namespaces.join(","),
+                    r.reason,
+                    r.source
+                );
             }
             if doc.interrupted {
                 println!(

@@ -1,16 +1,18 @@
-//! `ipvs-migrate serve`: the node agent (DESIGN.md "Who runs it"; docs/serve.md). This build
-//! has its configuration, the HTTP server (health, readiness, metrics, status, the
-//! Alertmanager webhook) and graceful shutdown; the reconcile loop that consumes rollback
-//! triggers, refreshes the dead man's switch and runs probes is still to come — until then a
-//! trigger is logged as an error and nothing is rolled back. Tokio and axum live only here.
+//! `ipvs-migrate serve`: the node agent (DESIGN.md "Who runs it"; docs/serve.md): its
+//! configuration, the HTTP server (health, readiness, metrics, status, the Alertmanager
+//! webhook), the local socket the CLI hands requests to, and the reconcile loop (agent.rs),
+//! which owns the journal's lock for the daemon's life. Tokio and axum live only here.
 //!
-//! One current-thread runtime: the server is a handful of small requests a minute, and
-//! blocking work (reading the journal) goes to tokio's blocking pool.
+//! One current-thread runtime for HTTP (a handful of small requests a minute; reading the
+//! journal goes to tokio's blocking pool); the reconcile loop and the socket run on their own
+//! threads, because everything they do blocks.
 
+pub mod agent;
 pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod socket;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::cli::{BackendArg, Inputs};
 use crate::exit::{CliError, ExitCode};
 
 /// Rollback triggers waiting for the reconcile loop; when full, the webhook answers 503 and
@@ -32,6 +35,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// Runs the daemon until SIGTERM or SIGINT; exit 0 after a graceful shutdown.
 pub fn serve_cmd(
     state_dir: &Path,
+    backend: BackendArg,
     listen: Option<&str>,
     config_file: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
@@ -49,13 +53,14 @@ pub fn serve_cmd(
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ExitCode::OperationFailed, format!("tokio runtime: {e}")))?;
-    rt.block_on(run(cfg, token, state_dir))
+    rt.block_on(run(cfg, token, state_dir, backend))
 }
 
 async fn run(
     cfg: config::Config,
     token: Option<String>,
     state_dir: &Path,
+    backend: BackendArg,
 ) -> Result<ExitCode, CliError> {
     let failed = |what: &str, e: std::io::Error| {
         CliError::new(ExitCode::OperationFailed, format!("{what}: {e}"))
@@ -68,9 +73,6 @@ async fn run(
             "no tokenFile in the configuration: the Alertmanager webhook refuses every call"
         );
     }
-    if let Some(url) = &cfg.prometheus_url {
-        tracing::warn!(%url, "prometheusUrl is set but this build does not poll Prometheus yet");
-    }
     let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
     let app = Arc::new(http::App::new(
         cfg.node_name.clone(),
@@ -79,6 +81,27 @@ async fn run(
         token,
         tx,
     ));
+    // The reconcile loop takes the journal's lock now: a second daemon, or a CLI command
+    // running in-process, makes this one exit (3) before it listens anywhere.
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| failed(&format!("{}", state_dir.display()), e))?;
+    let settings = agent::Settings {
+        state_dir: state_dir.to_owned(),
+        inputs: Inputs {
+            node_ips: cfg.node_ips.clone(),
+            kube_proxy_config: cfg.kube_proxy_config.clone(),
+            ..Inputs::default()
+        },
+        backend,
+        cfg: cfg.clone(),
+    };
+    let agent = agent::Agent::open(settings, Arc::clone(&app))?;
+    let (inbox, agent_rx) = std::sync::mpsc::channel();
+    let loop_thread = std::thread::Builder::new()
+        .name("reconcile".into())
+        .spawn(move || agent.run(agent_rx))
+        .map_err(|e| failed("starting the reconcile loop", e))?;
+    socket::listen(state_dir, inbox.clone())?;
     if let Err(e) = app.load().await {
         tracing::error!(error = %e, state_dir = %state_dir.display(), "the journal cannot be read: /readyz answers 503 until it can");
     }
@@ -99,12 +122,15 @@ async fn run(
         rate = cfg.thresholds.rate,
         ratio = cfg.thresholds.ratio,
         for_s = cfg.thresholds.for_secs,
+        builtin_evaluator = cfg.builtin_evaluator,
         soak_s = cfg.soak.as_secs(),
         drain_s = cfg.drain.as_secs(),
         reconcile_period_s = cfg.reconcile_period.as_secs(),
-        "configuration (thresholds, soak, drain and period are for the reconcile loop, not in this build)"
+        switch_timeout_s = cfg.switch_timeout.as_secs(),
+        probe_interval_s = cfg.probe_interval.as_secs_f64(),
+        "configuration"
     );
-    tokio::spawn(consume(rx));
+    tokio::spawn(forward(rx, inbox.clone()));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&stopping);
     let shutdown = async move {
@@ -128,17 +154,37 @@ async fn run(
             "connections still open after the grace period: closing them"
         ),
     }
+    // The loop finishes what it is doing (a step is journaled before and after, so even a
+    // kill here would be recovered from) and stops.
+    let _ = inbox.send(agent::Msg::Stop);
+    let _ = std::fs::remove_file(socket::path(state_dir));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = loop_thread.join();
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(SHUTDOWN_GRACE).is_err() {
+        tracing::warn!(
+            "the reconcile loop is still busy (a drain?): exiting; the journal says where it stopped"
+        );
+    }
     Ok(ExitCode::Ok)
 }
 
-/// Stands in for the reconcile loop (issue 6): says loudly that a trigger arrived and that
-/// nothing acts on it in this build.
-async fn consume(mut rx: mpsc::Receiver<alerts::Trigger>) {
-    while let Some(t) = rx.recv().await {
-        tracing::error!(
-            alertname = %t.alertname,
-            namespace = t.namespace.as_deref().unwrap_or("(all of this node's)"),
-            "rollback trigger received, but this build has no reconcile loop: nothing was rolled back"
-        );
+/// Hands the webhook's triggers to the reconcile loop.
+async fn forward(
+    mut rx: mpsc::Receiver<alerts::Trigger>,
+    inbox: std::sync::mpsc::Sender<agent::Msg>,
+) {
+    while let Some(trigger) = rx.recv().await {
+        if inbox
+            .send(agent::Msg::Trigger {
+                trigger,
+                source: metrics::Source::Alertmanager,
+            })
+            .is_err()
+        {
+            tracing::error!("the reconcile loop is gone: a rollback trigger was dropped");
+        }
     }
 }

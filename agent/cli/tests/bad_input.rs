@@ -499,6 +499,7 @@ fn finalize_refuses_a_metrics_url_it_cannot_query_before_touching_anything() {
     let state = dir.path().join("state");
     for (url, needle) in [
         ("https://127.0.0.1:10249", "expected http://HOST:PORT"),
+        ("http://192.0.2.1:10249", "not a loopback address"),
         ("http://127.0.0.1", "the port is missing"),
         ("http://127.0.0.1:10249/metrics", "with no path"),
     ] {

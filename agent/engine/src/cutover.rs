@@ -43,6 +43,9 @@ pub enum Phase {
     RollingBack {
         /// Why.
         reason: String,
+        /// What is being taken back.
+        #[serde(default)]
+        namespaces: Vec<String>,
     },
     /// The wave is back on iptables.
     RolledBack {
@@ -75,8 +78,17 @@ impl Phase {
         }
     }
 
+    /// Whether a cutover in this phase is still moving (not idle, committed, rolled back or
+    /// failed): another cutover or an apply must wait.
+    pub fn in_flight(&self) -> bool {
+        !matches!(
+            self,
+            Phase::Idle | Phase::Committed | Phase::RolledBack { .. } | Phase::Failed { .. }
+        )
+    }
+
     /// Whether the kernel may hold objects of the current wave (a rollback has work to do).
-    fn touched_kernel(&self) -> bool {
+    pub fn touched_kernel(&self) -> bool {
         matches!(
             self,
             Phase::Apply | Phase::Probe | Phase::Admit | Phase::Soak { .. } | Phase::Committed
@@ -171,6 +183,14 @@ pub enum Event {
     Alert {
         /// Which alert and where it came from.
         reason: String,
+        /// The namespace the alert is about; `None`: the node-wide alert.
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Now.
+        now: u64,
+    },
+    /// The agent (re)started and found this state in its journal.
+    Resume {
         /// Now.
         now: u64,
     },
@@ -206,6 +226,7 @@ impl Event {
             | Event::Admitted { now }
             | Event::Tick { now }
             | Event::Alert { now, .. }
+            | Event::Resume { now }
             | Event::Abort { now }
             | Event::RolledBack { now }
             | Event::RollbackFailed { now, .. } => *now,
@@ -281,7 +302,7 @@ impl Cutover {
     }
 
     /// Every namespace migrated so far (earlier waves committed, and the current one).
-    fn migrated(&self) -> Vec<String> {
+    pub fn migrated(&self) -> Vec<String> {
         self.waves
             .iter()
             .take(self.wave + 1)
@@ -309,14 +330,21 @@ pub fn step(s: &Cutover, ev: &Event) -> (Cutover, Vec<Effect>) {
         fx.push(Effect::Persist);
         fx.push(Effect::Announce { message: msg });
     };
-    let rollback = |n: &mut Cutover, fx: &mut Vec<Effect>, reason: String| {
+    // What a rollback takes back: the current wave while it is in flight (earlier waves
+    // soaked and stay); once everything is committed, what the alert names, else all of it.
+    let rollback = |n: &mut Cutover, fx: &mut Vec<Effect>, reason: String, ns: Option<&String>| {
         n.rollbacks += 1;
-        let namespaces = n.migrated();
+        let namespaces = match ns {
+            Some(ns) if n.migrated().contains(ns) => vec![ns.clone()],
+            _ if n.phase == Phase::Committed => n.migrated(),
+            _ => n.namespaces(),
+        };
         to(
             n,
             fx,
             Phase::RollingBack {
                 reason: reason.clone(),
+                namespaces: namespaces.clone(),
             },
         );
         fx.push(Effect::Rollback { namespaces, reason });
@@ -379,8 +407,13 @@ pub fn step(s: &Cutover, ev: &Event) -> (Cutover, Vec<Effect>) {
                 namespaces: n.namespaces(),
             });
         }
+        // kube-ipvs0 could not be created: nothing of the wave is in the kernel yet.
+        (Phase::Prepare | Phase::WaitCalico { .. }, Event::ApplyFailed { error, .. }) => {
+            let error = format!("prepare failed: {error}");
+            to(&mut n, &mut fx, Phase::Failed { error });
+        }
         (Phase::Apply, Event::ApplyFailed { error, .. }) => {
-            rollback(&mut n, &mut fx, format!("apply failed: {error}"));
+            rollback(&mut n, &mut fx, format!("apply failed: {error}"), None);
         }
         (Phase::Probe, Event::Probed { failed, .. }) => {
             if failed.is_empty() {
@@ -393,6 +426,7 @@ pub fn step(s: &Cutover, ev: &Event) -> (Cutover, Vec<Effect>) {
                     &mut n,
                     &mut fx,
                     format!("{} probe(s) failed, first {}", failed.len(), failed[0]),
+                    None,
                 );
             }
         }
@@ -415,12 +449,34 @@ pub fn step(s: &Cutover, ev: &Event) -> (Cutover, Vec<Effect>) {
                 to(&mut n, &mut fx, Phase::Committed);
             }
         }
-        (p, Event::Alert { reason, .. }) if p.touched_kernel() => {
-            rollback(&mut n, &mut fx, reason.clone());
+        (
+            p,
+            Event::Alert {
+                reason, namespace, ..
+            },
+        ) if p.touched_kernel() => {
+            rollback(&mut n, &mut fx, reason.clone(), namespace.as_ref());
         }
-        (p, Event::Abort { .. }) if p.touched_kernel() => {
-            rollback(&mut n, &mut fx, "aborted by the operator".into());
+        (p, Event::Abort { .. }) if p.touched_kernel() && *p != Phase::Committed => {
+            rollback(&mut n, &mut fx, "aborted by the operator".into(), None);
         }
+        // Restarted mid-wave: a wave that had not finished its soak is taken back (the
+        // agent cannot know what happened while it was down); committed waves stay.
+        (p, Event::Resume { .. }) if p.touched_kernel() && *p != Phase::Committed => {
+            let reason = format!("the agent restarted during the {} phase", p.name());
+            rollback(&mut n, &mut fx, reason, None);
+        }
+        // Restarted while rolling back: the rollback is run again (it converges, so running
+        // it twice is safe); the phase and the count stay.
+        (Phase::RollingBack { reason, namespaces }, Event::Resume { .. }) => {
+            fx.push(Effect::Rollback {
+                namespaces: namespaces.clone(),
+                reason: reason.clone(),
+            });
+        }
+        (Phase::Preflight, Event::Resume { .. }) => fx.push(Effect::RunPreflight),
+        (Phase::Prepare, Event::Resume { .. }) => fx.push(Effect::CreateLink),
+        (Phase::WaitCalico { .. }, Event::Resume { .. }) => fx.push(Effect::WatchCalico),
         (
             Phase::Idle | Phase::Preflight | Phase::Prepare | Phase::WaitCalico { .. },
             Event::Abort { .. },
@@ -433,11 +489,11 @@ pub fn step(s: &Cutover, ev: &Event) -> (Cutover, Vec<Effect>) {
                 },
             );
         }
-        (Phase::RollingBack { reason }, Event::RolledBack { .. }) => {
+        (Phase::RollingBack { reason, .. }, Event::RolledBack { .. }) => {
             let reason = reason.clone();
             to(&mut n, &mut fx, Phase::RolledBack { reason });
         }
-        (Phase::RollingBack { reason }, Event::RollbackFailed { error, .. }) => {
+        (Phase::RollingBack { reason, .. }, Event::RollbackFailed { error, .. }) => {
             let error = format!("rollback ({reason}) failed: {error}");
             to(&mut n, &mut fx, Phase::Failed { error });
         }

@@ -16,6 +16,7 @@
 //! owned state after; a failure stops at once and leaves the journal naming exactly what was
 //! applied.
 
+pub mod graceful;
 pub mod ipvs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,39 @@ pub struct Owned {
     /// (finalize.rs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finalized: bool,
+    /// The daemon's cutover (its phase machine's state), journaled before each effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<ipvsmig_engine::cutover::Cutover>,
+    /// Rollbacks, oldest first, the last [`ROLLBACK_HISTORY`] kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollbacks: Vec<RollbackEntry>,
+}
+
+/// How many rollbacks the journal remembers.
+pub const ROLLBACK_HISTORY: usize = 20;
+
+/// One rollback: when, what, why and who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackEntry {
+    /// When it started (unix seconds).
+    pub at: u64,
+    /// The namespaces taken back.
+    pub namespaces: Vec<String>,
+    /// Why (the alert's name, the failed probe, the operator).
+    pub reason: String,
+    /// Who triggered it: `builtin`, `alertmanager`, `prometheus`, `probe`, `operator`,
+    /// `restart`, `apply`.
+    pub source: String,
+}
+
+impl Owned {
+    /// Records a rollback, keeping the last [`ROLLBACK_HISTORY`].
+    pub fn record_rollback(&mut self, e: RollbackEntry) {
+        self.rollbacks.push(e);
+        let extra = self.rollbacks.len().saturating_sub(ROLLBACK_HISTORY);
+        self.rollbacks.drain(..extra);
+    }
 }
 
 impl Owned {
@@ -280,6 +314,10 @@ pub struct Report {
     pub admitted: usize,
     /// Keys taken out of admission by this run.
     pub withdrawn: usize,
+    /// Real servers kept at weight 0 while their connections end (graceful removal).
+    pub terminating: usize,
+    /// Keys left in the probing set (only the agent's probes reach them).
+    pub probing: usize,
     /// Steps run, in order.
     pub steps: Vec<String>,
 }
@@ -339,18 +377,6 @@ struct Run<'a, 'k> {
 impl Run<'_, '_> {
     fn intent(&mut self, step: &str, detail: String) -> Result<(), ApplyError> {
         self.claim(step, detail, Vec::new(), Vec::new())
-    }
-    fn claim_link(&mut self, step: &str, detail: String) -> Result<(), ApplyError> {
-        self.report.steps.push(step.to_owned());
-        self.log
-            .record(&Record::Intent {
-                step: step.into(),
-                detail,
-                claims: Vec::new(),
-                claim_addresses: Vec::new(),
-                claim_link: true,
-            })
-            .map_err(ApplyError::Journal)
     }
     fn claim(
         &mut self,
@@ -527,6 +553,13 @@ pub struct Options {
     pub reread: bool,
     /// Skip the probe stage (tests of the interpreter alone; never from the CLI).
     pub skip_probe: bool,
+    /// Leave new keys in the probing set: neither probe nor admit them (the cutover's apply
+    /// phase; its probe and admit phases follow).
+    pub hold_admission: bool,
+    /// Remove TCP/SCTP real servers gracefully (weight 0 until their connections end), as
+    /// kube-proxy does; the daemon's reconcile passes. Off: at once (a namespace's rollback,
+    /// which has its own drain).
+    pub graceful: bool,
 }
 
 fn set_script(
@@ -588,6 +621,88 @@ fn is_admission(name: &str) -> bool {
         .any(|f| name == set_name(set::ADMITTED, *f) || name == set_name(set::PROBING, *f))
 }
 
+/// Creates kube-ipvs0 when it is missing (journaled as ours); whether it was created.
+fn link_step(run: &mut Run<'_, '_>) -> Result<bool, ApplyError> {
+    let created = prepare(run.k.links, run.owned, run.log)?;
+    if created {
+        run.report.steps.push("link".into());
+    }
+    Ok(created)
+}
+
+/// The cutover's prepare step: kube-ipvs0 exists afterwards (Calico decides at calico-node's
+/// start whether to handle IPVS, so the link must exist before it restarts); whether this call
+/// created it (then it is ours, journaled with an intent before and the state after).
+pub fn prepare(
+    links: &mut dyn Links,
+    owned: &mut Owned,
+    log: &mut dyn Log,
+) -> Result<bool, ApplyError> {
+    let step = "link";
+    let failed = |owned: &Owned, log: &mut dyn Log, error: String| {
+        let _ = log.record(&Record::Failed {
+            step: step.into(),
+            error: error.clone(),
+            owned: owned.clone(),
+        });
+        ApplyError::Step {
+            step: step.into(),
+            error,
+        }
+    };
+    match links.link(KUBE_IPVS0) {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) => {
+            log.record(&Record::Intent {
+                step: step.into(),
+                detail: format!("create the dummy link {KUBE_IPVS0}"),
+                claims: Vec::new(),
+                claim_addresses: Vec::new(),
+                claim_link: true,
+            })
+            .map_err(ApplyError::Journal)?;
+            if let Err(e) = links.create_dummy(KUBE_IPVS0) {
+                return Err(failed(owned, log, e.to_string()));
+            }
+            owned.created_link = true;
+            log.record(&Record::State {
+                step: step.into(),
+                owned: owned.clone(),
+            })
+            .map_err(ApplyError::Journal)?;
+            Ok(true)
+        }
+        Err(e) => Err(failed(owned, log, e.to_string())),
+    }
+}
+
+/// The virtual servers of `plan` whose admission keys are in `keys`, each with the answer a
+/// probe through IPVS must get: a connection where there are real servers, refused where there
+/// are none (as kube-proxy's REJECT), nothing where the LB's source ranges exclude this node.
+pub fn probe_targets(plan: &HybridPlan, keys: &BTreeSet<Member>) -> Vec<(VsKey, Expect)> {
+    let denied: BTreeSet<&Member> = plan
+        .ipsets
+        .iter()
+        .filter(|(n, _)| n.ends_with(set::NODE_DENIED))
+        .flat_map(|(_, s)| s.members.iter())
+        .collect();
+    plan.virtual_servers
+        .iter()
+        .filter(|v| keys.contains(&Member::IpPort(v.address, v.protocol, v.port)))
+        .map(|v| {
+            let m = Member::IpPort(v.address, v.protocol, v.port);
+            let e = if denied.contains(&m) {
+                Expect::Dropped
+            } else if v.real_servers.is_empty() {
+                Expect::Refused
+            } else {
+                Expect::Answer
+            };
+            (v.key(), e)
+        })
+        .collect()
+}
+
 /// Moves the node from `owned` to `plan` (None: nothing of ours left).
 pub fn converge(
     k: &mut Kernel<'_>,
@@ -600,6 +715,15 @@ pub fn converge(
     let observed = observe(k.ipvs, k.links, owned, opts.reread)?;
     let desired = desired_state(plan);
     let (ops, conflicts) = diff::diff(&observed, &desired);
+    let (ops, terminating) = if opts.graceful {
+        let s = graceful::soften(ops, &observed, k.ipvs).map_err(|e| ApplyError::Step {
+            step: "observe".into(),
+            error: format!("connection counts: {e}"),
+        })?;
+        (s.ops, s.terminating)
+    } else {
+        (ops, 0)
+    };
     if let Some(c) = conflicts.first() {
         let first = match c {
             diff::Conflict::Service(key) => format!("virtual server {}", vs_desc(key)),
@@ -615,7 +739,10 @@ pub fn converge(
         k,
         owned,
         log,
-        report: Report::default(),
+        report: Report {
+            terminating,
+            ..Report::default()
+        },
     };
     // What the journal owns but the kernel no longer holds (someone flushed IPVS, a reboot)
     // is forgotten: a later object on the same key belongs to whoever made it. After an
@@ -741,19 +868,7 @@ pub fn converge(
             }
             run.done(step)?;
         }
-        let step = "link";
-        match run.k.links.link(KUBE_IPVS0) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                run.claim_link(step, format!("create the dummy link {KUBE_IPVS0}"))?;
-                if let Err(e) = run.k.links.create_dummy(KUBE_IPVS0) {
-                    return Err(run.fail(step, e.to_string()));
-                }
-                run.owned.created_link = true;
-                run.done(step)?;
-            }
-            Err(e) => return Err(run.fail(step, e.to_string())),
-        }
+        link_step(&mut run)?;
     }
 
     // 4. IPVS: the diff's service and destination ops, pipelined; stop at the first failure.
@@ -980,31 +1095,12 @@ pub fn converge(
         // Addresses are bound now that the access filter and the bound-VIP rules exist.
         bind_or_unbind(&mut run, add_addr_ops.clone())?;
 
-        // 9. Probe the new keys, then admit them.
-        if !new_keys.is_empty() {
+        // 9. Probe the new keys, then admit them (unless the cutover holds admission).
+        if opts.hold_admission {
+            run.report.probing = new_keys.len();
+        } else if !new_keys.is_empty() {
             let step = "probe";
-            let denied: BTreeSet<&Member> = p
-                .ipsets
-                .iter()
-                .filter(|(n, _)| n.ends_with(set::NODE_DENIED))
-                .flat_map(|(_, s)| s.members.iter())
-                .collect();
-            let keys: Vec<(VsKey, Expect)> = p
-                .virtual_servers
-                .iter()
-                .filter(|v| new_keys.contains(&Member::IpPort(v.address, v.protocol, v.port)))
-                .map(|v| {
-                    let m = Member::IpPort(v.address, v.protocol, v.port);
-                    let e = if denied.contains(&m) {
-                        Expect::Dropped
-                    } else if v.real_servers.is_empty() {
-                        Expect::Refused
-                    } else {
-                        Expect::Answer
-                    };
-                    (v.key(), e)
-                })
-                .collect();
+            let keys = probe_targets(p, &new_keys);
             if !opts.skip_probe {
                 run.intent(
                     step,

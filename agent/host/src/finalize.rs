@@ -219,10 +219,11 @@ pub fn hand_over(
             if st.owned.created_link { ", kube-ipvs0 itself" } else { "" }
         ),
     )?;
-    let backend = st.owned.backend;
+    // The rollback history stays (status shows it); a cutover's state goes with the rest.
     *st.owned = Owned {
         finalized: true,
-        backend,
+        backend: st.owned.backend,
+        rollbacks: std::mem::take(&mut st.owned.rollbacks),
         ..Owned::default()
     };
     st.done(step)?;

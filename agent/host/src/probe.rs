@@ -42,6 +42,38 @@ pub fn tcp(addr: SocketAddr, mark: u32, timeout: Duration) -> Outcome {
     }
 }
 
+/// Probes run at once at most.
+pub const PARALLEL: usize = 32;
+
+/// [`tcp`] to every address, up to [`PARALLEL`] at a time (a round of probes that time out
+/// takes about one timeout per [`PARALLEL`] addresses, not one per address); outcomes and how
+/// long each took, in order.
+pub fn tcp_many(addrs: &[SocketAddr], mark: u32, timeout: Duration) -> Vec<(Outcome, Duration)> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for chunk in addrs.chunks(PARALLEL) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|a| {
+                    s.spawn(move || {
+                        let t = std::time::Instant::now();
+                        (tcp(*a, mark, timeout), t.elapsed())
+                    })
+                })
+                .collect();
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|_| {
+                    (
+                        Outcome::Failed("probe thread panicked".into()),
+                        Duration::ZERO,
+                    )
+                }));
+            }
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +92,28 @@ mod tests {
             tcp(addr, 0x10_0000, Duration::from_secs(2)),
             Outcome::Refused
         );
+    }
+
+    #[test]
+    fn many_probes_keep_their_order_and_run_side_by_side() {
+        let open: Vec<std::net::TcpListener> = (0..40)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut addrs: Vec<SocketAddr> = open.iter().map(|l| l.local_addr().unwrap()).collect();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        addrs.insert(7, closed);
+        let got = tcp_many(&addrs, 0, Duration::from_secs(2));
+        assert_eq!(got.len(), 41);
+        for (i, (o, _)) in got.iter().enumerate() {
+            let want = if i == 7 {
+                Outcome::Refused
+            } else {
+                Outcome::Connected
+            };
+            assert_eq!(*o, want, "probe {i}");
+        }
     }
 }

@@ -375,6 +375,15 @@ impl Client {
 
     /// The destinations of one service (`IPVS_CMD_GET_DEST`, dump).
     pub fn dests(&mut self, svc: &Service) -> Result<Vec<Dest>, IpvsError> {
+        Ok(self
+            .dests_with_connections(svc)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
+    /// The destinations of `svc` with their active + inactive connection counts, sorted.
+    pub fn dests_with_connections(&mut self, svc: &Service) -> Result<Vec<(Dest, u64)>, IpvsError> {
         let a = service_attrs(svc, false);
         let replies = self.request(self.family, IPVS_CMD_GET_DEST, IPVS_GENL_VERSION, &a, true)?;
         let af = if svc.address.is_ipv4() { 2 } else { 10 };
@@ -385,7 +394,10 @@ impl Client {
                 .ok_or_else(|| IpvsError::Malformed("short genl header".into()))?;
             for (ty, nested) in attrs(body).map_err(IpvsError::Malformed)? {
                 if ty == IPVS_CMD_ATTR_DEST {
-                    out.push(parse_dest(nested, af).map_err(IpvsError::Malformed)?);
+                    out.push((
+                        parse_dest(nested, af).map_err(IpvsError::Malformed)?,
+                        dest_connections(nested).map_err(IpvsError::Malformed)?,
+                    ));
                 }
             }
         }

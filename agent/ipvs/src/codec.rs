@@ -58,6 +58,10 @@ pub const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
 pub const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
 /// `IPVS_DEST_ATTR_L_THRESH`.
 pub const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+/// `IPVS_DEST_ATTR_ACTIVE_CONNS` (dump only).
+pub const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+/// `IPVS_DEST_ATTR_INACT_CONNS` (dump only).
+pub const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
 /// `IPVS_DEST_ATTR_ADDR_FAMILY`.
 pub const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
 /// `NLM_F_DUMP` (NLM_F_ROOT | NLM_F_MATCH).
@@ -295,6 +299,21 @@ pub fn parse_service(nested: &[u8]) -> Result<Service, String> {
     })
 }
 
+/// The active plus inactive connection count of a returned `IPVS_CMD_ATTR_DEST` — what
+/// kube-proxy's graceful termination waits to reach 0 before deleting a real server (its
+/// pkg/proxy/ipvs graceful_termination.go reads ActiveConnections + InactiveConnections).
+/// Missing attributes count as 0.
+pub fn dest_connections(nested: &[u8]) -> Result<u64, String> {
+    let a = attrs(nested)?;
+    let get = |t: u16| {
+        a.iter()
+            .find(|(ty, _)| *ty == t)
+            .and_then(|(_, v)| u32_of(v))
+            .map_or(0, u64::from)
+    };
+    Ok(get(IPVS_DEST_ATTR_ACTIVE_CONNS) + get(IPVS_DEST_ATTR_INACT_CONNS))
+}
+
 /// Parses the attributes inside a returned `IPVS_CMD_ATTR_DEST`.
 pub fn parse_dest(nested: &[u8], service_af: u16) -> Result<Dest, String> {
     let a = attrs(nested)?;
@@ -426,6 +445,40 @@ mod tests {
         let outer = attrs(&b).unwrap();
         assert_eq!(parse_dest(outer[0].1, 2).unwrap(), d);
         assert!(parse_service(&[]).is_err());
+    }
+
+    #[test]
+    fn a_dumped_destination_counts_active_plus_inactive_connections() {
+        // As the kernel's ip_vs_genl_fill_dest writes them: u32 attributes 7 and 8 beside
+        // the key (include/uapi/linux/ip_vs.h).
+        let mut b = Vec::new();
+        put_nested(&mut b, IPVS_CMD_ATTR_DEST, |b| {
+            put_attr(
+                b,
+                IPVS_DEST_ATTR_ADDR,
+                &[10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            );
+            put_attr(b, IPVS_DEST_ATTR_PORT, &8080u16.to_be_bytes());
+            put_attr(b, IPVS_DEST_ATTR_ACTIVE_CONNS, &3u32.to_ne_bytes());
+            put_attr(b, IPVS_DEST_ATTR_INACT_CONNS, &4u32.to_ne_bytes());
+        });
+        let outer = attrs(&b).unwrap();
+        assert_eq!(dest_connections(outer[0].1).unwrap(), 7);
+        // No counters (an older kernel, a fake): none.
+        let plain = dest_attrs(
+            &Dest {
+                address: "10.1.2.3".parse().unwrap(),
+                port: 1,
+                weight: 1,
+                fwd: 0,
+            },
+            true,
+        );
+        assert_eq!(dest_connections(attrs(&plain).unwrap()[0].1).unwrap(), 0);
+        assert!(
+            dest_connections(&[12, 0, 7, 0, 1, 0]).is_err(),
+            "length past the end"
+        );
     }
 
     #[test]

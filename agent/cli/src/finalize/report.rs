@@ -6,8 +6,7 @@ use ipvsmig_engine::plan::leftovers::TableCleanup;
 use serde::Serialize;
 
 use crate::cli::Format;
-use crate::commands::{print_json, write_out};
-use crate::exit::CliError;
+use crate::exit::{CliError, ExitCode};
 
 /// One table's iptables-mode leftovers: the jumps deleted and the chains flushed and deleted.
 #[derive(Serialize, Default)]
@@ -57,14 +56,18 @@ pub(crate) fn leftover_docs(l: &[(IpFamily, TableCleanup)]) -> Vec<LeftoverDoc> 
         .collect()
 }
 
-pub(crate) fn report(
+/// The report as text or JSON (`refused`: the refusal line of a dry run or of a daemon's
+/// answer; the CLI's own refusal goes to stderr).
+pub(crate) fn render(
     doc: &FinalizeDoc,
     output: Format,
     manifests: &str,
     refused: Option<&str>,
-) -> Result<(), CliError> {
+) -> Result<String, CliError> {
     if output == Format::Json {
-        return print_json(doc);
+        return serde_json::to_string_pretty(doc)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()));
     }
     let mut t = String::new();
     match doc.outcome {
@@ -150,7 +153,7 @@ pub(crate) fn report(
         t.push_str(&format!("  REFUSED: {r}\n"));
     }
     t.push_str(manifests);
-    write_out(&t)
+    Ok(t)
 }
 
 fn list(v: &[String]) -> String {

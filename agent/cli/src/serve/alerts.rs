@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+pub mod prom;
+
 /// The label that marks an alert as a rollback trigger (rules/ sets it).
 pub const ROLLBACK_LABEL: &str = "ipvs_migrate_rollback";
 /// The payload version this agent understands.

@@ -21,6 +21,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9964";
 pub const DEFAULT_SOAK: Duration = Duration::from_secs(600);
 /// Default reconcile period.
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(10);
+/// Default interval between two rounds of the rejection-signal probes.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time a cutover's verification probes a wave's VIPs before admitting traffic.
+pub const DEFAULT_VERIFY: Duration = Duration::from_secs(10);
+/// Default period of the Prometheus query: Prometheus evaluates rules every 15 s to 1 m
+/// (`evaluation_interval`, default 1m), so polling faster finds nothing new.
+pub const DEFAULT_PROMETHEUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The configuration the daemon runs with (defaults filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +46,27 @@ pub struct Config {
     pub drain: Duration,
     /// Reconcile loop period.
     pub reconcile_period: Duration,
-    /// Prometheus server to poll for the rejection signal (not used yet).
+    /// Prometheus server to poll for the rejection signal (`http://` only).
     pub prometheus_url: Option<String>,
+    /// Interval between two rounds of the rejection-signal probes.
+    pub probe_interval: Duration,
+    /// The dead man's switch: admission entries expire this long after the last refresh.
+    pub switch_timeout: Duration,
+    /// How long a cutover probes a wave's VIPs (only the agent's probes reach IPVS) before
+    /// admitting all traffic.
+    pub verify: Duration,
+    /// Whether the built-in evaluator of rules/ thresholds may trigger rollbacks.
+    pub builtin_evaluator: bool,
+    /// This node's IPs for NodePort virtual servers (as `--node-ip`); empty: none.
+    pub node_ips: Vec<std::net::IpAddr>,
+    /// kube-proxy's configuration file (as `--kube-proxy-config`).
+    pub kube_proxy_config: Option<PathBuf>,
+    /// kube-proxy's healthz server (a loopback address); `None`: not asked.
+    pub kube_proxy_healthz: Option<SocketAddr>,
+    /// The instant-vector expression polled (default: this node's firing rollback alerts).
+    pub prometheus_query: String,
+    /// How often it is polled.
+    pub prometheus_interval: Duration,
 }
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
@@ -55,6 +81,16 @@ struct Raw {
     drain: Option<Scalar>,
     reconcile_period: Option<Scalar>,
     prometheus_url: Option<Scalar>,
+    probe_interval: Option<Scalar>,
+    switch_timeout: Option<Scalar>,
+    verify: Option<Scalar>,
+    builtin_evaluator: Option<Scalar>,
+    #[serde(rename = "nodeIPs")]
+    node_ips: Option<Vec<Scalar>>,
+    kube_proxy_config: Option<Scalar>,
+    kube_proxy_healthz: Option<Scalar>,
+    prometheus_query: Option<Scalar>,
+    prometheus_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,14 +257,103 @@ pub fn parse(
     }
     let prometheus_url = match raw.prometheus_url {
         None => None,
-        Some(Scalar(s)) if s.starts_with("http://") || s.starts_with("https://") => Some(s),
-        Some(Scalar(s)) => {
-            return Err(bad(
-                "prometheusUrl",
-                format!("{s:?} is not an http:// or https:// URL"),
-            ));
-        }
+        Some(Scalar(s)) => match ipvsmig_host::http_get::Url::parse(&s) {
+            Ok(_) => Some(s),
+            Err(e) => {
+                let why = match e {
+                    ipvsmig_host::http_get::HttpError::Url { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(bad(
+                    "prometheusUrl",
+                    format!("{s:?} is not an http:// URL: {why}"),
+                ));
+            }
+        },
     };
+    let probe_interval = duration("probeInterval", raw.probe_interval, DEFAULT_PROBE_INTERVAL)?;
+    if probe_interval.is_zero() {
+        return Err(bad("probeInterval", "must be longer than 0s"));
+    }
+    let default_switch = Duration::from_secs(u64::from(
+        ipvsmig_engine::plan::hybrid::DEFAULT_SWITCH_TIMEOUT,
+    ));
+    let switch_timeout = duration("switchTimeout", raw.switch_timeout, default_switch)?;
+    // Two refreshes must fit in one timeout, or a single slow pass lets the switch fire.
+    if switch_timeout < reconcile_period * 2 || switch_timeout.as_secs() > u64::from(u32::MAX) {
+        return Err(bad(
+            "switchTimeout",
+            format!(
+                "{} s must be at least twice reconcilePeriod ({} s)",
+                switch_timeout.as_secs(),
+                reconcile_period.as_secs()
+            ),
+        ));
+    }
+    let builtin_evaluator = match raw.builtin_evaluator {
+        None => true,
+        Some(Scalar(s)) => match s.trim() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(bad(
+                    "builtinEvaluator",
+                    format!("{s:?} is not true or false"),
+                ));
+            }
+        },
+    };
+    let node_ips = raw
+        .node_ips
+        .unwrap_or_default()
+        .into_iter()
+        .map(|Scalar(s)| {
+            s.trim()
+                .parse()
+                .map_err(|_| bad("nodeIPs", format!("{s:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let kube_proxy_healthz = match raw.kube_proxy_healthz {
+        None => Some(SocketAddr::from((
+            [127, 0, 0, 1],
+            ipvsmig_host::kube_proxy::HEALTHZ_PORT,
+        ))),
+        Some(Scalar(s)) if s.trim().is_empty() => None,
+        Some(Scalar(s)) => match parse_listen(&s) {
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(_) => return Err(bad("kubeProxyHealthz", "must be a loopback address")),
+            Err(m) => return Err(bad("kubeProxyHealthz", m)),
+        },
+    };
+    let kube_proxy_config = match raw.kube_proxy_config {
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("kubeProxyConfig", "is empty")),
+        Some(Scalar(s)) => Some(PathBuf::from(s)),
+        None => None,
+    };
+    // Query and interval mean nothing without a server: a forgotten URL is a mistake to report.
+    if prometheus_url.is_none() {
+        for (key, set) in [
+            ("prometheusQuery", raw.prometheus_query.is_some()),
+            ("prometheusInterval", raw.prometheus_interval.is_some()),
+        ] {
+            if set {
+                return Err(bad(key, "is set but prometheusUrl is not"));
+            }
+        }
+    }
+    let prometheus_query = match raw.prometheus_query {
+        None => super::alerts::prom::default_query(&node_name),
+        Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("prometheusQuery", "is empty")),
+        Some(Scalar(s)) => s.trim().to_owned(),
+    };
+    let prometheus_interval = duration(
+        "prometheusInterval",
+        raw.prometheus_interval,
+        DEFAULT_PROMETHEUS_INTERVAL,
+    )?;
+    if prometheus_interval < Duration::from_secs(1) {
+        return Err(bad("prometheusInterval", "must be 1s or longer"));
+    }
     Ok(Config {
         listen,
         node_name,
@@ -238,6 +363,15 @@ pub fn parse(
         drain: duration("drain", raw.drain, crate::migrate::DEFAULT_DRAIN)?,
         reconcile_period,
         prometheus_url,
+        probe_interval,
+        switch_timeout,
+        verify: duration("verify", raw.verify, DEFAULT_VERIFY)?,
+        builtin_evaluator,
+        node_ips,
+        kube_proxy_config,
+        kube_proxy_healthz,
+        prometheus_query,
+        prometheus_interval,
     })
 }
 
@@ -356,6 +490,22 @@ mod tests {
         assert_eq!(c.drain, crate::migrate::DEFAULT_DRAIN);
         assert_eq!(c.reconcile_period, DEFAULT_RECONCILE);
         assert_eq!(c.prometheus_url, None);
+        assert_eq!(c.probe_interval, DEFAULT_PROBE_INTERVAL);
+        assert_eq!(c.switch_timeout, Duration::from_secs(60));
+        assert_eq!(c.verify, DEFAULT_VERIFY);
+        assert!(c.builtin_evaluator);
+        assert!(c.node_ips.is_empty());
+        assert_eq!(c.kube_proxy_config, None);
+        assert_eq!(
+            c.kube_proxy_healthz.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:10256")
+        );
+        assert_eq!(ok("kubeProxyHealthz: \"\"").kube_proxy_healthz, None);
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",ipvs_migrate_rollback=\"true\",node=\"host-a\"}"
+        );
+        assert_eq!(c.prometheus_interval, DEFAULT_PROMETHEUS_INTERVAL);
     }
 
     #[test]
@@ -387,8 +537,23 @@ mod tests {
         let c = ok(
             "listen: \"[::1]:8080\"\nnodeName: worker-1\ntokenFile: /etc/ipvs-migrate/token\n\
              thresholds:\n  window: 2m\n  rate: 5\n  ratio: 0.05\n  for: 30s\n\
-             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n",
+             soak: 1h\ndrain: 0\nreconcilePeriod: 5s\nprometheusUrl: http://prometheus:9090\n\
+             probeInterval: 2s\nswitchTimeout: 30s\nverify: 20s\nbuiltinEvaluator: false\n\
+             nodeIPs: [10.0.0.5, \"fd00::5\"]\nkubeProxyConfig: /etc/kp.yaml\n\
+             prometheusQuery: 'ALERTS{alertstate=\"firing\",node=\"worker-1\"}'\nprometheusInterval: 1m\n",
         );
+        assert_eq!(c.probe_interval, Duration::from_secs(2));
+        assert_eq!(c.switch_timeout, Duration::from_secs(30));
+        assert_eq!(c.verify, Duration::from_secs(20));
+        assert!(!c.builtin_evaluator);
+        assert_eq!(
+            c.node_ips,
+            [
+                "10.0.0.5".parse::<std::net::IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.kube_proxy_config, Some(PathBuf::from("/etc/kp.yaml")));
         assert_eq!(c.listen.to_string(), "[::1]:8080");
         assert_eq!(c.node_name, "worker-1");
         assert_eq!(c.token_file, Some(PathBuf::from("/etc/ipvs-migrate/token")));
@@ -405,6 +570,11 @@ mod tests {
         assert_eq!(c.drain, Duration::ZERO);
         assert_eq!(c.reconcile_period, Duration::from_secs(5));
         assert_eq!(c.prometheus_url.as_deref(), Some("http://prometheus:9090"));
+        assert_eq!(
+            c.prometheus_query,
+            "ALERTS{alertstate=\"firing\",node=\"worker-1\"}"
+        );
+        assert_eq!(c.prometheus_interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -438,6 +608,60 @@ mod tests {
         check("drain: soon", "drain", "duration");
         check("reconcilePeriod: 0", "reconcilePeriod", "longer than 0s");
         check("prometheusUrl: prometheus:9090", "prometheusUrl", "http://");
+        check("probeInterval: 0", "probeInterval", "longer than 0s");
+        check(
+            "switchTimeout: 15s",
+            "switchTimeout",
+            "twice reconcilePeriod",
+        );
+        check(
+            "builtinEvaluator: maybe",
+            "builtinEvaluator",
+            "true or false",
+        );
+        check("nodeIPs: [10.0.0.300]", "nodeIPs", "not an IP");
+        check("kubeProxyConfig: \"\"", "kubeProxyConfig", "empty");
+        check(
+            "kubeProxyHealthz: 10.0.0.1:10256",
+            "kubeProxyHealthz",
+            "loopback",
+        );
+        check(
+            "kubeProxyHealthz: localhost",
+            "kubeProxyHealthz",
+            "not an address",
+        );
+        check("prometheusUrl: https://p:9090", "prometheusUrl", "no TLS");
+        check(
+            "prometheusUrl: http://p:9090/?x=1",
+            "prometheusUrl",
+            "queries",
+        );
+        check(
+            "prometheusQuery: up",
+            "prometheusQuery",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusInterval: 1m",
+            "prometheusInterval",
+            "prometheusUrl is not",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusQuery: \"  \"",
+            "prometheusQuery",
+            "empty",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: 0s",
+            "prometheusInterval",
+            "1s or longer",
+        );
+        check(
+            "prometheusUrl: http://p\nprometheusInterval: often",
+            "prometheusInterval",
+            "duration",
+        );
         // Errors from the YAML parser: the key is found from the line it points at.
         check("thresholds:\n  rate: .nan", "thresholds.rate", "non-finite");
         check("listn: 127.0.0.1:1", "listn", "unknown field");

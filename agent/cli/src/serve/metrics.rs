@@ -16,6 +16,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub mod node;
+
+use node::NodeMetrics;
+
 /// `Content-Type` of `/metrics` (OpenMetrics text, which Prometheus negotiates and parses).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -38,15 +42,21 @@ pub struct PhaseLabels {
 /// Where a rollback trigger came from (closed set).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Source {
+    /// The built-in evaluator of rules/ thresholds.
+    Builtin,
     /// Alertmanager's webhook.
     Alertmanager,
+    /// The polled Prometheus query (alerts/prom.rs).
+    Prometheus,
 }
 
 impl Source {
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Builtin => "builtin",
             Source::Alertmanager => "alertmanager",
+            Source::Prometheus => "prometheus",
         }
     }
 }
@@ -103,6 +113,8 @@ pub struct Metrics {
     pub triggers: Family<SourceLabels, Counter>,
     /// `ipvs_migrate_webhook_refused_total{reason}`.
     pub webhook_refused: Family<ReasonLabels, Counter>,
+    /// Kernel counters, sync and probe durations, rollbacks, phase (metrics/node.rs).
+    pub node: NodeMetrics,
 }
 
 /// A counter's name without the `_total` suffix prometheus-client adds.
@@ -130,6 +142,7 @@ impl Metrics {
             switch_expires: Family::default(),
             triggers: Family::default(),
             webhook_refused: Family::default(),
+            node: NodeMetrics::register(&mut reg),
         };
         reg.register(
             stem(rules::M_TOTAL),
@@ -172,9 +185,11 @@ impl Metrics {
             m.webhook_refused.clone(),
         );
         // Counters with a closed label set start at 0, so rate() sees the first increase.
-        let _ = m.triggers.get_or_create(&SourceLabels {
-            source: Source::Alertmanager.as_str(),
-        });
+        for source in [Source::Builtin, Source::Alertmanager, Source::Prometheus] {
+            let _ = m.triggers.get_or_create(&SourceLabels {
+                source: source.as_str(),
+            });
+        }
         for r in [Refusal::Unauthorized, Refusal::Malformed] {
             let _ = m
                 .webhook_refused
@@ -210,6 +225,41 @@ impl Metrics {
                 reason: why.as_str(),
             })
             .inc();
+    }
+}
+
+/// What the reconcile loop records (with `Metrics::node`).
+impl Metrics {
+    /// Records one probe of `namespace`: its duration, one attempted connection, and one
+    /// rejected when it was refused, reset or timed out (DESIGN.md: all three count).
+    pub fn probe(&self, namespace: &str, took: std::time::Duration, rejected: bool) {
+        let ns = NamespaceLabels {
+            namespace: namespace.to_owned(),
+        };
+        self.node.observe_probe(namespace, took);
+        self.connections.get_or_create(&ns).inc();
+        if rejected {
+            self.rejected.get_or_create(&ns).inc();
+        }
+    }
+
+    /// Puts `namespace` at `phase`, entered at `since` (unix seconds): the phase gauge and
+    /// the phase-started gauge move to the new phase's series, the previous phase's series
+    /// are removed (a stale `phase_started` would fire `IPVSMigratePhaseStuck`).
+    pub fn set_phase(&self, namespace: &str, phase: &ipvsmig_engine::cutover::Phase, since: f64) {
+        if let Some(old) = self.node.set_phase(namespace, phase) {
+            self.phase_started.remove(&node::labels(namespace, old));
+        }
+        self.phase_started
+            .get_or_create(&node::labels(namespace, phase.name()))
+            .set(since);
+    }
+
+    /// Removes `namespace`'s phase series (it is no longer migrated).
+    pub fn forget_phase(&self, namespace: &str) {
+        if let Some(old) = self.node.forget(namespace) {
+            self.phase_started.remove(&node::labels(namespace, old));
+        }
     }
 }
 

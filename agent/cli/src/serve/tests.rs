@@ -511,13 +511,31 @@ async fn metrics_documented_here_are_the_metrics_served() {
     m.connections.get_or_create(&ns).inc();
     m.rejected.get_or_create(&ns).inc();
     m.probe_failures.get_or_create(&ns).inc();
-    m.phase_started
-        .get_or_create(&super::metrics::PhaseLabels {
-            namespace: "shop".into(),
-            phase: "soak".into(),
-        })
-        .set(1.0);
+    m.set_phase("shop", &ipvsmig_engine::cutover::Phase::Probe, 1.0);
+    m.probe("shop", std::time::Duration::from_millis(1), true);
     m.switch_expires.get_or_create(&Vec::new()).set(1.0);
+    // A node where every kernel counters file exists (IPVS loaded).
+    let root = tempfile::tempdir().unwrap();
+    for (rel, text) in [
+        (
+            ipvsmig_host::counters::IPVS_STATS,
+            "Total Incoming Outgoing Incoming Outgoing\nConns Packets Packets Bytes Bytes\n1 2 3 4 5\n",
+        ),
+        (
+            ipvsmig_host::counters::SNMP,
+            "Icmp: OutDestUnreachs\nIcmp: 1\nTcp: OutRsts\nTcp: 2\n",
+        ),
+        (
+            ipvsmig_host::counters::CONNTRACK_STATS,
+            "entries drop\n00000001 00000002\n",
+        ),
+    ] {
+        let p = root.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    m.node
+        .refresh_node(&ipvsmig_host::counters::read(root.path()).unwrap());
     let (_, _, text) = call(&app, get("/metrics")).await;
     let mut served: Vec<String> = text
         .lines()

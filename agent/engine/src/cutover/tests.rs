@@ -143,10 +143,9 @@ fn on_calico_nodes_apply_waits_for_calico_node_to_restart_after_the_link_exists(
     assert_eq!(kinds(&fx), ["apply"]);
 }
 
-#[test]
-fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
-    let s = Cutover::new(waves(), vec![], 600, false);
-    let to_probe = [
+/// Start → preflight → prepare → applied: waiting for the probes.
+fn to_probe() -> [Event; 4] {
+    [
         Event::Start { now: 0 },
         Event::PreflightDone {
             blockers: vec![],
@@ -157,8 +156,13 @@ fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
             now: 1,
         },
         Event::Applied { now: 2 },
-    ];
-    let (st, _) = run(&s, &to_probe);
+    ]
+}
+
+#[test]
+fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
+    let s = Cutover::new(waves(), vec![], 600, false);
+    let (st, _) = run(&s, &to_probe());
     let (st2, fx) = step(
         &st,
         &Event::Probed {
@@ -166,7 +170,7 @@ fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
             now: 3,
         },
     );
-    assert!(matches!(&st2.phase, Phase::RollingBack { reason } if reason.contains("probe")));
+    assert!(matches!(&st2.phase, Phase::RollingBack { reason, .. } if reason.contains("probe")));
     assert_eq!(kinds(&fx), ["rollback"]);
 
     let (soaking, _) = run(
@@ -183,6 +187,7 @@ fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
     let flood: Vec<Event> = (0..50)
         .map(|i| Event::Alert {
             reason: format!("IPVSMigrateRejectionRateHigh #{i}"),
+            namespace: None,
             now: 100 + i,
         })
         .collect();
@@ -193,7 +198,7 @@ fn a_failed_probe_or_an_alert_rolls_back_once_however_many_alerts_come() {
         "a flood of alerts gives one rollback"
     );
     assert_eq!(end.rollbacks, 1);
-    assert!(matches!(&end.phase, Phase::RollingBack { reason } if reason.ends_with("#0")));
+    assert!(matches!(&end.phase, Phase::RollingBack { reason, .. } if reason.ends_with("#0")));
     let (end, _) = step(&end, &Event::RolledBack { now: 200 });
     assert!(matches!(end.phase, Phase::RolledBack { .. }));
     // The soak's end after a rollback does not commit.
@@ -231,6 +236,73 @@ fn an_abort_before_the_kernel_is_touched_fails_cleanly_and_after_it_rolls_back()
     );
 }
 
+fn through_wave_one(s: &Cutover) -> Cutover {
+    let mut evs = to_probe().to_vec();
+    evs.extend([
+        Event::Probed {
+            failed: vec![],
+            now: 3,
+        },
+        Event::Admitted { now: 4 },
+    ]);
+    run(s, &evs).0
+}
+
+#[test]
+fn a_restart_mid_wave_rolls_back_that_wave_only_and_committed_waves_stay() {
+    let s = Cutover::new(waves(), vec![], 60, false);
+    // Wave 1 soaks and is followed by wave 2, which is soaking when the agent restarts.
+    let w1 = through_wave_one(&s);
+    let (w2, _) = run(&w1, &[Event::Tick { now: 64 }]);
+    assert_eq!(w2.phase, Phase::Preflight);
+    let w2 = through_wave_one(&Cutover {
+        phase: Phase::Idle,
+        ..w2
+    });
+    assert_eq!(w2.wave, 1);
+    let (st, fx) = step(&w2, &Event::Resume { now: 70 });
+    let rolled: Vec<&Effect> = fx
+        .iter()
+        .filter(|f| matches!(f, Effect::Rollback { .. }))
+        .collect();
+    assert_eq!(
+        rolled,
+        [&Effect::Rollback {
+            namespaces: vec!["auth".into(), "cart".into()],
+            reason: "the agent restarted during the soak phase".into(),
+        }]
+    );
+    // Restarting again while rolling back runs the same rollback again, counted once.
+    let (again, fx) = step(&st, &Event::Resume { now: 71 });
+    assert_eq!(again.rollbacks, 1);
+    assert_eq!(kinds(&fx), ["rollback"]);
+    // A committed cutover survives a restart untouched.
+    let (done, _) = run(&w1, &[Event::Tick { now: 64 }]);
+    let done = through_wave_one(&Cutover {
+        phase: Phase::Idle,
+        ..done
+    });
+    let (done, _) = step(&done, &Event::Tick { now: 1000 });
+    assert_eq!(done.phase, Phase::Committed);
+    let (same, fx) = step(&done, &Event::Resume { now: 1001 });
+    assert_eq!(same, done);
+    assert!(fx.is_empty());
+    // After the commit, an alert about one namespace takes back that namespace only.
+    let (st, fx) = step(
+        &done,
+        &Event::Alert {
+            reason: "IPVSMigrateRejectionRatioHigh".into(),
+            namespace: Some("shop".into()),
+            now: 1002,
+        },
+    );
+    assert!(fx.contains(&Effect::Rollback {
+        namespaces: vec!["shop".into()],
+        reason: "IPVSMigrateRejectionRatioHigh".into(),
+    }));
+    assert!(matches!(st.phase, Phase::RollingBack { .. }));
+}
+
 fn event() -> impl Strategy<Value = Event> {
     let t = 0u64..5_000;
     prop_oneof![
@@ -259,10 +331,12 @@ fn event() -> impl Strategy<Value = Event> {
         }),
         t.clone().prop_map(|now| Event::Admitted { now }),
         t.clone().prop_map(|now| Event::Tick { now }),
-        t.clone().prop_map(|now| Event::Alert {
+        (t.clone(), any::<bool>()).prop_map(|(now, ns)| Event::Alert {
             reason: "r".into(),
+            namespace: ns.then(|| "cart".to_owned()),
             now
         }),
+        t.clone().prop_map(|now| Event::Resume { now }),
         t.clone().prop_map(|now| Event::Abort { now }),
         t.clone().prop_map(|now| Event::RolledBack { now }),
         t.prop_map(|now| Event::RollbackFailed {
@@ -287,6 +361,9 @@ proptest! {
             // The new state is journaled before anything is done about it.
             if n.phase != s.phase {
                 prop_assert_eq!(fx.first(), Some(&Effect::Persist));
+            } else if matches!(e, Event::Resume { .. }) {
+                // A restart re-issues the current phase's own effect, at most one.
+                prop_assert!(fx.len() <= 1, "{:?}", fx);
             } else {
                 prop_assert!(fx.is_empty(), "no effects without a transition: {:?}", fx);
             }
@@ -298,12 +375,22 @@ proptest! {
             }
             // One rollback per trigger, only where the kernel may hold objects.
             let r = fx.iter().filter(|f| matches!(f, Effect::Rollback { .. })).count() as u32;
+            let rerun = matches!(s.phase, Phase::RollingBack { .. });
             if r > 0 {
-                prop_assert!(s.phase.touched_kernel());
+                prop_assert!(s.phase.touched_kernel() || rerun, "rollback from {:?}", s.phase);
                 let rolling = matches!(n.phase, Phase::RollingBack { .. });
                 prop_assert!(rolling, "after a rollback effect: {:?}", n.phase);
+                // What is taken back is what was migrated, never more.
+                for f in &fx {
+                    if let Effect::Rollback { namespaces, .. } = f {
+                        prop_assert!(!namespaces.is_empty());
+                        prop_assert!(namespaces.iter().all(|ns| s.migrated().contains(ns)));
+                    }
+                }
             }
-            rollbacks += r;
+            if !rerun {
+                rollbacks += r;
+            }
             prop_assert_eq!(n.rollbacks, rollbacks);
             // A wave is admitted only after its probes passed.
             if fx.iter().any(|f| matches!(f, Effect::Admit { .. })) {

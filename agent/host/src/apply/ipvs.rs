@@ -20,6 +20,8 @@ pub trait IpvsOps {
     fn dests(&mut self, svc: &Service) -> Result<Vec<Dest>, IpvsError>;
     /// Pipelined requests; one result per request, in order.
     fn batch(&mut self, reqs: &[Request]) -> Result<Vec<Result<(), IpvsError>>, IpvsError>;
+    /// The destinations of one service with their active + inactive connection counts.
+    fn dest_connections(&mut self, svc: &Service) -> Result<Vec<(Dest, u64)>, IpvsError>;
 }
 
 impl IpvsOps for Client {
@@ -31,6 +33,9 @@ impl IpvsOps for Client {
     }
     fn batch(&mut self, reqs: &[Request]) -> Result<Vec<Result<(), IpvsError>>, IpvsError> {
         Client::batch(self, reqs, WINDOW)
+    }
+    fn dest_connections(&mut self, svc: &Service) -> Result<Vec<(Dest, u64)>, IpvsError> {
+        Client::dests_with_connections(self, svc)
     }
 }
 
@@ -48,6 +53,9 @@ impl IpvsOps for NoIpvs {
     }
     fn batch(&mut self, _: &[Request]) -> Result<Vec<Result<(), IpvsError>>, IpvsError> {
         Err(IpvsError::NoIpvs)
+    }
+    fn dest_connections(&mut self, _: &Service) -> Result<Vec<(Dest, u64)>, IpvsError> {
+        Ok(Vec::new())
     }
 }
 
@@ -98,6 +106,9 @@ pub fn dest(address: IpAddr, port: u16, weight: u32) -> Dest {
     }
 }
 
+/// A fake service's key: (protocol number, address, port).
+pub type FakeKey = (u16, IpAddr, u16);
+
 /// A fake service: its attributes and destinations by (address, port).
 pub type FakeService = (Service, BTreeMap<(IpAddr, u16), Dest>);
 
@@ -110,6 +121,8 @@ pub struct RecordingIpvs {
     pub requests: Vec<Request>,
     /// Fail (with `Errno(12)`, ENOMEM) the request with this index in `requests`.
     pub fail_at: Option<usize>,
+    /// Connections per destination (service key, destination): what the kernel would count.
+    pub connections: BTreeMap<(FakeKey, (IpAddr, u16)), u64>,
 }
 
 impl RecordingIpvs {
@@ -172,6 +185,21 @@ impl IpvsOps for RecordingIpvs {
             .get(&(svc.protocol, svc.address, svc.port))
             .map(|(_, ds)| ds.values().cloned().collect())
             .ok_or(IpvsError::NotFound)
+    }
+    fn dest_connections(&mut self, svc: &Service) -> Result<Vec<(Dest, u64)>, IpvsError> {
+        let k = (svc.protocol, svc.address, svc.port);
+        Ok(self
+            .dests(svc)?
+            .into_iter()
+            .map(|d| {
+                let n = self
+                    .connections
+                    .get(&(k, (d.address, d.port)))
+                    .copied()
+                    .unwrap_or(0);
+                (d, n)
+            })
+            .collect())
     }
     fn batch(&mut self, reqs: &[Request]) -> Result<Vec<Result<(), IpvsError>>, IpvsError> {
         let mut out = Vec::with_capacity(reqs.len());

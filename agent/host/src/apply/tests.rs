@@ -106,6 +106,16 @@ impl Node {
         env: &mut TestEnv,
         log: &mut Vec<Record>,
     ) -> Result<Report, ApplyError> {
+        self.run_with(owned, p, env, log, Options::default())
+    }
+    fn run_with(
+        &mut self,
+        owned: &mut Owned,
+        p: Option<&HybridPlan>,
+        env: &mut TestEnv,
+        log: &mut Vec<Record>,
+        opts: Options,
+    ) -> Result<Report, ApplyError> {
         let mut k = Kernel {
             ipvs: &mut self.ipvs,
             links: &mut self.links,
@@ -113,7 +123,7 @@ impl Node {
             iptables: &mut self.iptables,
             sysctls: &mut self.sysctls,
         };
-        converge(&mut k, owned, p, env, log, Options::default())
+        converge(&mut k, owned, p, env, log, opts)
     }
     fn set_members(&self, name: &str) -> BTreeSet<String> {
         self.ipsets
@@ -440,7 +450,7 @@ fn every_record_survives_json_and_a_run_cut_short_is_replayed_with_its_claims() 
         &mut log,
         Options {
             reread: true,
-            skip_probe: false,
+            ..Options::default()
         },
     )
     .unwrap();
@@ -606,4 +616,82 @@ fn destinations_never_go_into_a_service_whose_add_failed() {
             .any(|r| matches!(r, Request::AddDest(s, _) if *s == failed)),
         "no AddDest for the failed service"
     );
+}
+
+#[test]
+fn held_admission_leaves_new_keys_to_the_probes_until_a_full_run_probes_and_admits_them() {
+    let p = plan(&["ns2"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    let hold = Options {
+        hold_admission: true,
+        ..Options::default()
+    };
+    let r = node
+        .run_with(&mut owned, Some(&p), &mut env, &mut log, hold)
+        .unwrap();
+    let (admitted, probing) = owned.admission();
+    assert!(admitted.is_empty(), "nothing admitted for all traffic yet");
+    assert!(!probing.is_empty());
+    assert_eq!(r.probing, probing.len());
+    assert!(env.probed.is_empty(), "held: not probed either");
+    assert!(node.set_members("IPVSMIG-ADMITTED").is_empty());
+    // Every virtual server is programmed already: the probes can go through IPVS.
+    assert_eq!(node.ipvs.table.len(), p.virtual_servers.len());
+    // The cutover's admit step: probes first, then the same keys move to admitted.
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    let (admitted2, probing2) = owned.admission();
+    assert_eq!(admitted2, probing);
+    assert!(probing2.is_empty());
+    assert!(!env.probed.is_empty());
+}
+
+#[test]
+fn a_graceful_pass_keeps_a_leaving_tcp_endpoint_at_weight_zero_until_its_connections_end() {
+    let p = plan(&["ns4"]);
+    let mut node = Node::new();
+    let (mut owned, mut env, mut log) = (Owned::default(), TestEnv::default(), Vec::new());
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    // kube-proxy removed one endpoint of a TCP virtual server with two or more.
+    let mut p2 = p.clone();
+    let vs = p2
+        .virtual_servers
+        .iter_mut()
+        .find(|v| v.protocol == Protocol::Tcp && v.real_servers.len() >= 2)
+        .expect("the golden cluster has a TCP service with two endpoints");
+    let gone = vs.real_servers.pop().unwrap();
+    let key = (ipvs::proto_number(vs.protocol), vs.address, vs.port);
+    let kernel_dest = |node: &Node| {
+        node.ipvs
+            .table
+            .get(&key)
+            .and_then(|(_, ds)| ds.get(&(gone.address, gone.port)))
+            .map(|d| d.weight)
+    };
+    node.ipvs
+        .connections
+        .insert((key, (gone.address, gone.port)), 2);
+    let graceful = Options {
+        graceful: true,
+        ..Options::default()
+    };
+    let r = node
+        .run_with(&mut owned, Some(&p2), &mut env, &mut log, graceful)
+        .unwrap();
+    assert_eq!(kernel_dest(&node), Some(0), "weight 0, still there");
+    assert_eq!(r.terminating, 1);
+    // Connections remain: still there on the next pass.
+    node.run_with(&mut owned, Some(&p2), &mut env, &mut log, graceful)
+        .unwrap();
+    assert_eq!(kernel_dest(&node), Some(0));
+    // They ended: deleted.
+    node.ipvs.connections.clear();
+    let r = node
+        .run_with(&mut owned, Some(&p2), &mut env, &mut log, graceful)
+        .unwrap();
+    assert_eq!(kernel_dest(&node), None);
+    assert_eq!(r.terminating, 0);
+    // The endpoint came back meanwhile in another run: weight 1 again, never deleted.
+    node.run(&mut owned, Some(&p), &mut env, &mut log).unwrap();
+    assert_eq!(kernel_dest(&node), Some(gone.weight));
 }

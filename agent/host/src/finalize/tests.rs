@@ -46,6 +46,12 @@ fn fakes() -> (RecordingIptables, RecordingIpsets, Owned) {
         created_link: true,
         rules: vec![IpFamily::IPv4],
         sysctl_prior: vec![("net.ipv4.vs.conntrack".into(), Some("0".into()))],
+        rollbacks: vec![crate::apply::RollbackEntry {
+            at: 1,
+            namespaces: vec!["other".into()],
+            reason: "requested with `ipvs-migrate rollback`".into(),
+            source: "operator".into(),
+        }],
         ..Owned::default()
     };
     (ipt, sets, owned)
@@ -102,6 +108,8 @@ fn ours_go_first_then_the_journal_hands_over_then_the_leftovers_go() {
     assert_eq!(done.handed_over, (1, 1));
     // Nothing owned, finalized; the last record says so.
     assert!(owned.is_empty() && owned.namespaces.is_empty() && owned.finalized);
+    // The rollback history is not ownership: status keeps showing it.
+    assert_eq!(owned.rollbacks.len(), 1);
     match log.last() {
         Some(Record::State { owned: o, .. }) => assert!(o.finalized && o.is_empty()),
         other => panic!("{other:?}"),

@@ -1,7 +1,8 @@
-//! Helpers the VM end-to-end suites share (tests/examples/vm_apply.rs, vm_finalize.rs): the
-//! "pod" server and client modes, shell helpers, pods in network namespaces, the service
-//! fixtures and a snapshot of everything the agent could touch. Included with `#[path]` by
-//! each example (cargo builds `examples/*.rs` only, so this directory is not an example).
+//! What the VM kernel suites share (tests/examples/vm_*.rs include it with `#[path]`): the
+//! "pod" network namespaces and their answering servers, one-connection clients that tell
+//! whether IPVS carried a connection, kube-proxy's DNAT counters, node snapshots for
+//! before/after comparisons, the fixture's service builders and shared services, the suite's
+//! start and finish (node0, pods, tables and sets emptied between backends).
 #![allow(dead_code)] // each suite uses its own subset
 
 use std::collections::BTreeSet;
