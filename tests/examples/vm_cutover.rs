@@ -452,6 +452,76 @@ fn vips(svcs: &[Svc]) -> Vec<String> {
         .collect()
 }
 
+/// The node: its address, the pods with their echo servers, kube-proxy's rules for `load`
+/// (20 service ports) and `other`, IPVS's shortened timeouts. Returns the services and the
+/// rules text.
+fn setup(s: &mut Suite, dir: &Path) -> (Vec<Svc>, String) {
+    must(
+        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && ip link set node0 up && \
+         { ip route show default | grep -q . || ip route add default via 192.168.0.1 dev node0 onlink; } && \
+         echo 1 > /proc/sys/net/ipv4/ip_forward",
+    );
+    s.pod("pod1", POD1, None);
+    s.pod("pod2", POD2, None);
+    s.pod("cli", CLI, None);
+    let ports: Vec<String> = (9000..9000 + SERVICES + 2).map(|p| p.to_string()).collect();
+    for pod in ["pod1", "pod2"] {
+        let child = Command::new("ip")
+            .args(["netns", "exec", pod, &s.me, "echo", pod])
+            .args(&ports)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn echo");
+        s.children.push(child);
+    }
+    let mut svcs: Vec<Svc> = (0..SERVICES).map(service).collect();
+    svcs.push(svc(
+        spec("other", "api", "", "10.96.3.1", 80, Protocol::Tcp),
+        &[("pod1", POD1, 9000)],
+    ));
+    let current = rules(&svcs);
+    let file = dir.join("rules");
+    std::fs::write(&file, &current).unwrap();
+    must(&format!("iptables-legacy-restore < {}", file.display()));
+    // IPVS's own timeouts, shortened for the suite (tcp 900 s, tcpfin 10 s, udp 300 s): an
+    // inactive (TIME_WAIT) connection entry keeps a leaving real server for tcpfin.
+    must("ipvsadm --set 900 10 300");
+    (svcs, current)
+}
+
+/// `setup` mode, for suites that run their own daemon (tests/vm/alerting-e2e.sh): the node of
+/// this suite, left running (the echo servers outlive this process).
+fn setup_only() -> i32 {
+    let _ = BACKEND.set("legacy".into());
+    let dir = std::env::temp_dir().join("vm-setup");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut s = Suite {
+        me: std::env::current_exe().unwrap().display().to_string(),
+        bin: String::new(),
+        state: String::new(),
+        pass: 0,
+        fail: 0,
+        children: Vec::new(),
+    };
+    let (svcs, _) = setup(&mut s, &dir);
+    let bad: Vec<String> = vips(&svcs)
+        .iter()
+        .filter(|a| s.get("cli", a).0 != 0)
+        .cloned()
+        .collect();
+    if bad.is_empty() {
+        println!(
+            "setup: {} service ports of `load` answer through iptables",
+            vips(&svcs).len()
+        );
+        0
+    } else {
+        eprintln!("setup: no answer from {bad:?}");
+        1
+    }
+}
+
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
     let _ = BACKEND.set("legacy".into());
@@ -469,34 +539,7 @@ fn suite() -> i32 {
         fail: 0,
         children: Vec::new(),
     };
-    must(
-        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && ip link set node0 up && \
-         ip route add default via 192.168.0.1 dev node0 onlink && echo 1 > /proc/sys/net/ipv4/ip_forward",
-    );
-    s.pod("pod1", POD1, None);
-    s.pod("pod2", POD2, None);
-    s.pod("cli", CLI, None);
-    let ports: Vec<String> = (9000..9000 + SERVICES + 2).map(|p| p.to_string()).collect();
-    for pod in ["pod1", "pod2"] {
-        let child = Command::new("ip")
-            .args(["netns", "exec", pod, &me, "echo", pod])
-            .args(&ports)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn echo");
-        s.children.push(child);
-    }
-    let mut svcs: Vec<Svc> = (0..SERVICES).map(service).collect();
-    svcs.push(svc(
-        spec("other", "api", "", "10.96.3.1", 80, Protocol::Tcp),
-        &[("pod1", POD1, 9000)],
-    ));
-    let mut current = rules(&svcs);
-    std::fs::write(p("rules"), &current).unwrap();
-    must(&format!("iptables-legacy-restore < {}", p("rules")));
-    // IPVS's own timeouts, shortened for the suite (tcp 900 s, tcpfin 10 s, udp 300 s): an
-    // inactive (TIME_WAIT) connection entry keeps a leaving real server for tcpfin.
-    must("ipvsadm --set 900 10 300");
+    let (mut svcs, mut current) = setup(&mut s, &dir);
     // Reading ip6tables (as the agent does, and as kube-proxy would) instantiates the empty
     // IPv6 tables: read them once before the baseline so that the comparison is about objects.
     must("for t in filter nat mangle; do ip6tables-legacy -t $t -S >/dev/null; done");
@@ -948,6 +991,7 @@ fn main() {
             load(Path::new(&args[2]), &addrs)
         }
         Some("get") => get_line(&args[2]),
+        Some("setup") => setup_only(),
         _ => suite(),
     };
     std::process::exit(code);
