@@ -522,6 +522,179 @@ fn setup_only() -> i32 {
     }
 }
 
+/// The journal's last record's step (what had just been done or was about to be).
+fn last_step(state: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(state).join("journal.jsonl")).unwrap_or_default();
+    let last = text.lines().last().unwrap_or("");
+    let kind = [
+        "\"record\":\"intent\"",
+        "\"record\":\"state\"",
+        "\"record\":\"failed\"",
+    ]
+    .iter()
+    .find(|k| last.contains(*k))
+    .map_or("?", |k| {
+        k.split(':').nth(1).unwrap_or("?").trim_matches('"')
+    });
+    let step = last
+        .split("\"step\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("-");
+    format!("{kind}:{step}")
+}
+
+/// What the kernel holds of the agent's kinds of objects: virtual servers, `IPVSMIG-` sets,
+/// kube-ipvs0's addresses, whether `IPVSMIG-` chains exist.
+fn kernel_objects() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let vs = sh("ipvsadm -Sn")
+        .1
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A -t "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let sets = sh("ipset list -n")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("IPVSMIG"))
+        .map(str::to_owned)
+        .collect();
+    let addrs = sh("ip -o addr show dev kube-ipvs0 2>/dev/null | awk '{print $4}'")
+        .1
+        .lines()
+        .filter_map(|l| l.split('/').next())
+        .map(str::to_owned)
+        .collect();
+    let chains = sh("iptables-legacy-save | grep -c '^:IPVSMIG'").1.trim() != "0";
+    (vs, sets, addrs, chains)
+}
+
+/// The same, as the journal says the agent owns them.
+fn owned_objects(s: &Suite) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let st = status(s);
+    let o = &st["owned"];
+    let vs = o["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| format!("{}:{}", e[0][1].as_str().unwrap_or(""), e[0][2]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sets = o["sets"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let addrs = o["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rules = o["rules"].as_array().is_some_and(|a| !a.is_empty());
+    (vs, sets, addrs, rules)
+}
+
+/// Kills the daemon at points all through a cutover (every 300 ms) and a rollback (every
+/// 200 ms) of namespace `load`, restarts it, waits for it to settle and compares the kernel with
+/// the journal; then rolls everything back and compares the node with `s0`. Returns the
+/// journal's last step at each kill (how many kills hit it) and the failures.
+fn kill_test(
+    s: &mut Suite,
+    daemon: &mut Child,
+    start: &dyn Fn(&Suite) -> Child,
+    s0: &str,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (what, points, step_ms) in [("cutover", 12u64, 300u64), ("rollback", 6, 200)] {
+        for k in 0..points {
+            if what == "rollback" {
+                let (rc, out) = s.migrate("apply --namespace load");
+                if rc != 0 {
+                    bad.push(format!("{what} #{k}: apply before the kill: {out}"));
+                    continue;
+                }
+            }
+            let cmd = if what == "cutover" {
+                format!(
+                    "{} cutover --namespace load --soak 1s --state-dir {} 2>&1",
+                    s.bin, s.state
+                )
+            } else {
+                format!(
+                    "{} rollback --namespace load --drain 0s --state-dir {} 2>&1",
+                    s.bin, s.state
+                )
+            };
+            let cli = std::thread::spawn(move || sh(&cmd));
+            std::thread::sleep(Duration::from_millis(50 + k * step_ms));
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            *hits.entry(last_step(&s.state)).or_default() += 1;
+            let _ = cli.join();
+            *daemon = start(s);
+            // Settled: no cutover in flight, and two reconcile passes for the rest.
+            let settled = wait_for(30, || {
+                let p = phase(s);
+                !matches!(
+                    p.as_str(),
+                    "preflight" | "prepare" | "apply" | "probe" | "admit" | "soak" | "rolling-back"
+                )
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            let (k_vs, k_sets, k_addrs, k_rules) = kernel_objects();
+            let (o_vs, o_sets, o_addrs, o_rules) = owned_objects(s);
+            let p = phase(s);
+            let migrated = status(s)["owned"]["namespaces"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == "load"));
+            // A wave killed before its soak ended is rolled back; one killed after its commit
+            // stays; a rollback killed after its decision was journaled is finished.
+            let as_stated = match what {
+                "cutover" => match p.as_str() {
+                    "committed" => migrated && k_vs.len() == SERVICES as usize,
+                    "rolled-back" | "failed" | "" => !migrated,
+                    _ => false,
+                },
+                // Killed before its decision was journaled it never happened (all still there);
+                // after, the restarted daemon finishes it (nothing left).
+                _ => {
+                    (migrated && k_vs.len() == SERVICES as usize) || (!migrated && k_vs.is_empty())
+                }
+            };
+            if !settled
+                || !as_stated
+                || k_vs != o_vs
+                || k_sets != o_sets
+                || k_addrs != o_addrs
+                || k_rules != o_rules
+            {
+                bad.push(format!(
+                    "{what} kill #{k} (after {}): settled {settled}, phase {p:?}, migrated {migrated}; kernel vs journal: {} vs {} virtual servers, sets {k_sets:?} vs {o_sets:?}, {} vs {} addresses, chains {k_rules} vs {o_rules}",
+                    last_step(&s.state),
+                    k_vs.len(),
+                    o_vs.len(),
+                    k_addrs.len(),
+                    o_addrs.len()
+                ));
+            }
+            let (rc, out) = s.migrate("rollback --all --drain 0s");
+            let now = node_state();
+            if (rc != 0 && !out.contains("not migrated")) || now != s0 {
+                bad.push(format!(
+                    "{what} kill #{k}: the rollback after it left: {out}\n{}",
+                    first_diff(s0, &now)
+                ));
+            }
+        }
+    }
+    (hits, bad)
+}
+
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
     let _ = BACKEND.set("legacy".into());
@@ -961,6 +1134,34 @@ fn suite() -> i32 {
             "{out}\n{}",
             sh(&format!("diff {} {} | head -40", p("s0"), p("s1"))).1
         ),
+    );
+
+    // 6. SIGKILL at points all through a cutover and a rollback, then a restart.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    std::fs::write(
+        p("serve.yaml"),
+        format!(
+            "listen: 127.0.0.1:9964\nnodeName: vm\ntokenFile: {}\nreconcilePeriod: 2s\nswitchTimeout: 6s\n\
+             probeInterval: 1s\nverify: 1s\ndrain: 0s\nsoak: 1s\nnodeIPs: [192.168.0.2]\n",
+            p("token")
+        ),
+    )
+    .unwrap();
+    daemon = start_daemon(&s);
+    let (hits, bad) = kill_test(&mut s, &mut daemon, &start_daemon, &s0);
+    println!(
+        "# kill test: {} kills; the journal's last step at a kill: {}",
+        hits.values().sum::<usize>(),
+        hits.iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s.check(
+        "SIGKILL after the ops of a cutover and of a rollback of 20 service ports, then a restart: the state converges (unfinished wave rolled back, committed wave kept) and the kernel holds exactly what the journal owns, nothing leaked",
+        bad.is_empty() && hits.len() >= 4,
+        &bad.join("\n"),
     );
 
     let _ = daemon.kill();
