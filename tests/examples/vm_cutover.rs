@@ -452,6 +452,250 @@ fn vips(svcs: &[Svc]) -> Vec<String> {
         .collect()
 }
 
+/// The node: its address, the pods with their echo servers, kube-proxy's rules for `load`
+/// (20 service ports) and `other`, IPVS's shortened timeouts. Returns the services and the
+/// rules text.
+fn setup(s: &mut Suite, dir: &Path) -> (Vec<Svc>, String) {
+    must(
+        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && ip link set node0 up && \
+         { ip route show default | grep -q . || ip route add default via 192.168.0.1 dev node0 onlink; } && \
+         echo 1 > /proc/sys/net/ipv4/ip_forward",
+    );
+    s.pod("pod1", POD1, None);
+    s.pod("pod2", POD2, None);
+    s.pod("cli", CLI, None);
+    let ports: Vec<String> = (9000..9000 + SERVICES + 2).map(|p| p.to_string()).collect();
+    for pod in ["pod1", "pod2"] {
+        let child = Command::new("ip")
+            .args(["netns", "exec", pod, &s.me, "echo", pod])
+            .args(&ports)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn echo");
+        s.children.push(child);
+    }
+    let mut svcs: Vec<Svc> = (0..SERVICES).map(service).collect();
+    svcs.push(svc(
+        spec("other", "api", "", "10.96.3.1", 80, Protocol::Tcp),
+        &[("pod1", POD1, 9000)],
+    ));
+    let current = rules(&svcs);
+    let file = dir.join("rules");
+    std::fs::write(&file, &current).unwrap();
+    must(&format!("iptables-legacy-restore < {}", file.display()));
+    // IPVS's own timeouts, shortened for the suite (tcp 900 s, tcpfin 10 s, udp 300 s): an
+    // inactive (TIME_WAIT) connection entry keeps a leaving real server for tcpfin.
+    must("ipvsadm --set 900 10 300");
+    (svcs, current)
+}
+
+/// `setup` mode, for suites that run their own daemon (tests/vm/alerting-e2e.sh): the node of
+/// this suite, left running (the echo servers outlive this process).
+fn setup_only() -> i32 {
+    let _ = BACKEND.set("legacy".into());
+    let dir = std::env::temp_dir().join("vm-setup");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut s = Suite {
+        me: std::env::current_exe().unwrap().display().to_string(),
+        bin: String::new(),
+        state: String::new(),
+        pass: 0,
+        fail: 0,
+        children: Vec::new(),
+        pods: Vec::new(),
+    };
+    let (svcs, _) = setup(&mut s, &dir);
+    let bad: Vec<String> = vips(&svcs)
+        .iter()
+        .filter(|a| s.get("cli", a).0 != 0)
+        .cloned()
+        .collect();
+    if bad.is_empty() {
+        println!(
+            "setup: {} service ports of `load` answer through iptables",
+            vips(&svcs).len()
+        );
+        0
+    } else {
+        eprintln!("setup: no answer from {bad:?}");
+        1
+    }
+}
+
+/// The journal's last record's step (what had just been done or was about to be).
+fn last_step(state: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(state).join("journal.jsonl")).unwrap_or_default();
+    let last = text.lines().last().unwrap_or("");
+    let kind = [
+        "\"record\":\"intent\"",
+        "\"record\":\"state\"",
+        "\"record\":\"failed\"",
+    ]
+    .iter()
+    .find(|k| last.contains(*k))
+    .map_or("?", |k| {
+        k.split(':').nth(1).unwrap_or("?").trim_matches('"')
+    });
+    let step = last
+        .split("\"step\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("-");
+    format!("{kind}:{step}")
+}
+
+/// What the kernel holds of the agent's kinds of objects: virtual servers, `IPVSMIG-` sets,
+/// kube-ipvs0's addresses, whether `IPVSMIG-` chains exist.
+fn kernel_objects() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let vs = sh("ipvsadm -Sn")
+        .1
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A -t "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let sets = sh("ipset list -n")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("IPVSMIG"))
+        .map(str::to_owned)
+        .collect();
+    let addrs = sh("ip -o addr show dev kube-ipvs0 2>/dev/null | awk '{print $4}'")
+        .1
+        .lines()
+        .filter_map(|l| l.split('/').next())
+        .map(str::to_owned)
+        .collect();
+    let chains = sh("iptables-legacy-save | grep -c '^:IPVSMIG'").1.trim() != "0";
+    (vs, sets, addrs, chains)
+}
+
+/// The same, as the journal says the agent owns them.
+fn owned_objects(s: &Suite) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, bool) {
+    let st = status(s);
+    let o = &st["owned"];
+    let vs = o["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| format!("{}:{}", e[0][1].as_str().unwrap_or(""), e[0][2]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sets = o["sets"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let addrs = o["addresses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rules = o["rules"].as_array().is_some_and(|a| !a.is_empty());
+    (vs, sets, addrs, rules)
+}
+
+/// Kills the daemon at points all through a cutover (every 300 ms) and a rollback (every
+/// 200 ms) of namespace `load`, restarts it, waits for it to settle and compares the kernel with
+/// the journal; then rolls everything back and compares the node with `s0`. Returns the
+/// journal's last step at each kill (how many kills hit it) and the failures.
+fn kill_test(
+    s: &mut Suite,
+    daemon: &mut Child,
+    start: &dyn Fn(&Suite) -> Child,
+    s0: &str,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (what, points, step_ms) in [("cutover", 12u64, 300u64), ("rollback", 6, 200)] {
+        for k in 0..points {
+            if what == "rollback" {
+                let (rc, out) = s.migrate("apply --namespace load");
+                if rc != 0 {
+                    bad.push(format!("{what} #{k}: apply before the kill: {out}"));
+                    continue;
+                }
+            }
+            let cmd = if what == "cutover" {
+                format!(
+                    "{} cutover --namespace load --soak 1s --state-dir {} 2>&1",
+                    s.bin, s.state
+                )
+            } else {
+                format!(
+                    "{} rollback --namespace load --drain 0s --state-dir {} 2>&1",
+                    s.bin, s.state
+                )
+            };
+            let cli = std::thread::spawn(move || sh(&cmd));
+            std::thread::sleep(Duration::from_millis(50 + k * step_ms));
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            *hits.entry(last_step(&s.state)).or_default() += 1;
+            let _ = cli.join();
+            *daemon = start(s);
+            // Settled: no cutover in flight, and two reconcile passes for the rest.
+            let settled = wait_for(30, || {
+                let p = phase(s);
+                !matches!(
+                    p.as_str(),
+                    "preflight" | "prepare" | "apply" | "probe" | "admit" | "soak" | "rolling-back"
+                )
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            let (k_vs, k_sets, k_addrs, k_rules) = kernel_objects();
+            let (o_vs, o_sets, o_addrs, o_rules) = owned_objects(s);
+            let p = phase(s);
+            let migrated = status(s)["owned"]["namespaces"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == "load"));
+            // A wave killed before its soak ended is rolled back; one killed after its commit
+            // stays; a rollback killed after its decision was journaled is finished.
+            let as_stated = match what {
+                "cutover" => match p.as_str() {
+                    "committed" => migrated && k_vs.len() == SERVICES as usize,
+                    "rolled-back" | "failed" | "" => !migrated,
+                    _ => false,
+                },
+                // Killed before its decision was journaled it never happened (all still there);
+                // after, the restarted daemon finishes it (nothing left).
+                _ => {
+                    (migrated && k_vs.len() == SERVICES as usize) || (!migrated && k_vs.is_empty())
+                }
+            };
+            if !settled
+                || !as_stated
+                || k_vs != o_vs
+                || k_sets != o_sets
+                || k_addrs != o_addrs
+                || k_rules != o_rules
+            {
+                bad.push(format!(
+                    "{what} kill #{k} (after {}): settled {settled}, phase {p:?}, migrated {migrated}; kernel vs journal: {} vs {} virtual servers, sets {k_sets:?} vs {o_sets:?}, {} vs {} addresses, chains {k_rules} vs {o_rules}",
+                    last_step(&s.state),
+                    k_vs.len(),
+                    o_vs.len(),
+                    k_addrs.len(),
+                    o_addrs.len()
+                ));
+            }
+            let (rc, out) = s.migrate("rollback --all --drain 0s");
+            let now = node_state();
+            if (rc != 0 && !out.contains("not migrated")) || now != s0 {
+                bad.push(format!(
+                    "{what} kill #{k}: the rollback after it left: {out}\n{}",
+                    first_diff(s0, &now)
+                ));
+            }
+        }
+    }
+    (hits, bad)
+}
+
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
     let _ = BACKEND.set("legacy".into());
@@ -470,34 +714,7 @@ fn suite() -> i32 {
         children: Vec::new(),
         pods: Vec::new(),
     };
-    must(
-        "ip link add node0 type dummy && ip addr add 192.168.0.2/24 dev node0 && ip link set node0 up && \
-         ip route add default via 192.168.0.1 dev node0 onlink && echo 1 > /proc/sys/net/ipv4/ip_forward",
-    );
-    s.pod("pod1", POD1, None);
-    s.pod("pod2", POD2, None);
-    s.pod("cli", CLI, None);
-    let ports: Vec<String> = (9000..9000 + SERVICES + 2).map(|p| p.to_string()).collect();
-    for pod in ["pod1", "pod2"] {
-        let child = Command::new("ip")
-            .args(["netns", "exec", pod, &me, "echo", pod])
-            .args(&ports)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn echo");
-        s.children.push(child);
-    }
-    let mut svcs: Vec<Svc> = (0..SERVICES).map(service).collect();
-    svcs.push(svc(
-        spec("other", "api", "", "10.96.3.1", 80, Protocol::Tcp),
-        &[("pod1", POD1, 9000)],
-    ));
-    let mut current = rules(&svcs);
-    std::fs::write(p("rules"), &current).unwrap();
-    must(&format!("iptables-legacy-restore < {}", p("rules")));
-    // IPVS's own timeouts, shortened for the suite (tcp 900 s, tcpfin 10 s, udp 300 s): an
-    // inactive (TIME_WAIT) connection entry keeps a leaving real server for tcpfin.
-    must("ipvsadm --set 900 10 300");
+    let (mut svcs, mut current) = setup(&mut s, &dir);
     // Reading ip6tables (as the agent does, and as kube-proxy would) instantiates the empty
     // IPv6 tables: read them once before the baseline so that the comparison is about objects.
     must("for t in filter nat mangle; do ip6tables-legacy -t $t -S >/dev/null; done");
@@ -921,6 +1138,34 @@ fn suite() -> i32 {
         ),
     );
 
+    // 6. SIGKILL at points all through a cutover and a rollback, then a restart.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    std::fs::write(
+        p("serve.yaml"),
+        format!(
+            "listen: 127.0.0.1:9964\nnodeName: vm\ntokenFile: {}\nreconcilePeriod: 2s\nswitchTimeout: 6s\n\
+             probeInterval: 1s\nverify: 1s\ndrain: 0s\nsoak: 1s\nnodeIPs: [192.168.0.2]\n",
+            p("token")
+        ),
+    )
+    .unwrap();
+    daemon = start_daemon(&s);
+    let (hits, bad) = kill_test(&mut s, &mut daemon, &start_daemon, &s0);
+    println!(
+        "# kill test: {} kills; the journal's last step at a kill: {}",
+        hits.values().sum::<usize>(),
+        hits.iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s.check(
+        "SIGKILL after the ops of a cutover and of a rollback of 20 service ports, then a restart: the state converges (unfinished wave rolled back, committed wave kept) and the kernel holds exactly what the journal owns, nothing leaked",
+        bad.is_empty() && hits.len() >= 4,
+        &bad.join("\n"),
+    );
+
     let _ = daemon.kill();
     let _ = daemon.wait();
     for c in &mut s.children {
@@ -949,6 +1194,7 @@ fn main() {
             load(Path::new(&args[2]), &addrs)
         }
         Some("get") => get_line(&args[2]),
+        Some("setup") => setup_only(),
         _ => suite(),
     };
     std::process::exit(code);

@@ -13,6 +13,12 @@
 #     (401, counted);
 #   - an alert that Prometheus itself fires (a transport probe rule added at run time, SIGHUP)
 #     goes Prometheus -> Alertmanager -> webhook and is counted as a trigger;
+#   - the rollback itself, with the agent's built-in evaluator switched off: namespace `load`
+#     (20 service ports, kube-proxy's rules and pods as in vm_cutover.rs) migrated through the
+#     daemon, then a fault only the IPVS path suffers (`-m ipvs --ipvs -j DROP` in filter OUTPUT)
+#     makes the agent's probes time out; Prometheus' short-window IPVSMigrateRejectionRatioHigh
+#     fires, Alertmanager calls the webhook, the agent rolls `load` back, the recorded reason is
+#     that alert from Alertmanager, and traffic is back on iptables;
 #   - restrict=on isolates: from the guest, the host's Prometheus port (10.0.2.2) cannot be
 #     reached, while the guest's own address can; the agent ends with exit 0 on SIGTERM.
 # Prometheus and Alertmanager run in a temporary directory, started and stopped by pid.
@@ -27,6 +33,7 @@ NODE=vm-node
 GUEST_IP=10.0.2.15          # qemu user-net's guest address (tests/vm/guest/init)
 AGENT_PORT=9964             # serve's default port, inside the guest
 DONE_PORT=9965              # the guest waits for one connection here: "host side finished"
+FAULT_PORT=9966             # ... and here: "inject the fault"
 
 # ---- host tools (installed when missing; a missing tool is a failure, never a skip)
 need=()
@@ -37,7 +44,9 @@ if ((${#need[@]})); then
   bash scripts/apt-install.sh "${need[@]}" || { echo "alerting-e2e: FAIL: cannot install ${need[*]}" >&2; exit 1; }
 fi
 cargo build -q -p ipvsmig-engine --example rules_variant
+cargo build -q -p ipvsmig-tests --example vm_cutover
 variant="$target/debug/examples/rules_variant"
+examples=$(realpath "$target/debug/examples")
 
 # ---- free loopback ports: below the ephemeral range (32768-60999), no socket of any state
 taken=" "
@@ -50,7 +59,7 @@ pick_port() {  # pick_port VAR
   done
   echo "alerting-e2e: no free port in 20000-29999" >&2; exit 1
 }
-pick_port AGENT_FWD; pick_port DONE_FWD; pick_port PROM_PORT; pick_port AM_PORT
+pick_port AGENT_FWD; pick_port DONE_FWD; pick_port FAULT_FWD; pick_port PROM_PORT; pick_port AM_PORT
 AGENT="http://127.0.0.1:$AGENT_FWD"; PROM="http://127.0.0.1:$PROM_PORT"; AM="http://127.0.0.1:$AM_PORT"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/alerting-e2e.XXXXXX")
@@ -94,6 +103,12 @@ cat > "$work/serve.yaml" <<EOF
 listen: $GUEST_IP:$AGENT_PORT
 nodeName: $NODE
 tokenFile: $work/token
+builtinEvaluator: false
+reconcilePeriod: 2s
+switchTimeout: 10s
+probeInterval: 1s
+drain: 2s
+nodeIPs: [192.168.0.2]
 EOF
 
 # ---- Prometheus: scrape the agent every second, the short-window rules, the local Alertmanager
@@ -155,26 +170,41 @@ fi
 # ---- the guest: serve for the duration, the isolation checks, graceful shutdown
 cat > "$work/guest.sh" <<'GUEST'
 set -u
-bin=$1 work=$2 prom_port=$3 ip=$4 port=$5 done_port=$6
+bin=$1 work=$2 prom_port=$3 ip=$4 port=$5 done_port=$6 examples=$7 fault_port=$8
 pass=0; fail=0
 check() { if eval "$2"; then echo "ok - $1"; pass=$((pass + 1)); else echo "not ok - $1"; fail=$((fail + 1)); fi; }
 connects() { timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
-"$bin" --state-dir /tmp/state serve --config "$work/serve.yaml" 2> "$work/serve.log" &
+check "guest: kube-proxy's rules for namespace load, pods and echo servers are set up" \
+  "'$examples/vm_cutover' setup > '$work/setup.log' 2>&1"
+"$bin" --state-dir /tmp/state --iptables-backend legacy serve --config "$work/serve.yaml" 2> "$work/serve.log" &
 serve=$!
 up=1; for _ in $(seq 1 120); do connects "$ip" "$port" && { up=0; break; }; sleep 0.5; done
 check "guest: the agent listens on the guest's address $ip:$port (the control for the next check)" "[ $up = 0 ]"
 # restrict=on: the guest "will not be able to contact the host" (qemu(1)); 10.0.2.2 is the
 # host as seen from slirp, where the host's 127.0.0.1:$prom_port has Prometheus listening
 check "guest: restrict=on, the host's Prometheus (10.0.2.2:$prom_port) cannot be reached from the guest" "! connects 10.0.2.2 $prom_port"
+check "guest: apply --namespace load is handed to the daemon and admitted" \
+  "'$bin' --state-dir /tmp/state apply --namespace load > '$work/apply.log' 2>&1 && grep -q 'Applied by the ipvs-migrate daemon' '$work/apply.log'"
+timeout 200 nc -l -p "$fault_port" > /dev/null 2>&1
+iptables-legacy -A OUTPUT -m ipvs --ipvs -j DROP
+echo "fault injected at $(date +%s)" > "$work/fault"
 timeout 200 nc -l -p "$done_port" > /dev/null 2>&1
+"$bin" --state-dir /tmp/state status -o json > "$work/status.json" 2>&1
+check "guest: status names the rollback's reason, IPVSMigrateRejectionRatioHigh from alertmanager, and nothing is migrated" \
+  "grep -q '\"reason\": \"IPVSMigrateRejectionRatioHigh\"' '$work/status.json' && grep -q '\"source\": \"alertmanager\"' '$work/status.json' && grep -q '\"namespaces\": \\[\\]' '$work/status.json'"
+answer=$("$examples/vm_cutover" get 10.96.2.1:80 2>/dev/null)
+check "guest: traffic is back on iptables (the node's own request passes the fault rule): $answer" "case '$answer' in pod*) true;; *) false;; esac"
+iptables-legacy -D OUTPUT -m ipvs --ipvs -j DROP
 kill -TERM "$serve"; wait "$serve"; rc=$?
 check "guest: the agent exits 0 on SIGTERM (graceful shutdown)" "[ $rc = 0 ]"
 echo "alerting-e2e guest: $pass passed, $fail failed"
 [ "$fail" = 0 ]
 GUEST
 tests/vm/ipvs-vm.sh run --forward "$AGENT_FWD:$AGENT_PORT" --forward "$DONE_FWD:$DONE_PORT" \
-  --share "$work" --share-ro "$(dirname "$bin")" --timeout 260 -- \
-  bash "$work/guest.sh" "$bin" "$work" "$PROM_PORT" "$GUEST_IP" "$AGENT_PORT" "$DONE_PORT" \
+  --forward "$FAULT_FWD:$FAULT_PORT" \
+  --modprobe ip_vs --modprobe ip_vs_rr --modprobe veth --modprobe xt_ipvs \
+  --share "$work" --share-ro "$(dirname "$bin")" --share-ro "$examples" --timeout 400 -- \
+  bash "$work/guest.sh" "$bin" "$work" "$PROM_PORT" "$GUEST_IP" "$AGENT_PORT" "$DONE_PORT" "$examples" "$FAULT_PORT" \
   > "$work/guest.out" 2>&1 &
 vm_pid=$!
 
@@ -250,6 +280,25 @@ check "Prometheus -> Alertmanager -> webhook: the agent counted the probe alert 
 check "Prometheus scrapes the agent's trigger count back (ipvs_migrate_rollback_triggers_total = 2)" \
   "wait_until 15 promq_is 'ipvs_migrate_rollback_triggers_total{node=\"$NODE\",source=\"alertmanager\"}' 2"
 
+# The rollback itself (the agent's built-in evaluator is off): a fault only the IPVS path
+# suffers; Prometheus' alert, through Alertmanager, makes the agent roll `load` back.
+status_json() { curl -sf --max-time 5 "$AGENT/api/v1/status"; }
+migrated_load() { status_json | jq -e '.owned.namespaces | index("load")' > /dev/null; }
+check "the guest migrated namespace load through the daemon (status: load migrated)" "wait_until 120 migrated_load"
+probed() { local v; v=$(promq "ipvs_connections_total{node=\"$NODE\",namespace=\"load\"}"); [ -n "$v" ] && [ "${v%.*}" -gt 0 ]; }
+check "the agent probes load: Prometheus scrapes ipvs_connections_total{namespace=\"load\"} > 0" "wait_until 30 probed"
+t_fault=$SECONDS
+bash -c "exec 3<>/dev/tcp/127.0.0.1/$FAULT_FWD" 2>/dev/null || not_ok "the fault signal reached the guest"
+check "Prometheus fires IPVSMigrateRejectionRatioHigh for load (short-window rules/ variant)" \
+  "wait_until 90 promq_is 'ALERTS{alertname=\"IPVSMigrateRejectionRatioHigh\",namespace=\"load\",alertstate=\"firing\"}' 1"
+rolled() { status_json | jq -e '(.owned.namespaces | index("load") | not) and (.owned.rollbacks[-1].source == "alertmanager") and (.owned.rollbacks[-1].reason == "IPVSMigrateRejectionRatioHigh")' > /dev/null; }
+check "the agent rolled load back by itself, the recorded reason the Alertmanager alert" "wait_until 60 rolled"
+echo "# rollback: load back on iptables $((SECONDS - t_fault)) s after the fault (window 20s, for 5s, Alertmanager group_wait 1s)"
+check "the evaluator stayed off: ipvs_migrate_rollback_triggers_total{source=\"builtin\"} 0, {source=\"alertmanager\"} 3" \
+  "metric_is 0 $AGENT ipvs_migrate_rollback_triggers_total source=builtin && metric_is 3 $AGENT ipvs_migrate_rollback_triggers_total source=alertmanager"
+check "the rollback is counted by reason: ipvs_migrate_rollbacks_total{reason=\"alertmanager\"} 1" \
+  "metric_is 1 $AGENT ipvs_migrate_rollbacks_total reason=alertmanager"
+
 # ---- done: release the guest, wait for the VM (bounded by its --timeout)
 bash -c "exec 3<>/dev/tcp/127.0.0.1/$DONE_FWD" 2>/dev/null || echo "alerting-e2e: could not signal the guest; it ends at its own timeout" >&2
 vm_rc=0; wait "$vm_pid" || vm_rc=$?; vm_pid=""
@@ -257,7 +306,7 @@ cat "$work/guest.out"
 gpass=$(grep -c '^ok - guest:' "$work/guest.out" || true)
 gfail=$(grep -c '^not ok - guest:' "$work/guest.out" || true)
 pass=$((pass + gpass)); fail=$((fail + gfail))
-if [ "$gpass" != 3 ] || [ "$vm_rc" != 0 ]; then not_ok "the guest ran its 3 checks and exited 0" "vm exit $vm_rc, $gpass ok"; fi
+if [ "$gpass" != 7 ] || [ "$vm_rc" != 0 ]; then not_ok "the guest ran its 7 checks and exited 0" "vm exit $vm_rc, $gpass ok"; fi
 if [ "$fail" != 0 ]; then
   { echo "---- serve.log (guest)"; tail -n 30 "$work/serve.log" 2>/dev/null
     echo "---- prometheus.log"; tail -n 20 "$work/prometheus.log"

@@ -301,6 +301,20 @@ impl Agent {
         if self.owned.namespaces.is_empty() {
             self.targets.clear();
             self.set_switch_gauge();
+            // Objects owned with no namespace left: a rollback was decided (and journaled) but
+            // not finished — the daemon was killed in it. Finish it. Not while a cutover is in
+            // flight: its prepare step owns kube-ipvs0 before any namespace is applied.
+            let in_flight = self
+                .owned
+                .cutover
+                .as_ref()
+                .is_some_and(|c| c.phase.in_flight());
+            if !self.owned.is_empty() && !in_flight {
+                tracing::warn!(
+                    "objects owned with no namespace migrated: finishing an interrupted rollback"
+                );
+                let _ = self.converge_plan(None, Options::default(), Duration::ZERO);
+            }
             return;
         }
         // A cutover between apply and admit holds the wave's keys in the probing set; its
@@ -965,10 +979,13 @@ impl Agent {
                 .cloned()
                 .collect()
         };
-        let r = if targets.is_empty() {
-            Report::default()
-        } else {
+        let r = if !targets.is_empty() {
             self.rollback(&targets, reason, "operator", drain)?
+        } else if all && !self.owned.is_empty() && self.in_flight().is_none() {
+            // Nothing migrated but objects still owned (an interrupted rollback): finish it.
+            self.converge_plan(None, Options::default(), drain)?
+        } else {
+            Report::default()
         };
         Ok(migrate::summary(
             "Rolled back by the ipvs-migrate daemon.",

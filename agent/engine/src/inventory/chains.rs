@@ -8,11 +8,12 @@
 //! declared right after them — kube-proxy writes the declarations and the rules of a service
 //! in the same order (SVC, then its SEPs), so almost every lookup is answered without
 //! touching the hash index. Only a miss there (iptables-save's live form sorts rules by
-//! chain) goes to the Fx-hashed index.
+//! chain) goes to the index ([`index`]).
 
-use rustc_hash::FxHashMap;
+mod index;
 
-use super::facts::{ChainFacts, HKind, Hash};
+use self::index::{Index, Probe};
+use super::facts::{ChainFacts, HKind, Hash, PlacedFact};
 
 /// Index of a chain in the table; stable for the life of the table, also across `-X`.
 pub type ChainId = u32;
@@ -23,13 +24,16 @@ const RECENT: usize = 8;
 /// Chains by (kind, hash).
 #[derive(Debug, Default)]
 pub struct ChainTable {
-    /// Keys as four `u32`s: a `u128` is 16-byte aligned, which makes each entry of the
-    /// table 32 bytes instead of 20 — at 120k chains, megabytes of fresh pages per rehash.
-    index: FxHashMap<[u32; 4], ChainId>,
+    /// Ids by key (the keys are in `keys`).
+    index: Index,
     /// Keys by id, apart from the facts so the sequential guess touches one cache line; a
     /// chain's kind and hash are read back from its key.
     keys: Vec<u128>,
     slots: Vec<ChainFacts>,
+    /// The rules of chains that have a list (see [`ChainFacts::rules`]).
+    rule_lists: Vec<Vec<PlacedFact>>,
+    /// `keys[..indexed]` are in `index`; the rest are declarations not yet indexed.
+    indexed: usize,
     /// Recently used (key, id) pairs, a ring.
     recent: [(u128, ChainId); RECENT],
     next_recent: usize,
@@ -43,15 +47,6 @@ fn key(kind: HKind, h: &Hash) -> u128 {
         k = (k << 7) | u128::from(b & 0x7f);
     }
     k
-}
-
-fn words(k: u128) -> [u32; 4] {
-    [
-        k as u32,
-        (k >> 32) as u32,
-        (k >> 64) as u32,
-        (k >> 96) as u32,
-    ]
 }
 
 /// The kind and hash a key was made of.
@@ -68,9 +63,11 @@ fn unkey(k: u128) -> (HKind, Hash) {
 }
 
 impl ChainTable {
-    /// A recently used chain or the one declared right after it.
+    /// A recently used chain or the one declared right after it, newest first: in
+    /// kube-proxy's order the answer is nearly always the newest or its successor.
     fn find_recent(&self, k: u128) -> Option<ChainId> {
-        for &(rk, id) in &self.recent {
+        for back in 1..=RECENT {
+            let (rk, id) = self.recent[(self.next_recent + RECENT - back) % RECENT];
             if rk == k {
                 return Some(id);
             }
@@ -83,11 +80,16 @@ impl ChainTable {
 
     fn find(&self, k: u128) -> Option<ChainId> {
         self.find_recent(k)
-            .or_else(|| self.index.get(&words(k)).copied())
+            .or_else(|| match self.index.probe(k, &self.keys) {
+                Probe::Found(id) => Some(id),
+                Probe::Vacant(_) => None,
+            })
     }
 
     fn remember(&mut self, k: u128, id: ChainId) {
-        if self.recent.iter().any(|&(rk, _)| rk == k) {
+        if self.recent[(self.next_recent + RECENT - 1) % RECENT].0 == k
+            || self.recent.iter().any(|&(rk, _)| rk == k)
+        {
             return;
         }
         self.recent[self.next_recent] = (k, id);
@@ -96,25 +98,84 @@ impl ChainTable {
 
     /// The chain's id, creating an undeclared, empty chain if the name is new.
     pub fn id(&mut self, kind: HKind, h: &Hash) -> ChainId {
+        self.flush();
         let k = key(kind, h);
         let id = match self.find_recent(k) {
             Some(i) => i,
-            None => {
-                let next = self.slots.len() as ChainId;
-                let i = *self.index.entry(words(k)).or_insert(next);
-                if i == next {
-                    self.slots.push(ChainFacts::default());
-                    self.keys.push(k);
-                }
-                i
-            }
+            None => self.insert(k),
         };
         self.remember(k, id);
         id
     }
 
+    /// The id of `k` in the index, added with a new empty slot if it is not there.
+    fn insert(&mut self, k: u128) -> ChainId {
+        self.index.reserve(1, &self.keys);
+        match self.index.probe(k, &self.keys) {
+            Probe::Found(id) => id,
+            Probe::Vacant(pos) => {
+                let id = self.slots.len() as ChainId;
+                self.index.insert(pos, id);
+                self.slots.push(ChainFacts::default());
+                self.keys.push(k);
+                self.indexed = self.keys.len();
+                id
+            }
+        }
+    }
+
+    /// Declares a chain at `line`. The declarations of a table come in one block before its
+    /// rules (120,000 of them in a large dump): they are appended here and indexed together
+    /// when the next lookup comes ([`Self::flush`]), into an index sized once for all of them
+    /// instead of grown (and rehashed into fresh memory) step by step.
+    pub fn declare(&mut self, kind: HKind, h: &Hash, line: u32) {
+        self.keys.push(key(kind, h));
+        self.slots.push(ChainFacts {
+            decl_line: line,
+            declared: true,
+            ..ChainFacts::default()
+        });
+    }
+
+    /// Indexes the declarations appended since the last lookup. A name seen before (declared
+    /// twice, or named by a rule before its declaration) keeps its first id and takes the
+    /// later declaration's line, as if it had been looked up at its declaration; its second
+    /// entry is dropped. Nothing holds the ids of the entries not yet indexed, so dropping
+    /// one moves the ones after it down without changing any id given out.
+    pub fn flush(&mut self) {
+        if self.indexed == self.keys.len() {
+            return;
+        }
+        self.index
+            .reserve(self.keys.len() - self.indexed, &self.keys[..self.indexed]);
+        let mut write = self.indexed;
+        for read in self.indexed..self.keys.len() {
+            let k = self.keys[read];
+            // Only `keys[..write]` are indexed: the probe must not see the pending ones.
+            match self.index.probe(k, &self.keys[..write]) {
+                Probe::Vacant(pos) => {
+                    self.index.insert(pos, write as ChainId);
+                    self.keys[write] = k;
+                    self.slots.swap(write, read);
+                    write += 1;
+                }
+                Probe::Found(id) => {
+                    let line = self.slots[read].decl_line;
+                    if let Some(s) = self.slots.get_mut(id as usize) {
+                        s.decl_line = line;
+                        s.declared = true;
+                    }
+                }
+            }
+        }
+        self.keys.truncate(write);
+        self.slots.truncate(write);
+        self.indexed = write;
+    }
+
     /// The chain's id if its name has been seen.
     pub fn find_id(&mut self, kind: HKind, h: &Hash) -> Option<ChainId> {
+        self.flush();
         let k = key(kind, h);
         let id = self.find(k)?;
         self.remember(k, id);
@@ -131,6 +192,44 @@ impl ChainTable {
         self.slots.get_mut(id as usize)
     }
 
+    /// Appends a rule to a chain's list.
+    pub fn push_fact(&mut self, id: ChainId, fact: PlacedFact) {
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        if slot.rules == 0 {
+            // Room for a masquerade rule and seven endpoints without a reallocation.
+            self.rule_lists.push(Vec::with_capacity(8));
+            slot.rules = self.rule_lists.len() as u32;
+        }
+        if let Some(list) = self.rule_lists.get_mut(slot.rules as usize - 1) {
+            list.push(fact);
+        }
+    }
+
+    /// Takes a chain's rules out, to walk them while the table changes ([`Self::put_facts`]
+    /// puts them back).
+    pub fn take_facts(&mut self, id: ChainId) -> Vec<PlacedFact> {
+        self.list_mut(id).map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back the rules [`Self::take_facts`] took.
+    pub fn put_facts(&mut self, id: ChainId, facts: Vec<PlacedFact>) {
+        if let Some(list) = self.list_mut(id) {
+            *list = facts;
+        }
+    }
+
+    fn list_mut(&mut self, id: ChainId) -> Option<&mut Vec<PlacedFact>> {
+        let i = (self.slots.get(id as usize)?.rules as usize).checked_sub(1)?;
+        self.rule_lists.get_mut(i)
+    }
+
+    fn list_of(&self, slot: &ChainFacts) -> Option<&[PlacedFact]> {
+        let i = (slot.rules as usize).checked_sub(1)?;
+        self.rule_lists.get(i).map(Vec::as_slice)
+    }
+
     /// Kind and hash of a chain by id.
     pub fn name(&self, id: ChainId) -> Option<(HKind, Hash)> {
         self.keys.get(id as usize).map(|&k| unkey(k))
@@ -138,6 +237,7 @@ impl ChainTable {
 
     /// Removes a chain (`-X`): it is undeclared and empty again, and keeps its id.
     pub fn remove(&mut self, kind: HKind, h: &Hash) {
+        self.flush();
         if let Some(id) = self.find_id(kind, h)
             && let Some(s) = self.slots.get_mut(id as usize)
         {
@@ -146,18 +246,18 @@ impl ChainTable {
     }
 
     /// Declared chains that match `keep`, in the order their names were first seen (names
-    /// are decoded only for those).
+    /// are decoded only for those). Call after [`Self::flush`].
     pub fn filtered(
         &self,
         keep: impl Fn(&ChainFacts) -> bool,
-    ) -> impl Iterator<Item = (HKind, Hash, &ChainFacts)> {
+    ) -> impl Iterator<Item = (HKind, Hash, &ChainFacts, &[PlacedFact])> {
         self.keys
             .iter()
             .zip(&self.slots)
             .filter(move |(_, s)| s.declared && keep(s))
             .map(|(&k, s)| {
                 let (kind, h) = unkey(k);
-                (kind, h, s)
+                (kind, h, s, self.list_of(s).unwrap_or(&[]))
             })
     }
 }
@@ -191,6 +291,38 @@ mod tests {
             let id = t.id(kind, &h("ZZ7Y2"));
             assert_eq!(t.name(id), Some((kind, h("ZZ7Y2"))));
         }
+    }
+
+    #[test]
+    fn declarations_are_indexed_together_as_if_each_had_been_looked_up() {
+        let mut t = ChainTable::default();
+        // Named by a rule before its declaration.
+        let early = t.id(HKind::Svc, &h("E"));
+        t.declare(HKind::Sep, &h("A"), 10);
+        t.declare(HKind::Svc, &h("E"), 11);
+        t.declare(HKind::Sep, &h("B"), 12);
+        t.declare(HKind::Sep, &h("A"), 13);
+        t.declare(HKind::Sep, &h("C"), 14);
+        let ids: Vec<_> = ["A", "B", "C"]
+            .iter()
+            .map(|n| t.find_id(HKind::Sep, &h(n)))
+            .collect();
+        assert_eq!(ids, [Some(1), Some(2), Some(3)]);
+        assert_eq!(t.find_id(HKind::Svc, &h("E")), Some(early));
+        let lines: Vec<_> = (0..4)
+            .map(|i| t.get(i).map(|c| (c.declared, c.decl_line)))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                Some((true, 11)),
+                Some((true, 13)),
+                Some((true, 12)),
+                Some((true, 14))
+            ]
+        );
+        assert_eq!(t.get(4).map(|c| c.decl_line), None);
+        assert_eq!(t.name(2), Some((HKind::Sep, h("B"))));
     }
 
     #[test]

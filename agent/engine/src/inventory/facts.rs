@@ -13,6 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::InventoryError;
 use super::chains::ChainId;
 use super::model::{IpFamily, LocalDetector, Protocol, Warning};
+use super::quick::quick_rule;
 use super::rule::{Neg, Rule, parse_rule};
 use super::save::{Event, Token};
 use super::scan::{self, Hot};
@@ -163,9 +164,11 @@ pub fn classify(name: &str) -> ChainClass {
 
 fn hashed_class(kind: HKind, h: &str) -> ChainClass {
     let b = h.as_bytes();
+    // Every byte checked without an early exit: the loop becomes a few vector instructions.
     if b.len() == 16
-        && b.iter()
-            .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+        && b.iter().fold(true, |ok, c| {
+            ok & (c.is_ascii_uppercase() | (b'2'..=b'7').contains(c))
+        })
     {
         let mut out = [0u8; 16];
         out.copy_from_slice(b);
@@ -247,11 +250,13 @@ pub struct ChainFacts {
     pub decl_line: u32,
     /// Declared in the dump (a chain can be referenced before or without a declaration).
     pub declared: bool,
-    /// Rules.
-    pub facts: Vec<PlacedFact>,
+    /// Rules: 1 + the index of their list in the chain table (0: none). Most chains are
+    /// endpoint chains, which keep their rules inline below, so the list is kept apart and
+    /// the 120,000 slots of a large dump stay small (fewer fresh pages to fault in).
+    pub rules: u32,
     /// Reached from a KUBE-SERVICES / KUBE-NODEPORTS entry (set by the resolver).
     pub referenced: bool,
-    /// Endpoint chains keep their two rules inline instead of in `facts`: the DNAT target…
+    /// Endpoint chains keep their two rules inline instead of in a list: the DNAT target…
     pub dnat: Option<(IpAddr, u16)>,
     /// …its line…
     pub dnat_line: u32,
@@ -402,6 +407,27 @@ struct LastChain {
     id: ChainId,
 }
 
+impl LastChain {
+    /// `name` is this chain. Hashed chain names are 25 or 26 bytes: two overlapping 16-byte
+    /// comparisons instead of a call to memcmp, once for nearly every rule of a large dump.
+    fn is(&self, name: &[u8]) -> bool {
+        let n = usize::from(self.len);
+        if name.len() != n {
+            return false;
+        }
+        let (Some(a), Some(b)) = (self.name.get(..n), name.get(..n)) else {
+            return false;
+        };
+        match (
+            a.first_chunk::<16>().zip(a.last_chunk::<16>()),
+            b.first_chunk::<16>().zip(b.last_chunk::<16>()),
+        ) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        }
+    }
+}
+
 /// Streams events into facts.
 pub struct Collector {
     pub(crate) source: String,
@@ -521,11 +547,7 @@ impl Collector {
         }
         match class {
             ChainClass::Hashed(k, h) if self.table == "nat" => {
-                let id = self.chains.id(k, &h);
-                if let Some(c) = self.chains.get_mut(id) {
-                    c.decl_line = line;
-                    c.declared = true;
-                }
+                self.chains.declare(k, &h, line);
                 if k == HKind::Xlb && !self.node.legacy.iter().any(|l| l == "KUBE-XLB-*") {
                     self.node.legacy.push("KUBE-XLB-*".to_owned());
                 }
@@ -583,6 +605,7 @@ impl Collector {
 
     fn commit(&mut self) -> Result<(), InventoryError> {
         self.masq_pending = false;
+        self.chains.flush();
         let mut pending: Vec<(String, u32)> = std::mem::take(&mut self.pending_targets)
             .into_iter()
             .collect();
@@ -673,7 +696,14 @@ impl Collector {
             .map(|_| unreachable_token())
             .collect();
         let mut r = Rule::default();
-        let parsed = parse_rule(rest, &mut scratch, &mut r);
+        // The commented service rules (and any other rule of the same few options) are read
+        // without the token vector; anything else by the general parser, from scratch.
+        let parsed = if rest_text.is_some_and(|t| quick_rule(t, &mut r)) {
+            Ok(())
+        } else {
+            r = Rule::default();
+            parse_rule(rest, &mut scratch, &mut r)
+        };
         let result = match parsed {
             Err(e) => {
                 if builtin_pos.is_some() {
@@ -778,7 +808,7 @@ impl Collector {
     /// that is not a rule.
     fn declared_nat_chain(&mut self, chain: &str) -> Option<(HKind, ChainId)> {
         if let Some(last) = &self.last_chain
-            && last.name.get(..usize::from(last.len)) == Some(chain.as_bytes())
+            && last.is(chain.as_bytes())
         {
             return Some((last.kind, last.id));
         }
@@ -874,7 +904,7 @@ impl Collector {
             }
             return Ok(());
         }
-        c.facts.push(PlacedFact { fact, line });
+        self.chains.push_fact(id, PlacedFact { fact, line });
         Ok(())
     }
 
@@ -1290,6 +1320,13 @@ fn parse_mark(r: &Rule<'_>) -> Option<u32> {
 
 /// `10.0.0.1`, `10.0.0.1/32`, `fd00::1/128` → the address; a wider mask is not a host.
 pub fn parse_host(s: &str) -> Option<IpAddr> {
+    let fast = match s.as_bytes() {
+        [a @ .., b'/', b'3', b'2'] => super::num::ipv4(a),
+        a => super::num::ipv4(a),
+    };
+    if let Some(ip) = fast {
+        return Some(IpAddr::V4(ip));
+    }
     match s.split_once('/') {
         None => s.parse().ok(),
         Some((a, m)) => {
@@ -1312,6 +1349,12 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
 /// `10.1.2.3:80` or `[fd00::1]:80`.
 pub fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let (host, port) = s.rsplit_once(':')?;
+    if let (Some(ip), Some(port)) = (
+        super::num::ipv4(host.as_bytes()),
+        super::num::port(port.as_bytes()),
+    ) {
+        return Some((IpAddr::V4(ip), port));
+    }
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

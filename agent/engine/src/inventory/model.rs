@@ -89,11 +89,14 @@ pub struct ServicePortName {
 impl ServicePortName {
     /// Parses `ns/name` or `ns/name:port`. Returns `None` for anything else.
     pub fn parse(s: &str) -> Option<ServicePortName> {
-        let (namespace, rest) = s.split_once('/')?;
-        let (name, port_name) = match rest.split_once(':') {
-            Some((n, p)) => (n, p),
-            None => (rest, ""),
-        };
+        // Split at ASCII bytes found by plain loops (`split_once(char)` runs a string searcher;
+        // this is done once per service port of a dump).
+        fn split(s: &str, c: u8) -> Option<(&str, &str)> {
+            let i = s.bytes().position(|b| b == c)?;
+            Some((s.get(..i)?, s.get(i + 1..)?))
+        }
+        let (namespace, rest) = split(s, b'/')?;
+        let (name, port_name) = split(rest, b':').unwrap_or((rest, ""));
         let ok = |part: &str| {
             !part.is_empty()
                 && part
@@ -498,12 +501,18 @@ impl Inventory {
 
     /// Sorts service ports and warnings into the documented, deterministic order.
     pub fn normalize(&mut self) {
-        // Service ports are large; sort indices, then move them into place by following the
-        // permutation's cycles (one swap per misplaced port, no second vector of ports).
+        // Service ports are large; sort small keys (with the index as the last key, so the
+        // unstable sort gives the stable order), then move the ports into place by following
+        // the permutation's cycles (one swap per misplaced port, no second vector of ports).
         let ports = &mut self.service_ports;
         if !ports.is_sorted_by(|a, b| a.sort_key() <= b.sort_key()) {
-            let mut idx: Vec<usize> = (0..ports.len()).collect();
-            idx.sort_by(|&a, &b| ports[a].sort_key().cmp(&ports[b].sort_key()));
+            let mut keys: Vec<SortKey<'_>> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| SortKey::new(p, i))
+                .collect();
+            keys.sort_unstable_by(SortKey::cmp);
+            let idx: Vec<usize> = keys.into_iter().map(|k| k.index).collect();
             // Position k must receive the port now at idx[k].
             let mut placed = vec![false; ports.len()];
             for start in 0..ports.len() {
@@ -521,5 +530,65 @@ impl Inventory {
         }
         self.warnings
             .sort_by(|a, b| (a.family, a.line, &a.code).cmp(&(b.family, b.line, &b.code)));
+    }
+}
+
+/// A service port's sort key with its three names also as [`Short`]s, so that most
+/// comparisons of the sort need no call to memcmp.
+struct SortKey<'a> {
+    short: [Short; 3],
+    key: (&'a str, &'a str, &'a str, Protocol, IpFamily),
+    index: usize,
+}
+
+impl<'a> SortKey<'a> {
+    fn new(p: &'a ServicePort, index: usize) -> SortKey<'a> {
+        let key = p.sort_key();
+        SortKey {
+            short: [Short::of(key.0), Short::of(key.1), Short::of(key.2)],
+            key,
+            index,
+        }
+    }
+
+    /// The order of `(sort_key, index)`: the index last, so the unstable sort gives the
+    /// stable order.
+    fn cmp(a: &SortKey<'_>, b: &SortKey<'_>) -> std::cmp::Ordering {
+        let names = [(a.key.0, b.key.0), (a.key.1, b.key.1), (a.key.2, b.key.2)];
+        for ((x, y), (sx, sy)) in names.into_iter().zip(a.short.iter().zip(&b.short)) {
+            let o = sx.0.cmp(&sy.0);
+            if o.is_ne() {
+                return o;
+            }
+            if !sx.exact() {
+                let o = x.cmp(y);
+                if o.is_ne() {
+                    return o;
+                }
+            }
+        }
+        (a.key.3, a.key.4, a.index).cmp(&(b.key.3, b.key.4, b.index))
+    }
+}
+
+/// The first 8 bytes of a string, zero-padded, as a big-endian number, then its length up
+/// to 9. Two strings compare as their `Short`s do whenever those differ; equal `Short`s of
+/// strings of at most 8 bytes mean equal strings (a shorter string's zero padding sorts it
+/// before a longer one that starts with it, as the byte order does).
+struct Short(u128);
+
+impl Short {
+    fn of(s: &str) -> Short {
+        let mut b = [0u8; 8];
+        for (d, c) in b.iter_mut().zip(s.bytes()) {
+            *d = c;
+        }
+        let len = s.len().min(9) as u128;
+        Short((u128::from(u64::from_be_bytes(b)) << 8) | len)
+    }
+
+    /// The string is wholly in the key (at most 8 bytes).
+    fn exact(&self) -> bool {
+        self.0 & 0xff <= 8
     }
 }

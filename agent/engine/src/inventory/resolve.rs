@@ -78,12 +78,16 @@ pub fn resolve(
             ),
         });
     }
-    let mut builders = Builders::default();
-    let mut by_hash: FxHashMap<Hash, usize> = FxHashMap::default();
-
+    c.chains.flush();
+    // Sized for one service port per entry (the usual count): growing these by doubling
+    // copies megabytes of builders and faults in fresh pages at every step.
     let entries = std::mem::take(&mut c.entries);
+    let mut builders = Builders::with_capacity(entries.len());
+    let mut by_hash: FxHashMap<Hash, usize> =
+        FxHashMap::with_capacity_and_hasher(entries.len(), Default::default());
+
     for e in entries {
-        let bi = builders.index(&e.spn, e.proto, e.line);
+        let bi = builders.index_owned(e.spn, e.proto, e.line);
         let b = &mut builders.list[bi];
         let target_hash = match e.target {
             EntryTarget::Chain(k, h, id) => Some((k, h, id)),
@@ -93,7 +97,7 @@ pub fn resolve(
             if let Some(prev) = b.hash.filter(|p| *p != h) {
                 let msg = format!(
                     "{} jumps to {} but an earlier rule of the same service jumps to a chain with hash {}",
-                    e.spn,
+                    b.spn,
                     k.chain(&h),
                     String::from_utf8_lossy(&prev)
                 );
@@ -112,7 +116,7 @@ pub fn resolve(
                         "nat",
                         e.line,
                         "KUBE-SERVICES",
-                        format!("second ClusterIP {} for {}", e.ip, e.spn),
+                        format!("second ClusterIP {} for {}", e.ip, b.spn),
                     );
                     continue;
                 }
@@ -351,6 +355,13 @@ fn key_hash(spn: &str, proto: Protocol) -> u64 {
 }
 
 impl Builders {
+    fn with_capacity(n: usize) -> Builders {
+        Builders {
+            list: Vec::with_capacity(n),
+            index: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+        }
+    }
+
     fn find(&self, spn: &str, proto: Protocol) -> Option<usize> {
         let mut i = *self.index.get(&key_hash(spn, proto))?;
         loop {
@@ -364,14 +375,26 @@ impl Builders {
 
     /// The builder of a service port, created if new.
     fn index(&mut self, spn: &str, proto: Protocol, line: u32) -> usize {
-        if let Some(i) = self.find(spn, proto) {
-            return i;
+        match self.find(spn, proto) {
+            Some(i) => i,
+            None => self.push(spn.to_owned(), proto, line),
         }
+    }
+
+    /// As [`Builders::index`], keeping `spn` for a new builder instead of copying it.
+    fn index_owned(&mut self, spn: String, proto: Protocol, line: u32) -> usize {
+        match self.find(&spn, proto) {
+            Some(i) => i,
+            None => self.push(spn, proto, line),
+        }
+    }
+
+    fn push(&mut self, spn: String, proto: Protocol, line: u32) -> usize {
         let i = self.list.len();
-        let same_hash = self.index.insert(key_hash(spn, proto), i);
+        let same_hash = self.index.insert(key_hash(&spn, proto), i);
         self.list.push(Builder {
-            name: ServicePortName::parse(spn),
-            spn: spn.to_owned(),
+            name: ServicePortName::parse(&spn),
+            spn,
             proto: Some(proto),
             first_line: line,
             same_hash,
@@ -490,11 +513,9 @@ fn build_port(ctx: &mut Ctx<'_>, mut b: Builder) -> Option<ServicePort> {
                 continue;
             };
             chain.referenced = true;
-            let facts = std::mem::take(&mut chain.facts);
+            let facts = ctx.c.chains.take_facts(id);
             walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
-            if let Some(chain) = ctx.c.chains.get_mut(id) {
-                chain.facts = facts;
-            }
+            ctx.c.chains.put_facts(id, facts);
         }
         (ctx.stack, ctx.seen) = (stack, seen);
     }
@@ -812,8 +833,8 @@ fn endpoint_of(
 
 fn stale_chains(c: &mut Collector) {
     let mut stale: Vec<(u32, String, Vec<u32>)> = Vec::new();
-    for (k, h, chain) in c.chains.filtered(|c| !c.referenced) {
-        let mut lines: Vec<u32> = chain.facts.iter().map(|f| f.line).collect();
+    for (k, h, chain, facts) in c.chains.filtered(|c| !c.referenced) {
+        let mut lines: Vec<u32> = facts.iter().map(|f| f.line).collect();
         lines.extend(
             [chain.dnat_line, chain.hairpin_line]
                 .into_iter()

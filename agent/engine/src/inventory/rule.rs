@@ -74,7 +74,7 @@ pub struct Rule<'a> {
 /// The options kube-proxy's rules use, recognised by length first: there are millions of
 /// option tokens in a large dump, and a flat `match` on byte strings compares them one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Opt {
+pub(super) enum Opt {
     Not,
     Src,
     Dst,
@@ -106,7 +106,7 @@ enum Opt {
     Unknown,
 }
 
-fn opt_kind(o: &[u8]) -> Opt {
+pub(super) fn opt_kind(o: &[u8]) -> Opt {
     use Opt::*;
     match o.len() {
         1 if o == b"!" => Not,

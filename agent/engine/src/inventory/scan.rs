@@ -93,6 +93,78 @@ impl<'a> Words<'a> {
 
 /// Matches the text after `-A CHAIN` of a rule in a chain of kind `kind` against the hot shapes.
 pub fn scan(kind: HKind, rest: &str) -> Option<Hot<'_>> {
+    exact(kind, rest).or_else(|| by_words(kind, rest))
+}
+
+/// The hot shapes spelled with single spaces, as both kube-proxy and iptables-save write
+/// them: matched by comparing whole prefixes and suffixes instead of word by word. A `Some`
+/// here is what [`by_words`] gives for the same text; anything else is left to it.
+fn exact(kind: HKind, rest: &str) -> Option<Hot<'_>> {
+    const MASQ: &str = " -j KUBE-MARK-MASQ";
+    const DNAT: &str = " -j DNAT --to-destination ";
+    const STATISTIC: &str = "-m statistic --mode random --probability ";
+    // A single word: no space (the other bytes are checked by the parsers that follow).
+    // Folds without an early exit, which the compiler turns into a few vector instructions
+    // (the words are short; a call to a vector search costs more than the search).
+    let word = |w: &str| !w.is_empty() && !w.bytes().fold(false, |sp, b| sp | (b == b' '));
+    match kind {
+        HKind::Sep => {
+            if let Some(ip) = rest.strip_prefix("-s ").and_then(|r| r.strip_suffix(MASQ)) {
+                return Some(Hot::Hairpin(parse_host(ip).filter(|_| word(ip))?));
+            }
+            // `-m P -p P` or `-p P -m P`, then the DNAT target.
+            let b = rest.as_bytes();
+            let first = b.get(..3)?;
+            let other: &[u8; 4] = match first {
+                b"-m " => b" -p ",
+                b"-p " => b" -m ",
+                _ => return None,
+            };
+            let (proto, plen) = match b.get(3..7)? {
+                [b't', b'c', b'p', b' '] => (Protocol::Tcp, 3),
+                [b'u', b'd', b'p', b' '] => (Protocol::Udp, 3),
+                [b's', b'c', b't', b'p'] => (Protocol::Sctp, 4),
+                _ => return None,
+            };
+            let after = rest.get(3 + plen..)?;
+            let after = after.strip_prefix(std::str::from_utf8(other).ok()?)?;
+            let after = after.strip_prefix(proto.as_str())?;
+            let ep = after.strip_prefix(DNAT)?;
+            let (ip, port) = parse_endpoint(ep).filter(|_| word(ep))?;
+            Some(Hot::Dnat(ip, port, proto))
+        }
+        HKind::Svc | HKind::Svl => {
+            let (probability, target) = match rest.strip_prefix("-j ") {
+                Some(t) => (None, t),
+                None => {
+                    let r = rest.strip_prefix(STATISTIC)?;
+                    let sp = r.bytes().position(|b| b == b' ')?;
+                    let (p, t) = (r.get(..sp)?, r.get(sp..)?.strip_prefix(" -j ")?);
+                    let p = p
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=1.0).contains(p) && word(t))?;
+                    (Some(quantize_probability(p)), t)
+                }
+            };
+            if !word(target)
+                || target
+                    .bytes()
+                    .fold(false, |bad, b| bad | (b == b'"') | !b.is_ascii())
+            {
+                return None;
+            }
+            Some(Hot::Jump {
+                target,
+                probability,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The hot shapes word by word, with any run of spaces between words.
+fn by_words(kind: HKind, rest: &str) -> Option<Hot<'_>> {
     let mut w = Words { rest };
     match kind {
         HKind::Sep => match w.next()? {
