@@ -11,13 +11,16 @@
 //!    rollback with a drain longer than the measurement: no failed request, every long-lived
 //!    connection keeps exchanging data;
 //! 2. the same with a short drain: the IPVS-era connections end when it expires;
-//! 3. a fault only the IPVS path suffers (`-m ipvs --ipvs -j DROP` in filter OUTPUT): the
-//!    built-in evaluator fires and the namespace is rolled back within a bound, by itself;
+//! 3. two waves from a file; then a fault only the second wave's IPVS path suffers (`-m ipvs
+//!    --ipvs --vaddr ... -j DROP` in filter OUTPUT): the built-in evaluator fires, that wave is
+//!    rolled back within a bound by itself, the committed first wave stays;
 //! 4. the dead man's switch: the daemon frozen with SIGSTOP, traffic back on iptables within
 //!    the switch's timeout;
 //! 5. churn while migrated: endpoints and services added and removed in kube-proxy's rules,
 //!    IPVS follows within a reconcile period; a displaced or deleted admission hook is
-//!    repaired; finally a rollback leaves the node as it was.
+//!    repaired; finally a rollback leaves the node as it was;
+//! 6. SIGKILL at points through a cutover and a rollback, then a restart: the state converges
+//!    and the kernel holds exactly what the journal owns.
 //!
 //! Modes: `suite` (default); `echo NAME PORT...`; `load DIR ADDR...` (see [`load`]).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -927,17 +930,39 @@ fn suite() -> i32 {
         r.new_ok, r.new_fail,
     );
 
-    // 3. A fault only the IPVS path suffers: the built-in evaluator rolls back by itself.
+    // 3. Two waves from a file (`other`, then `load`), each gated on the previous one's soak;
+    // then a fault only load's IPVS path suffers: the built-in evaluator rolls `load` back by
+    // itself and the committed first wave stays.
+    std::fs::write(
+        p("waves.yaml"),
+        "waves:\n  - namespaces: [other]\n  - namespaces: [load]\n",
+    )
+    .unwrap();
     let (rc, out) = sh(&format!(
-        "{} cutover --namespace load --soak 10m --state-dir {} 2>&1",
-        s.bin, s.state
+        "{} cutover --waves {} --soak 3s --state-dir {} 2>&1",
+        s.bin,
+        p("waves.yaml"),
+        s.state
     ));
-    assert_eq!(rc, 0, "{out}");
+    let wave = |s: &Suite| status(s)["owned"]["cutover"]["wave"].as_u64().unwrap_or(0);
+    let migrated = |s: &Suite, ns: &str| {
+        status(s)["owned"]["namespaces"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == ns))
+    };
+    let second = wait_for(60, || {
+        wave(&s) == 1 && matches!(phase(&s).as_str(), "soak" | "committed")
+    });
+    s.check(
+        "cutover --waves: wave 1 (other) verified, admitted and soaked before wave 2 (load) goes through the gate and is admitted",
+        rc == 0 && out.contains("wave 1 of 2 (other)") && second && migrated(&s, "other") && migrated(&s, "load"),
+        &format!("{out}\nphase {} wave {}", phase(&s), wave(&s)),
+    );
     let rollbacks_before = status(&s)["owned"]["rollbacks"]
         .as_array()
         .map_or(0, Vec::len);
     let t0 = Instant::now();
-    must("iptables-legacy -A OUTPUT -m ipvs --ipvs -j DROP");
+    must("iptables-legacy -A OUTPUT -m ipvs --ipvs --vaddr 10.96.2.0/24 -j DROP");
     let rolled = wait_for(60, || phase(&s) == "rolled-back");
     let took = t0.elapsed();
     let st = status(&s);
@@ -956,8 +981,12 @@ fn suite() -> i32 {
         took.as_secs_f64()
     );
     s.check(
-        "a fault on the IPVS path: the built-in evaluator fires and the namespace is rolled back by itself within 30 s",
-        rolled && took < Duration::from_secs(30) && st["owned"]["rollbacks"].as_array().map_or(0, Vec::len) == rollbacks_before + 1,
+        "a fault on load's IPVS path: the built-in evaluator fires and load is rolled back by itself within 30 s; the committed wave (other) stays on IPVS",
+        rolled
+            && took < Duration::from_secs(30)
+            && st["owned"]["rollbacks"].as_array().map_or(0, Vec::len) == rollbacks_before + 1
+            && !migrated(&s, "load")
+            && migrated(&s, "other"),
         &format!("{st}"),
     );
     s.check(
@@ -982,7 +1011,7 @@ fn suite() -> i32 {
         rc == 0 && out.starts_with("pod"),
         &out,
     );
-    must("iptables-legacy -D OUTPUT -m ipvs --ipvs -j DROP");
+    must("iptables-legacy -D OUTPUT -m ipvs --ipvs --vaddr 10.96.2.0/24 -j DROP");
 
     // 4. The dead man's switch.
     let (rc, out) = s.migrate("apply --namespace load");
