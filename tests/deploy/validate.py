@@ -5,13 +5,18 @@
   Schema; broken copies of it (wrong types, values out of range, unknown fields) must not;
 - deploy/prometheusrule.yaml's groups are rules/ipvs-migrate.rules.yml's, and promtool accepts
   them;
-- kustomization.yaml lists every manifest in deploy/ (the example and the serve example aside).
+- kustomization.yaml lists every manifest in deploy/ (the example and the serve example aside);
+- every PromQL expression of dashboards/ parses (promtool check rules on them as recording
+  rules, Grafana's variables replaced by values). Which metrics they read:
+  tests/tests/observability_names.rs.
 
 Exit 0 when all hold, 1 with one line per failure otherwise. Never changes deploy/.
 """
 
 import copy
+import json
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -152,9 +157,41 @@ def check_kustomization():
         print(f"ok   kustomization.yaml lists the {len(present)} manifests")
 
 
+def grafana_exprs(panels):
+    for p in panels:
+        for t in p.get("targets", []):
+            if "expr" in t:
+                yield p.get("title", "?"), t["expr"]
+        yield from grafana_exprs(p.get("panels", []))
+
+
+def check_dashboards():
+    # Grafana's built-in and the dashboards' own variables, as Grafana substitutes them.
+    values = {"__rate_interval": "1m", "__range": "1h", "__interval": "30s"}
+    rules = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        for title, expr in grafana_exprs(board.get("panels", [])):
+            text = re.sub(r"\$\{?(\w+)(:\w+)?\}?", lambda m: values.get(m.group(1), "x"), expr)
+            rules.append({"record": f"dashboard:check:{len(rules)}", "expr": text,
+                          "labels": {"panel": f"{path.name}: {title}"}})
+    if not rules:
+        fail("dashboards/: no expressions")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, f)
+        f.flush()
+        r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+        if r.returncode != 0:
+            fail(f"dashboards/: promtool does not parse every expression: {r.stdout}{r.stderr}")
+        else:
+            print(f"ok   promtool parses the {len(rules)} expressions of dashboards/")
+
+
 check_example()
 check_prometheus_rule()
 check_kustomization()
+check_dashboards()
 if failures:
     print(f"validate.py: {len(failures)} failure(s)")
     sys.exit(1)

@@ -225,7 +225,10 @@ mod tests {
         let object = render_prometheus_rule(&Params::default());
         let (_, spec) = object.split_once("\nspec:\n").unwrap_or_default();
         let rules: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
-        let under: Vec<&str> = spec.lines().map(|l| l.strip_prefix("  ").unwrap_or("<not indented>")).collect();
+        let under: Vec<&str> = spec
+            .lines()
+            .map(|l| l.strip_prefix("  ").unwrap_or("<not indented>"))
+            .collect();
         assert_eq!(under, rules);
         assert!(rules.iter().filter(|l| l.contains("- alert: ")).count() == 6);
     }
