@@ -6,6 +6,9 @@
 - deploy/prometheusrule.yaml's groups are rules/ipvs-migrate.rules.yml's, and promtool accepts
   them;
 - kustomization.yaml lists every manifest in deploy/ (the example and the serve example aside);
+- the manifests refer to each other correctly (what no schema sees): the DaemonSet's paths
+  are where serve.yaml says its files are, the Service selects the DaemonSet's pods, the
+  ServiceMonitor the Service's port, the bindings the ServiceAccount;
 - every PromQL expression of dashboards/ parses (promtool check rules on them as recording
   rules, Grafana's variables replaced by values). Which metrics they read:
   tests/tests/observability_names.rs.
@@ -157,6 +160,92 @@ def check_kustomization():
         print(f"ok   kustomization.yaml lists the {len(present)} manifests")
 
 
+def load_all(name):
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+def check_wiring():
+    ds = load_all("daemonset.yaml")[0]
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    cm = load_all("configmap.yaml")[0]
+    serve = yaml.safe_load(cm["data"]["serve.yaml"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    errors = []
+
+    def file_in_volume(path, kind, name_key, name, key):
+        # `path` must be a file the volume `kind` (configMap/secret) named `name` puts there.
+        for mpath, m in mounts.items():
+            v = volumes.get(m["name"], {})
+            if kind not in v or v[kind].get(name_key) != name:
+                continue
+            if m.get("subPath"):
+                if mpath == path and m["subPath"] == key:
+                    return
+            elif path == f"{mpath}/{key}":
+                items = v[kind].get("items")
+                if items is None or any(i["key"] == key or i["path"] == key for i in items):
+                    return
+        errors.append(f"{path}: no mount of {kind} {name} key {key} there")
+
+    args = c["args"]
+    config = args[args.index("--config") + 1]
+    file_in_volume(config, "configMap", "name", cm["metadata"]["name"], "serve.yaml")
+    file_in_volume(serve["tokenFile"], "secret", "secretName", "ipvs-migrate-webhook-token", "token")
+    file_in_volume(serve["kubeProxyConfig"], "configMap", "name", "kube-proxy", "config.conf")
+    if "listen" in serve:
+        errors.append("serve.yaml sets listen: the DaemonSet's --listen overrides it (daemonset.yaml)")
+    listen = args[args.index("--listen") + 1]
+    port = next(p for p in c["ports"] if p["name"] == "http")["containerPort"]
+    if listen != f"$(POD_IP):{port}":
+        errors.append(f"--listen {listen} is not $(POD_IP):{port}")
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c["env"]}
+    if env.get("NODE_NAME") != "spec.nodeName" or env.get("POD_IP") != "status.podIP":
+        errors.append(f"env: NODE_NAME and POD_IP must come from the downward API, got {env}")
+    for probe in ("livenessProbe", "readinessProbe"):
+        if c[probe]["httpGet"]["port"] != "http":
+            errors.append(f"{probe} not on the http port")
+    hostpaths = {v["hostPath"]["path"]: v for v in volumes.values() if "hostPath" in v}
+    for path in ("/run/xtables.lock", "/var/lib/ipvs-migrate"):
+        if path not in hostpaths or path not in mounts:
+            errors.append(f"{path}: not the host's (hostPath mounted at the same path)")
+    for path, m in mounts.items():
+        v = volumes[m["name"]]
+        if "hostPath" in v and path not in ("/run/xtables.lock", "/var/lib/ipvs-migrate") and not m.get("readOnly"):
+            errors.append(f"{path}: a host path other than the lock and the state dir is writable")
+    if not (pod.get("hostNetwork") and c["securityContext"].get("privileged")):
+        errors.append("the agent must be privileged on the host network (deploy/README.md)")
+
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    svc = load_all("service-metrics.yaml")[0]
+    if any(labels.get(k) != v for k, v in svc["spec"]["selector"].items()):
+        errors.append("service-metrics.yaml does not select the DaemonSet's pods")
+    if svc["spec"].get("clusterIP") != "None" or svc["spec"]["ports"][0]["port"] != port:
+        errors.append(f"service-metrics.yaml: not headless on port {port}")
+    sm = load_all("servicemonitor.yaml")[0]
+    if any(svc["metadata"]["labels"].get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
+        errors.append("servicemonitor.yaml does not select the metrics Service")
+    if {e["port"] for e in sm["spec"]["endpoints"]} != {p["name"] for p in svc["spec"]["ports"]}:
+        errors.append("servicemonitor.yaml: endpoint port names are not the Service's")
+    sa = load_all("serviceaccount.yaml")[0]["metadata"]
+    if pod["serviceAccountName"] != sa["name"] or ds["metadata"]["namespace"] != sa["namespace"]:
+        errors.append("the DaemonSet does not run as the ServiceAccount")
+    for b in load_all("rbac.yaml"):
+        if b["kind"].endswith("Binding"):
+            if b["subjects"] != [{"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}]:
+                errors.append(f"{b['kind']} {b['metadata']['name']}: subject is not the agent's ServiceAccount")
+            roles = [r for r in load_all("rbac.yaml") if r["kind"] == b["roleRef"]["kind"]
+                     and r["metadata"]["name"] == b["roleRef"]["name"]
+                     and r["metadata"].get("namespace") == b["metadata"].get("namespace")]
+            if len(roles) != 1:
+                errors.append(f"{b['kind']} {b['metadata']['name']}: refers to no role in rbac.yaml")
+    for e in errors:
+        fail(f"wiring: {e}")
+    if not errors:
+        print("ok   the manifests refer to each other: mounts, ports, selectors, service account")
+
+
 def grafana_exprs(panels):
     for p in panels:
         for t in p.get("targets", []):
@@ -191,6 +280,7 @@ def check_dashboards():
 check_example()
 check_prometheus_rule()
 check_kustomization()
+check_wiring()
 check_dashboards()
 if failures:
     print(f"validate.py: {len(failures)} failure(s)")
