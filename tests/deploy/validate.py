@@ -3,6 +3,8 @@
 
 - the example IPVSMigration validates against the CRD's openAPIV3Schema, converted to a JSON
   Schema; broken copies of it (wrong types, values out of range, unknown fields) must not;
+- the schema is structural as the API server requires (Kubernetes docs, "Specifying a
+  structural schema"): every node has a type, and every default validates against its node;
 - deploy/prometheusrule.yaml's groups are rules/ipvs-migrate.rules.yml's, and promtool accepts
   them;
 - kustomization.yaml lists every manifest in deploy/ (the example and the serve example aside);
@@ -83,6 +85,40 @@ def crd_validator():
     return want_api, crd["spec"]["names"]["kind"], jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.FormatChecker()
     )
+
+
+def check_structural():
+    crd = yaml.safe_load((DEPLOY / "crd.yaml").read_text())
+    errors = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        if "type" not in node and not node.get("x-kubernetes-int-or-string") \
+                and not node.get("x-kubernetes-preserve-unknown-fields"):
+            errors.append(f"{path}: no type")
+        if "default" in node:
+            for e in jsonschema.Draft202012Validator(to_json_schema(node)).iter_errors(node["default"]):
+                errors.append(f"{path}: default {node['default']!r}: {e.message}")
+        for name, p in node.get("properties", {}).items():
+            walk(p, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{path}[{key}]")
+        if node.get("x-kubernetes-list-type") == "map":
+            required = node.get("items", {}).get("required", [])
+            for k in node.get("x-kubernetes-list-map-keys", []):
+                if k not in required:
+                    errors.append(f"{path}: list-map key {k} is not required")
+        if node.get("x-kubernetes-list-type") == "set" and node.get("items", {}).get("type") in ("object", "array"):
+            errors.append(f"{path}: a set of non-scalars")
+
+    for v in crd["spec"]["versions"]:
+        walk(v["schema"]["openAPIV3Schema"], v["name"])
+    for e in errors:
+        fail(f"crd.yaml: {e}")
+    if not errors:
+        print("ok   crd.yaml's schema is structural: every node typed, every default valid")
 
 
 def check_example():
@@ -277,6 +313,7 @@ def check_dashboards():
             print(f"ok   promtool parses the {len(rules)} expressions of dashboards/")
 
 
+check_structural()
 check_example()
 check_prometheus_rule()
 check_kustomization()
