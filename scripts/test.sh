@@ -2,7 +2,7 @@
 # The whole test suite, as README.md documents it and .ci/run calls it.
 # Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct,
 # promtool and prometheus (Debian's prometheus package), prometheus-alertmanager (their services
-# not started: scripts/apt-install.sh), curl and jq, and
+# not started: scripts/apt-install.sh), curl and jq, python3-venv (tests/deploy/validate.sh), and
 # for the VM test bed qemu-system-x86 plus the Debian packages of the guest (tests/vm/).
 # Tests that change iptables run only in network namespaces they create themselves.
 set -euo pipefail
@@ -12,6 +12,8 @@ need=()
 for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool prometheus-alertmanager curl jq; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# tests/deploy/validate.sh builds a venv (kubernetes-validate, jsonschema from PyPI).
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "test.sh: installing packages for: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then
@@ -20,7 +22,7 @@ if ((${#need[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux curl jq >/dev/null
+  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux curl jq python3-venv >/dev/null
   # promtool comes with Debian's prometheus package; the alerting suite also runs prometheus and
   # prometheus-alertmanager itself (tests/vm/alerting-e2e.sh): apt must not start their services.
   bash scripts/apt-install.sh prometheus prometheus-alertmanager
@@ -34,6 +36,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # proving IPVS, dummy links, ipset and both iptables backends work in it. It installs qemu and
 # downloads the Debian packages it needs into tests/vm/cache/ on first use.
 bash tests/vm/selftest.sh
+
+# deploy/: kubernetes-validate --strict for the Kubernetes versions we claim, the example
+# IPVSMigration against the CRD's schema, the PrometheusRule against rules/ and promtool.
+bash tests/deploy/validate.sh
 
 cargo build --workspace --bins --locked
 

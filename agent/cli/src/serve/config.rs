@@ -585,6 +585,27 @@ mod tests {
     }
 
     #[test]
+    fn the_daemonsets_config_in_deploy_parses() {
+        #[derive(serde::Deserialize)]
+        struct ConfigMap {
+            data: std::collections::BTreeMap<String, String>,
+        }
+        let cm: ConfigMap =
+            serde_saphyr::from_str(include_str!("../../../../deploy/configmap.yaml")).unwrap();
+        let c = ok(&cm.data["serve.yaml"]);
+        // The DaemonSet's mounts (deploy/daemonset.yaml) and the runbook thresholds.
+        assert_eq!(
+            c.token_file.as_deref(),
+            Some(Path::new("/etc/ipvs-migrate/token/token"))
+        );
+        assert_eq!(
+            c.kube_proxy_config.as_deref(),
+            Some(Path::new("/etc/kube-proxy/config.conf"))
+        );
+        assert_eq!(c.thresholds, Thresholds::default());
+    }
+
+    #[test]
     fn bad_values_and_unknown_keys_name_the_key() {
         check("listen: localhost", "listen", "not an address");
         check("listen: 10.0.0.1", "listen", "not an address");
