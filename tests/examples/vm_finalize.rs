@@ -371,15 +371,13 @@ fn suite() -> i32 {
     );
 
     // On nft the daemon runs from here on, holding the journal's lock: finalize is handed to
-    // it. Its reconcile period is long: a daemon that follows kube-proxy's rules after the
-    // switch plans from IPVS mode's rules and removes the migrated virtual servers (a known gap
-    // of the reconcile loop, which does not yet stop following when /proxyMode leaves
-    // `iptables`; docs/finalize.md) — so here it reconciles once, at its start, before the
-    // switch.
+    // it. It reconciles every 2 s; once kube-proxy's /proxyMode leaves `iptables` it must stop
+    // following kube-proxy's rules (IPVS mode's no longer describe the services, and following
+    // them would delete the virtual servers kube-proxy adopted).
     let via_daemon = be() == "nft";
     let mut daemon = None;
     if via_daemon {
-        let d = start_daemon(&s, &p("serve.yaml"), "1h", "3h", &p("serve.log"));
+        let d = start_daemon(&s, &p("serve.yaml"), "2s", "6s", &p("serve.log"));
         s.check(
             "the daemon starts and listens on its socket",
             d.is_some(),
@@ -389,8 +387,23 @@ fn suite() -> i32 {
     }
 
     // kube-proxy restarts in IPVS mode on this node.
-    load_ipvs_mode(&plan, &expected_ipvsadm, &dir);
+    // (Mode first, then rules: kube-proxy switches both at its restart; a pass in between
+    // would see IPVS mode's rules under an `iptables` answer.)
     *mode.lock().unwrap() = "ipvs".into();
+    load_ipvs_mode(&plan, &expected_ipvsadm, &dir);
+    if via_daemon {
+        // Three reconcile periods, and the switch's timeout: the paused daemon stops refreshing.
+        std::thread::sleep(Duration::from_secs(8));
+        let (_, ipvs) = sh("ipvsadm -Sn");
+        s.check(
+            "after kube-proxy's switch the daemon stops following its rules: the adopted virtual servers stay",
+            expected_ipvsadm
+                .lines()
+                .filter(|l| l.starts_with('-'))
+                .all(|l| ipvs.lines().any(|k| k == l)),
+            &format!("{}\n{}", ipvs, sh(&format!("tail -20 {}", p("serve.log"))).1),
+        );
+    }
     let tcp = answering_tcp(&v4, &v6);
     let bad = not_through_ipvs(&s, &tcp);
     s.check(

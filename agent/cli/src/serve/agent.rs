@@ -107,6 +107,9 @@ pub struct Agent {
     polled: PollDedup,
     /// kube-proxy said it is unhealthy at the last pass (following it is paused).
     kube_proxy_unhealthy: bool,
+    /// kube-proxy's `/proxyMode` answered something else than `iptables`: it switched (the
+    /// finalize step); the loop neither follows its rules nor rolls back any more.
+    kube_proxy_switched: Option<String>,
     /// The drain of the rollback the cutover machine is about to run, when the operator gave
     /// one.
     drain_override: Option<Duration>,
@@ -137,6 +140,7 @@ impl Agent {
             trigger_source: None,
             polled: PollDedup::default(),
             kube_proxy_unhealthy: false,
+            kube_proxy_switched: None,
             drain_override: None,
         })
     }
@@ -317,6 +321,12 @@ impl Agent {
             }
             return;
         }
+        // kube-proxy switched to IPVS mode (the node is being finalized): its rules no longer
+        // describe the services and it owns the virtual servers now — following or rolling
+        // back would delete what it adopted.
+        if self.kube_proxy_switched_now() {
+            return;
+        }
         // A cutover between apply and admit holds the wave's keys in the probing set; its
         // own steps move them on (they run to completion within one message, so this is a
         // guard, not a path).
@@ -342,6 +352,34 @@ impl Agent {
             return;
         }
         let _ = self.converge_to(&namespaces, &exclude, opts, Duration::ZERO);
+    }
+
+    /// Asks kube-proxy's `/proxyMode` (when configured); whether it runs in another mode than
+    /// iptables. No answer is not a switch.
+    fn kube_proxy_switched_now(&mut self) -> bool {
+        let Some(addr) = self.s.cfg.kube_proxy_metrics else {
+            return false;
+        };
+        let mode = match ipvsmig_host::kube_proxy::proxy_mode(addr, Default::default()) {
+            Ok(m) if m.trim() != "iptables" => Some(m.trim().to_owned()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "kube-proxy's /proxyMode did not answer");
+                None
+            }
+        };
+        if mode != self.kube_proxy_switched {
+            match &mode {
+                Some(m) => {
+                    tracing::warn!(mode = %m, %addr, "kube-proxy runs in {m} mode on this node: the agent stops following its rules and rolling back; run `ipvs-migrate finalize`")
+                }
+                None => {
+                    tracing::info!(%addr, "kube-proxy runs in iptables mode again: following its rules")
+                }
+            }
+        }
+        self.kube_proxy_switched = mode;
+        self.kube_proxy_switched.is_some()
     }
 
     /// Asks kube-proxy's healthz (when configured). Unreachable is not unhealthy: kube-proxy
@@ -469,6 +507,10 @@ impl Agent {
     /// else straight to a rollback of the namespace (or, node-wide, of every namespace).
     fn trigger(&mut self, namespace: Option<String>, alert: &str, source: &'static str) {
         let now = unix_now();
+        if let Some(mode) = &self.kube_proxy_switched {
+            tracing::error!(alert, source, mode = %mode, "rollback trigger ignored: kube-proxy already runs in {mode} mode and owns the virtual servers");
+            return;
+        }
         if let Some(c) = &self.owned.cutover
             && c.phase.touched_kernel()
             && namespace
@@ -755,6 +797,18 @@ impl Agent {
             // A finalized node is kube-proxy's: nothing is migrated onto it again.
             Request::Apply { .. } | Request::Cutover { .. } if self.owned.finalized => {
                 Err(crate::finalize::finalized_refusal("apply/cutover"))
+            }
+            // kube-proxy switched: it owns the virtual servers; only finalize goes on.
+            Request::Apply { .. } | Request::Cutover { .. } | Request::Rollback { .. }
+                if self.kube_proxy_switched.is_some() =>
+            {
+                Err(CliError::new(
+                    ExitCode::NotReady,
+                    format!(
+                        "kube-proxy already runs in {} mode on this node and owns the virtual servers: apply, cutover and rollback are over here; run `ipvs-migrate finalize` (docs/finalize.md)",
+                        self.kube_proxy_switched.as_deref().unwrap_or("another")
+                    ),
+                ))
             }
             Request::Finalize {
                 kube_proxy_metrics,

@@ -63,6 +63,9 @@ pub struct Config {
     pub kube_proxy_config: Option<PathBuf>,
     /// kube-proxy's healthz server (a loopback address); `None`: not asked.
     pub kube_proxy_healthz: Option<SocketAddr>,
+    /// kube-proxy's metrics server, asked for `/proxyMode` (a loopback address); `None`: not
+    /// asked.
+    pub kube_proxy_metrics: Option<SocketAddr>,
     /// The instant-vector expression polled (default: this node's firing rollback alerts).
     pub prometheus_query: String,
     /// How often it is polled.
@@ -89,6 +92,7 @@ struct Raw {
     node_ips: Option<Vec<Scalar>>,
     kube_proxy_config: Option<Scalar>,
     kube_proxy_healthz: Option<Scalar>,
+    kube_proxy_metrics: Option<Scalar>,
     prometheus_query: Option<Scalar>,
     prometheus_interval: Option<Scalar>,
 }
@@ -313,18 +317,16 @@ pub fn parse(
                 .map_err(|_| bad("nodeIPs", format!("{s:?} is not an IP address")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let kube_proxy_healthz = match raw.kube_proxy_healthz {
-        None => Some(SocketAddr::from((
-            [127, 0, 0, 1],
-            ipvsmig_host::kube_proxy::HEALTHZ_PORT,
-        ))),
-        Some(Scalar(s)) if s.trim().is_empty() => None,
-        Some(Scalar(s)) => match parse_listen(&s) {
-            Ok(a) if a.ip().is_loopback() => Some(a),
-            Ok(_) => return Err(bad("kubeProxyHealthz", "must be a loopback address")),
-            Err(m) => return Err(bad("kubeProxyHealthz", m)),
-        },
-    };
+    let kube_proxy_healthz = loopback(
+        "kubeProxyHealthz",
+        raw.kube_proxy_healthz,
+        ipvsmig_host::kube_proxy::HEALTHZ_PORT,
+    )?;
+    let kube_proxy_metrics = loopback(
+        "kubeProxyMetrics",
+        raw.kube_proxy_metrics,
+        ipvsmig_host::kube_proxy::METRICS_PORT,
+    )?;
     let kube_proxy_config = match raw.kube_proxy_config {
         Some(Scalar(s)) if s.trim().is_empty() => return Err(bad("kubeProxyConfig", "is empty")),
         Some(Scalar(s)) => Some(PathBuf::from(s)),
@@ -370,9 +372,23 @@ pub fn parse(
         node_ips,
         kube_proxy_config,
         kube_proxy_healthz,
+        kube_proxy_metrics,
         prometheus_query,
         prometheus_interval,
     })
+}
+
+/// A loopback `HOST:PORT` of kube-proxy's (default `127.0.0.1:PORT`; `""`: not asked).
+fn loopback(key: &str, v: Option<Scalar>, port: u16) -> Result<Option<SocketAddr>, ConfigError> {
+    match v {
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
+        Some(Scalar(s)) if s.trim().is_empty() => Ok(None),
+        Some(Scalar(s)) => match parse_listen(&s) {
+            Ok(a) if a.ip().is_loopback() => Ok(Some(a)),
+            Ok(_) => Err(bad(key, "must be a loopback address")),
+            Err(m) => Err(bad(key, m)),
+        },
+    }
 }
 
 /// The dotted key of the mapping entry on 1-based `line` (`thresholds.rate`), found by
@@ -501,6 +517,17 @@ mod tests {
             Some("127.0.0.1:10256")
         );
         assert_eq!(ok("kubeProxyHealthz: \"\"").kube_proxy_healthz, None);
+        assert_eq!(
+            c.kube_proxy_metrics.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:10249")
+        );
+        assert_eq!(
+            ok("kubeProxyMetrics: \"[::1]:10249\"")
+                .kube_proxy_metrics
+                .map(|a| a.to_string())
+                .as_deref(),
+            Some("[::1]:10249")
+        );
         assert_eq!(
             c.prometheus_query,
             "ALERTS{alertstate=\"firing\",ipvs_migrate_rollback=\"true\",node=\"host-a\"}"
@@ -651,6 +678,11 @@ mod tests {
             "kubeProxyHealthz: localhost",
             "kubeProxyHealthz",
             "not an address",
+        );
+        check(
+            "kubeProxyMetrics: 10.0.0.1:10249",
+            "kubeProxyMetrics",
+            "loopback",
         );
         check("prometheusUrl: https://p:9090", "prometheusUrl", "no TLS");
         check(
