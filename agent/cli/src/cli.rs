@@ -202,8 +202,12 @@ pub enum Command {
     /// the hybrid plan's virtual servers, kube-ipvs0 addresses, ipsets, admission rules and
     /// sysctls; admits the agent's own probes first, checks every virtual server through IPVS,
     /// then admits all traffic. Only objects recorded in the journal (--state-dir) are ever
-    /// changed. Exit 0 applied, 1 conflict or failed probe (nothing admitted), 3 a kernel
-    /// operation failed (the journal says what is applied), 69 no IPVS / ipset / iptables.
+    /// changed. The preflight checks gate it first: a blocker (missing IPVS modules, say)
+    /// refuses it. Handed to the `serve` daemon when one runs (watched); without one it needs
+    /// --no-watch. Exit 0 applied (dry run: would apply), 1 a preflight blocker, a conflict or a
+    /// failed probe (nothing admitted), 2 usage (no daemon and no --no-watch), 3 a kernel
+    /// operation failed (the journal says what is applied) or the daemon does not answer, 69 a
+    /// tool missing (ipset / iptables).
     Apply {
         #[command(flatten)]
         inputs: Inputs,

@@ -256,15 +256,29 @@ pub fn apply_cmd(
     if g.calico && !dry_run {
         return Err(CliError::new(
             ExitCode::NotReady,
-            "this is a Calico node: Calico handles IPVS only if kube-ipvs0 existed when calico-node started, so admission must wait for a calico-node restart — `apply` cannot wait for it; use `cutover` (not in this build yet). Nothing was changed",
+            "this is a Calico node: Calico handles IPVS only if kube-ipvs0 existed when calico-node started, so admission must wait for a calico-node restart — `apply` cannot wait for it; use `cutover`, which the daemon runs and which waits for it. Nothing was changed",
         ));
     }
     if dry_run {
         let mut text = String::from("Dry run: nothing was changed. The node would hold:\n");
         text.push_str(&plan.summary());
         text.push_str(&dry_run_changes(&owned, &plan));
+        if g.calico {
+            text.push_str("Calico node: apply would refuse (admission must wait for calico-node's restart: use cutover).\n");
+        }
+        if !blockers.is_empty() {
+            text.push_str(&format!(
+                "Preflight blockers: apply would refuse and change nothing: {} (`ipvs-migrate preflight` explains each).\n",
+                blockers.join("; ")
+            ));
+        }
         print!("{text}");
-        return Ok(ExitCode::Ok);
+        // The dry run answers "would apply succeed": not with a blocker.
+        return Ok(if blockers.is_empty() && !g.calico {
+            ExitCode::Ok
+        } else {
+            ExitCode::NotReady
+        });
     }
     if plan.virtual_servers.is_empty() {
         return Err(CliError::new(

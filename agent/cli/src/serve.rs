@@ -95,16 +95,26 @@ async fn run(
         backend,
         cfg: cfg.clone(),
     };
-    let agent = agent::Agent::open(settings, Arc::clone(&app))?;
     let (inbox, agent_rx) = std::sync::mpsc::channel();
-    let loop_thread = std::thread::Builder::new()
-        .name("reconcile".into())
-        .spawn(move || agent.run(agent_rx))
-        .map_err(|e| failed("starting the reconcile loop", e))?;
-    socket::listen(state_dir, inbox.clone())?;
-    if let Err(e) = app.load().await {
-        tracing::error!(error = %e, state_dir = %state_dir.display(), "the journal cannot be read: /readyz answers 503 until it can");
-    }
+    let loop_thread = match agent::Agent::open(settings, Arc::clone(&app)) {
+        Ok(agent) => {
+            let t = std::thread::Builder::new()
+                .name("reconcile".into())
+                .spawn(move || agent.run(agent_rx))
+                .map_err(|e| failed("starting the reconcile loop", e))?;
+            socket::listen(state_dir, inbox.clone())?;
+            Some(t)
+        }
+        // A journal that cannot be read (damaged): serve HTTP with /readyz answering 503 and
+        // the reason, and change nothing — a crash loop would hide the reason and help no
+        // one; the runbook repairs the journal (docs/journal.md). A lock held by another
+        // process (a second daemon, a CLI command running) is an error: exit 3.
+        Err(e) if app.load().await.is_err() => {
+            tracing::error!(error = %e.message, state_dir = %state_dir.display(), "the journal cannot be read: no reconcile loop, no socket; /readyz answers 503 until it is repaired and the agent restarted");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| failed(&format!("listening on {}", cfg.listen), e))?;
@@ -157,6 +167,9 @@ async fn run(
     // The loop finishes what it is doing (a step is journaled before and after, so even a
     // kill here would be recovered from) and stops.
     let _ = inbox.send(agent::Msg::Stop);
+    let Some(loop_thread) = loop_thread else {
+        return Ok(ExitCode::Ok);
+    };
     let _ = std::fs::remove_file(socket::path(state_dir));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

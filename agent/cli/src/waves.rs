@@ -65,10 +65,12 @@ fn check_waves(waves: Vec<Vec<String>>) -> Result<Vec<Vec<String>>, String> {
                 ));
             }
             if !seen.insert(ns.clone()) {
-                return Err(format!(
-                    "wave {}: namespace {ns} is in an earlier wave",
-                    i + 1
-                ));
+                let where_ = if w.iter().filter(|n| *n == ns).count() > 1 {
+                    "twice in this wave"
+                } else {
+                    "in an earlier wave"
+                };
+                return Err(format!("wave {}: namespace {ns} is {where_}", i + 1));
             }
         }
     }
@@ -226,6 +228,10 @@ mod tests {
             "wave 2: namespace a is in an earlier wave",
         );
         check("waves:\n  - namespaces: [Shop]", "not a namespace name");
+        check(
+            "waves:\n  - namespaces: [a, a]",
+            "wave 1: namespace a is twice in this wave",
+        );
         check(
             "waves:\n  - namespaces: [\"a;rm -rf\"]",
             "not a namespace name",

@@ -120,6 +120,36 @@ fn serve_answers_healthz_on_a_real_socket_and_exits_0_on_sigterm() {
 }
 
 #[test]
+fn a_damaged_journal_keeps_serve_up_but_not_ready_with_the_reason_and_a_second_serve_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // A journal whose first line is no journal header: damage, not a torn tail.
+    std::fs::write(dir.path().join("journal.jsonl"), "garbage\n{\"v\":1}\n").unwrap();
+    let d = start(dir.path());
+    let resp = http_get(&d.addr, "/readyz");
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(resp.contains("journal"), "{resp}");
+    // No socket: the CLI does not hand requests to a daemon that cannot act on them.
+    assert!(!dir.path().join("agent.sock").exists());
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
+    assert!(log.contains("cannot be read"), "{log}");
+
+    // A healthy state dir held by a running daemon: a second one exits 3 before listening.
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path());
+    let out = serve(&["--listen", "127.0.0.1:0"], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another ipvs-migrate"),
+        "{out:?}"
+    );
+    let (exit, _) = first.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
 fn a_client_holding_a_request_open_does_not_keep_serve_alive_past_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path());

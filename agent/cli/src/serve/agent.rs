@@ -849,8 +849,14 @@ impl Agent {
             } => self.cutover(waves, soak_secs, allow),
         };
         match r {
-            Ok(text) => Response::ok(text),
-            Err(e) => Response::error(&e),
+            Ok(text) => {
+                tracing::info!(outcome = %text.lines().next().unwrap_or(""), "request done");
+                Response::ok(text)
+            }
+            Err(e) => {
+                tracing::warn!(code = e.code.code(), error = %e.message, "request refused or failed");
+                Response::error(&e)
+            }
         }
     }
 

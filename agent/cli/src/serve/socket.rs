@@ -18,6 +18,11 @@ use crate::exit::{CliError, ExitCode};
 pub const SOCKET: &str = "agent.sock";
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 1 << 20;
+/// The first line of every answer: the daemon's socket thread read the request (the loop may
+/// then take minutes — a rollback's drain).
+pub const ACK: &str = "{\"ack\":true}";
+/// How long the CLI waits for [`ACK`]: a daemon that does not acknowledge is stopped or hung.
+pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the CLI asks the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +175,10 @@ fn answer(conn: UnixStream, inbox: &Sender<Msg>) {
         }
         Ok(req) => {
             tracing::info!(?req, "request from the CLI");
+            let mut w = &conn;
+            let _ = w
+                .write_all(ACK.as_bytes())
+                .and_then(|()| w.write_all(b"\n"));
             let (tx, rx) = channel();
             if inbox.send(Msg::Request { req, reply: tx }).is_err() {
                 Response {
@@ -201,6 +210,15 @@ pub fn daemon_listening(state_dir: &Path) -> bool {
 /// Sends `req` to the daemon of `state_dir` and waits for its answer; `None` when no daemon
 /// listens there (no socket file, or nobody behind it).
 pub fn call(state_dir: &Path, req: &Request) -> Result<Option<Response>, CliError> {
+    call_with(state_dir, req, ACK_TIMEOUT)
+}
+
+/// [`call`], waiting `ack_timeout` for the acknowledgement.
+pub fn call_with(
+    state_dir: &Path,
+    req: &Request,
+    ack_timeout: std::time::Duration,
+) -> Result<Option<Response>, CliError> {
     let p = path(state_dir);
     let conn = match UnixStream::connect(&p) {
         Ok(c) => c,
@@ -231,8 +249,47 @@ pub fn call(state_dir: &Path, req: &Request) -> Result<Option<Response>, CliErro
     (&conn)
         .write_all(text.as_bytes())
         .map_err(|e| failed("writing to", e.to_string()))?;
+    // The socket thread acknowledges at once; a daemon that does not is stopped (SIGSTOP) or
+    // hung, and waiting for it would hang the operator too.
+    let hung = || {
+        CliError::new(
+            ExitCode::OperationFailed,
+            format!(
+                "the ipvs-migrate daemon at {} took the request but did not acknowledge it within {:.1} s: it is stopped or hung. Its admission entries expire by themselves within its switchTimeout (traffic goes back to kube-proxy's iptables rules); to act now, stop it (its pid is in {}) and run this command again, which then runs in this process",
+                p.display(),
+                ack_timeout.as_secs_f64(),
+                state_dir.join(ipvsmig_host::journal::LOCK_FILE).display()
+            ),
+        )
+    };
+    conn.set_read_timeout(Some(ack_timeout))
+        .map_err(|e| failed("setting a timeout on", e.to_string()))?;
+    let mut reader = BufReader::new(&conn);
     let mut line = String::new();
-    BufReader::new(&conn)
+    match reader.read_line(&mut line) {
+        Ok(_) if line.trim_end() == ACK => {}
+        Ok(0) => return Err(failed("no answer from", "the connection closed".into())),
+        Ok(_) => {
+            return Err(failed(
+                "an answer without acknowledgement from",
+                line.trim_end().to_owned(),
+            ));
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(hung());
+        }
+        Err(e) => return Err(failed("reading from", e.to_string())),
+    }
+    // Acknowledged: the answer may take as long as the work (a drain of minutes).
+    conn.set_read_timeout(None)
+        .map_err(|e| failed("clearing the timeout on", e.to_string()))?;
+    line.clear();
+    reader
         .read_line(&mut line)
         .map_err(|e| failed("reading from", e.to_string()))?;
     if line.is_empty() {
@@ -256,5 +313,66 @@ pub fn finish(resp: Response) -> Result<ExitCode, CliError> {
         Ok(ExitCode::Ok)
     } else {
         Err(CliError::new(code, resp.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn rollback() -> Request {
+        Request::Rollback {
+            namespaces: vec![],
+            all: true,
+            drain_secs: Some(0),
+        }
+    }
+
+    #[test]
+    fn no_socket_means_no_daemon() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(call(d.path(), &rollback()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_daemon_that_never_acknowledges_is_reported_hung_not_waited_for() {
+        let d = tempfile::tempdir().unwrap();
+        // Listening (the kernel accepts) but never reading: a stopped or hung daemon.
+        let _l = UnixListener::bind(path(d.path())).unwrap();
+        let t = std::time::Instant::now();
+        let e =
+            call_with(d.path(), &rollback(), std::time::Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(e.code, ExitCode::OperationFailed);
+        assert!(e.message.contains("stopped or hung"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_answer_after_the_acknowledgement_may_take_longer_than_the_ack_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let (inbox, rx) = std::sync::mpsc::channel();
+        listen(d.path(), inbox).unwrap();
+        // The loop answers after longer than the ack timeout.
+        std::thread::spawn(move || {
+            if let Ok(Msg::Request { req, reply }) = rx.recv() {
+                assert!(matches!(req, Request::Rollback { all: true, .. }));
+                std::thread::sleep(std::time::Duration::from_millis(600));
+                let _ = reply.send(Response::ok("Rolled back."));
+            }
+        });
+        let r = call_with(d.path(), &rollback(), std::time::Duration::from_millis(300))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.code, 0);
+        assert_eq!(r.message, "Rolled back.");
+        // A line that is not a request is refused with a usage answer (after no ack).
+        let mut c = UnixStream::connect(path(d.path())).unwrap();
+        c.write_all(b"rm -rf /\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&c).read_line(&mut line).unwrap();
+        let resp: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(resp.code, ExitCode::Usage.code());
     }
 }
