@@ -120,6 +120,26 @@ fn run(
     Ok((r, o.owned))
 }
 
+/// How long ago `t` (unix seconds) was, as `3m12s`.
+pub fn ago(t: u64) -> String {
+    human(unix_now().saturating_sub(t))
+}
+
+/// How long until `t` (unix seconds), as `3m12s` (`0s` when past).
+pub fn ago_rev(t: u64) -> String {
+    human(t.saturating_sub(unix_now()))
+}
+
+/// Seconds as `1h2m3s`, `4m5s`, `6s`.
+pub fn human(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -612,15 +632,15 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
             }
             if let Some(c) = &owned.cutover {
                 println!(
-                    "Cutover: wave {} of {} ({}), phase {} since {} (unix){}",
+                    "Cutover: wave {} of {} ({}), phase {} for {}{}",
                     c.wave + 1,
                     c.waves.len(),
                     c.namespaces().join(","),
                     c.phase.name(),
-                    c.since,
+                    ago(c.since),
                     match &c.phase {
                         ipvsmig_engine::cutover::Phase::Soak { until } =>
-                            format!(", soaking until {until}"),
+                            format!(", soak ends in {}", ago_rev(*until)),
                         ipvsmig_engine::cutover::Phase::RolledBack { reason } =>
                             format!(": {reason}"),
                         ipvsmig_engine::cutover::Phase::Failed { error } => format!(": {error}"),
@@ -633,8 +653,8 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
             }
             for r in owned.rollbacks.iter().rev().take(5) {
                 println!(
-                    "Rollback at {} (unix): {} — {} [{}]",
-                    r.at,
+                    "Rollback {} ago: {} — {} [{}]",
+                    ago(r.at),
                     r.namespaces.join(","),
                     r.reason,
                     r.source
@@ -651,4 +671,22 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
         }
     }
     Ok(ExitCode::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn durations_read_as_hours_minutes_seconds() {
+        for (secs, want) in [
+            (0, "0s"),
+            (59, "59s"),
+            (61, "1m1s"),
+            (3600, "1h0m0s"),
+            (3723, "1h2m3s"),
+        ] {
+            assert_eq!(human(secs), want, "{secs}");
+        }
+    }
 }

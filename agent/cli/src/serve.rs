@@ -95,6 +95,11 @@ async fn run(
         backend,
         cfg: cfg.clone(),
     };
+    // kube-proxy's configuration is read at every plan: a wrong mount must show now, not at
+    // the first cutover.
+    if cfg.kube_proxy_config.is_some() {
+        crate::inputs::kube_proxy_config(&settings.inputs)?;
+    }
     let (inbox, agent_rx) = std::sync::mpsc::channel();
     let loop_thread = match agent::Agent::open(settings, Arc::clone(&app)) {
         Ok(agent) => {

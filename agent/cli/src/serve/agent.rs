@@ -1089,15 +1089,20 @@ impl Agent {
         );
         match &c.phase {
             Phase::Soak { until } => Ok(format!(
-                "Cutover: {wave} verified through IPVS and admitted; soaking until {} (unix), watched. Follow it with `ipvs-migrate status`.",
-                until
+                "Cutover: {wave} verified through IPVS and admitted; soaking for {}, watched. Follow it with `ipvs-migrate status`.",
+                migrate::ago_rev(*until)
             )),
             Phase::WaitCalico { .. } => Ok(format!(
                 "Cutover: {wave}: kube-ipvs0 exists; waiting for calico-node to restart (restart it: `kubectl -n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName=THIS_NODE`). The daemon continues by itself."
             )),
             Phase::Committed => Ok(format!("Cutover committed ({wave}).")),
+            // A kernel operation that failed is exit 3, as for apply; a gate that held, 1.
             Phase::Failed { error } => Err(CliError::new(
-                ExitCode::NotReady,
+                if error.starts_with("prepare failed") {
+                    ExitCode::OperationFailed
+                } else {
+                    ExitCode::NotReady
+                },
                 format!("Cutover stopped at {wave}: {error}"),
             )),
             Phase::RolledBack { reason } => Err(CliError::new(
