@@ -16,7 +16,7 @@ pub fn wants_json(cmd: &Command) -> bool {
         Command::Audit { output, .. }
         | Command::Inventory { output, .. }
         | Command::Preflight { output, .. } => *output == Format::Json,
-        Command::Status { output } => *output == Format::Json,
+        Command::Status { output } | Command::Finalize { output, .. } => *output == Format::Json,
         Command::Plan { output, .. } => *output == PlanFormat::Json,
         Command::Fleet {
             command: FleetCommand::Status { output },

@@ -117,6 +117,19 @@ pub fn cutover_cmd(
             })?
         }
     };
+    // An id that no check has would allow nothing and hide a typo.
+    if let Some(bad) = allow
+        .iter()
+        .find(|a| !ipvsmig_engine::preflight::CHECK_IDS.contains(&a.as_str()))
+    {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            format!(
+                "--allow {bad}: no preflight check has that id (ids: {})",
+                ipvsmig_engine::preflight::CHECK_IDS.join(", ")
+            ),
+        ));
+    }
     let soak_secs = soak
         .map(migrate::duration)
         .transpose()?
@@ -160,7 +173,7 @@ fn dry_run_text(
     } else {
         for (id, title) in &g.blockers {
             let verdict = if allow.contains(id) {
-                "allowed (--allow, recorded in the journal)"
+                "allowed (--allow; a real cutover records it in the journal)"
             } else {
                 "BLOCKS the cutover"
             };
@@ -213,6 +226,26 @@ mod tests {
             w,
             [vec!["shop".to_owned()], vec!["auth".into(), "cart".into()]]
         );
+    }
+
+    #[test]
+    fn an_allow_that_names_no_check_is_a_usage_error_before_anything_else() {
+        let e = cutover_cmd(
+            Path::new("/nonexistent-state"),
+            &["shop".to_owned()],
+            None,
+            None,
+            &["kernel-modulez".to_owned()],
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(
+            e.message.contains("no preflight check has that id"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("kernel-modules"), "{}", e.message);
     }
 
     #[test]
