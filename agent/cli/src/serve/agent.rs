@@ -115,14 +115,10 @@ pub struct Agent {
     drain_override: Option<Duration>,
 }
 
-fn source_name(s: Source) -> &'static str {
-    s.as_str()
-}
-
 impl Agent {
     /// Opens the journal under its lock (another daemon or a running CLI command: exit 3).
     pub fn open(s: Settings, app: Arc<App>) -> Result<Agent, CliError> {
-        let o = node::open_journal(&s.state_dir, host_root(&s.inputs))?;
+        let o = node::open_journal(&s.state_dir, node::host_root(&s.inputs))?;
         let evaluator = Evaluator::new(s.cfg.thresholds.clone());
         Ok(Agent {
             s,
@@ -162,7 +158,7 @@ impl Agent {
             match inbox.recv_timeout(wake.saturating_duration_since(Instant::now())) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(Msg::Trigger { trigger, source }) => {
-                    self.trigger(trigger.namespace, &trigger.alertname, source_name(source));
+                    self.trigger(trigger.namespace, &trigger.alertname, source.as_str());
                 }
                 Ok(Msg::Request { req, reply }) => {
                     let resp = self.request(req);
@@ -256,7 +252,7 @@ impl Agent {
             &mut self.journal,
             &mut self.owned,
             &self.s.state_dir,
-            host_root(&self.s.inputs),
+            node::host_root(&self.s.inputs),
             self.s.backend,
             plan.as_ref(),
             &mut env,
@@ -461,7 +457,7 @@ impl Agent {
         // Probes without the probe mark: they take the path every client takes.
         let outcomes = ipvsmig_host::probe::tcp_many(&addrs, 0, timeout);
         let now = unix_now_f64();
-        match ipvsmig_host::counters::read(host_root(&self.s.inputs)) {
+        match ipvsmig_host::counters::read(node::host_root(&self.s.inputs)) {
             Ok(c) => self.app.metrics.node.refresh_node(&c),
             Err(e) => tracing::debug!(error = %e, "kernel counters"),
         }
@@ -772,7 +768,7 @@ impl Agent {
         match c.phase {
             Phase::Soak { .. } => self.feed(Event::Tick { now }),
             Phase::WaitCalico { .. } => {
-                if let Some(started) = calico_started(host_root(&self.s.inputs)) {
+                if let Some(started) = calico_started(node::host_root(&self.s.inputs)) {
                     self.feed(Event::CalicoStarted { started, now });
                 }
             }
@@ -1151,10 +1147,6 @@ fn refresh_script(plan: Option<&HybridPlan>, owned: &Owned, timeout: u32) -> Str
         }
     }
     out
-}
-
-fn host_root(i: &Inputs) -> &std::path::Path {
-    i.host_root.as_deref().unwrap_or(std::path::Path::new("/"))
 }
 
 fn unix_now_f64() -> f64 {

@@ -213,22 +213,9 @@ fn an_abort_before_the_kernel_is_touched_fails_cleanly_and_after_it_rolls_back()
     let (st, fx) = run(&s, &[Event::Start { now: 0 }, Event::Abort { now: 1 }]);
     assert!(matches!(st.phase, Phase::Failed { .. }));
     assert_eq!(kinds(&fx), ["preflight"]);
-    let (st, fx) = run(
-        &s,
-        &[
-            Event::Start { now: 0 },
-            Event::PreflightDone {
-                blockers: vec![],
-                now: 1,
-            },
-            Event::Prepared {
-                link_created: 1,
-                now: 1,
-            },
-            Event::Applied { now: 2 },
-            Event::Abort { now: 3 },
-        ],
-    );
+    let mut evs = to_probe().to_vec();
+    evs.push(Event::Abort { now: 3 });
+    let (st, fx) = run(&s, &evs);
     assert!(matches!(st.phase, Phase::RollingBack { .. }));
     assert_eq!(
         kinds(&fx),
