@@ -9,5 +9,6 @@ pub mod inventory;
 pub mod plan;
 pub mod preflight;
 pub mod rollback;
+pub mod rollout;
 pub mod rules;
 pub mod verify;
