@@ -24,6 +24,29 @@ pub use decide::{Action, Decision, Input, Labels, Local, LocalPhase, Verdict, Wa
 pub use spec::{Plan, Spec, State, ThresholdsSpec, Wave, WaveSpec};
 pub use status::{FleetPhase, NodeEntry, NodePhase, Status};
 
+/// Of several `IPVSMigration` objects (name, `creationTimestamp`, fleet phase), the index of
+/// the one every agent acts on: the oldest that is not finished (`Completed` or `Aborted`),
+/// ties broken by name; when all are finished, the newest (so a node that joins later, or an
+/// abort still to carry out, is seen). The others wait their turn and are reported; two
+/// migrations never run side by side, because their waves and slots would not know of each
+/// other.
+pub fn choose(objects: &[(&str, &str, Option<FleetPhase>)]) -> Option<usize> {
+    let key = |i: &usize| {
+        let (name, created, _) = objects[*i];
+        (time::parse_time(created).unwrap_or(u64::MAX), name)
+    };
+    let finished =
+        |p: Option<FleetPhase>| matches!(p, Some(FleetPhase::Completed | FleetPhase::Aborted));
+    let open: Vec<usize> = (0..objects.len())
+        .filter(|i| !finished(objects[*i].2))
+        .collect();
+    if open.is_empty() {
+        (0..objects.len()).max_by_key(key)
+    } else {
+        open.into_iter().min_by_key(key)
+    }
+}
+
 /// What is wrong with an `IPVSMigration`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutError {

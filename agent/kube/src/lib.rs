@@ -9,6 +9,7 @@
 pub mod client;
 pub mod configmap;
 pub mod error;
+pub mod migration;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

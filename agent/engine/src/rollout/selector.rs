@@ -78,6 +78,26 @@ impl LabelSelector {
         Ok(())
     }
 
+    /// The selector in the `labelSelector` query syntax of list and watch requests
+    /// (apimachinery `labels.Parse`: `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`,
+    /// comma-separated and ANDed), so the API server sends only the selected objects.
+    pub fn to_query(&self) -> String {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for r in &self.match_expressions {
+            parts.push(match r.operator.as_str() {
+                "In" => format!("{} in ({})", r.key, r.values.join(",")),
+                "NotIn" => format!("{} notin ({})", r.key, r.values.join(",")),
+                "Exists" => r.key.clone(),
+                _ => format!("!{}", r.key),
+            });
+        }
+        parts.join(",")
+    }
+
     /// Whether a Node with these labels is selected. An operator [`LabelSelector::validate`]
     /// refuses matches nothing.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -188,6 +208,20 @@ mod tests {
         ] {
             assert_eq!(sel(s).matches(l), want, "{s} on {l:?}");
         }
+    }
+
+    #[test]
+    fn selectors_render_in_the_label_selector_query_syntax() {
+        let s = sel(r#"{"matchLabels":{"role":"worker"},"matchExpressions":[
+            {"key":"zone","operator":"In","values":["a","b"]},
+            {"key":"pool","operator":"NotIn","values":["gpu"]},
+            {"key":"canary","operator":"Exists"},
+            {"key":"legacy","operator":"DoesNotExist"}]}"#);
+        assert_eq!(
+            s.to_query(),
+            "role=worker,zone in (a,b),pool notin (gpu),canary,!legacy"
+        );
+        assert_eq!(LabelSelector::default().to_query(), "");
     }
 
     #[test]

@@ -529,4 +529,33 @@ fn unselected_nodes_start_nothing_and_a_finished_fleet_is_completed() {
     );
 }
 
+#[test]
+fn agents_act_on_the_oldest_unfinished_migration_else_the_newest() {
+    fn c(objs: &[(&'static str, &'static str, Option<FleetPhase>)]) -> Option<&'static str> {
+        choose(objs).map(|i| objs[i].0)
+    }
+    let (old, new) = ("2026-11-01T00:00:00Z", "2026-11-20T00:00:00Z");
+    assert_eq!(c(&[]), None);
+    assert_eq!(
+        c(&[("b", new, None), ("a", old, Some(FleetPhase::Progressing))]),
+        Some("a")
+    );
+    assert_eq!(
+        c(&[("b", new, None), ("a", old, Some(FleetPhase::Completed))]),
+        Some("b")
+    );
+    assert_eq!(
+        c(&[
+            ("b", new, Some(FleetPhase::Aborted)),
+            ("a", old, Some(FleetPhase::Completed))
+        ]),
+        Some("b")
+    );
+    assert_eq!(
+        c(&[("b", old, None), ("a", old, None)]),
+        Some("a"),
+        "same age: by name"
+    );
+}
+
 mod laws;
