@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod rollout;
 pub mod socket;
 #[cfg(test)]
 mod tests;
@@ -108,6 +109,9 @@ async fn run(
                 .spawn(move || agent.run(agent_rx))
                 .map_err(|e| failed("starting the reconcile loop", e))?;
             socket::listen(state_dir, inbox.clone())?;
+            if cfg.rollout.enabled {
+                start_rollout(&cfg, inbox.clone()).await?;
+            }
             Some(t)
         }
         // A journal that cannot be read (damaged): serve HTTP with /readyz answering 503 and
@@ -187,6 +191,26 @@ async fn run(
         );
     }
     Ok(ExitCode::Ok)
+}
+
+/// Connects to the API server and starts the fleet rollout task (docs/rollout.md). No usable
+/// API configuration with `rollout.enabled` is a start-up error (69): a daemon that silently
+/// never follows its IPVSMigration would stall the fleet unseen.
+async fn start_rollout(
+    cfg: &config::Config,
+    inbox: std::sync::mpsc::Sender<agent::Msg>,
+) -> Result<(), CliError> {
+    let opts = ipvsmig_kube::ClientOptions {
+        kubeconfig: cfg.rollout.kubeconfig.clone(),
+        ..Default::default()
+    };
+    let api = ipvsmig_kube::ApiClient::connect(&opts)
+        .await
+        .map_err(|e| CliError::new(ExitCode::Unavailable, format!("rollout.enabled: {e}")))?;
+    tracing::info!(server = %api.server(), node = %cfg.node_name, "following IPVSMigration objects");
+    let r = rollout::Rollout::new(api, cfg.node_name.clone(), cfg.rollout.clone(), inbox);
+    tokio::spawn(r.run());
+    Ok(())
 }
 
 /// Hands the webhook's triggers to the reconcile loop.

@@ -156,6 +156,77 @@ pub fn watch(
     watcher::watcher(api(c), watcher::Config::default())
 }
 
+/// The objects as the watch last described them (a full list replaces them at once, as a
+/// reflector's store does).
+#[derive(Debug, Default)]
+pub struct Objects {
+    current: BTreeMap<String, DynamicObject>,
+    listing: Option<BTreeMap<String, DynamicObject>>,
+    listed: bool,
+}
+
+impl Objects {
+    /// Takes one watch event; whether the objects changed (a listing counts once, when done).
+    pub fn apply(&mut self, ev: watcher::Event<DynamicObject>) -> bool {
+        let key = |o: &DynamicObject| o.metadata.name.clone().unwrap_or_default();
+        match ev {
+            watcher::Event::Apply(o) => {
+                self.current.insert(key(&o), o);
+                true
+            }
+            watcher::Event::Delete(o) => {
+                self.current.remove(&key(&o));
+                true
+            }
+            watcher::Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                false
+            }
+            watcher::Event::InitApply(o) => {
+                self.listing.get_or_insert_default().insert(key(&o), o);
+                false
+            }
+            watcher::Event::InitDone => {
+                self.current = self.listing.take().unwrap_or_default();
+                self.listed = true;
+                true
+            }
+        }
+    }
+
+    /// Whether a first listing completed (before it, no decision: the objects are unknown).
+    pub fn listed(&self) -> bool {
+        self.listed
+    }
+
+    /// The object every agent acts on ([`rollout::choose`]) and the names of the others
+    /// (waiting, or unreadable).
+    pub fn active(&self) -> (Option<Migration>, Vec<String>) {
+        let mut ms: Vec<Migration> = Vec::new();
+        let mut others: Vec<String> = Vec::new();
+        for o in self.current.values() {
+            match Migration::from_object(o.clone()) {
+                Ok(m) => ms.push(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an IPVSMigration that cannot be read is left alone");
+                    others.push(o.metadata.name.clone().unwrap_or_default());
+                }
+            }
+        }
+        let keys: Vec<(&str, &str, Option<rollout::FleetPhase>)> = ms
+            .iter()
+            .map(|m| (m.name.as_str(), m.created.as_str(), m.status.phase))
+            .collect();
+        let Some(i) = rollout::choose(&keys) else {
+            return (None, others);
+        };
+        let active = ms.swap_remove(i);
+        others.extend(ms.into_iter().map(|m| m.name));
+        others.sort();
+        (Some(active), others)
+    }
+}
+
 /// The Nodes the selector selects (`GET /api/v1/nodes?labelSelector=…`, metadata only: the
 /// decision needs names and labels), name → labels.
 pub async fn nodes(

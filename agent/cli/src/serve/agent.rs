@@ -43,6 +43,8 @@ use crate::exit::{CliError, ExitCode};
 use crate::migrate::{self, unix_now};
 use crate::node::{self, NodeEnv};
 
+mod fleet;
+
 /// What the loop is told.
 #[derive(Debug)]
 pub enum Msg {
@@ -60,6 +62,8 @@ pub enum Msg {
         /// Where the answer goes.
         reply: Sender<Response>,
     },
+    /// The fleet rollout's questions and commands (serve/rollout.rs).
+    Rollout(super::rollout::ToAgent),
     /// Shut down.
     Stop,
 }
@@ -164,6 +168,7 @@ impl Agent {
                     let resp = self.request(req);
                     let _ = reply.send(resp);
                 }
+                Ok(Msg::Rollout(m)) => self.fleet(m),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if Instant::now() >= next_probe {

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::exit::{CliError, ExitCode};
 
+mod rollout;
+pub use rollout::RolloutConfig;
+
 /// Default listen address: loopback only (the webhook has a token, `/metrics` and
 /// `/api/v1/status` have none). 9964: not kube-scheduler's 10259 or any other port a
 /// control-plane or kube-proxy component binds on the host network.
@@ -70,6 +73,8 @@ pub struct Config {
     pub prometheus_query: String,
     /// How often it is polled.
     pub prometheus_interval: Duration,
+    /// The fleet rollout from `IPVSMigration` objects (`rollout:`, docs/rollout.md).
+    pub rollout: RolloutConfig,
 }
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
@@ -95,6 +100,7 @@ struct Raw {
     kube_proxy_metrics: Option<Scalar>,
     prometheus_query: Option<Scalar>,
     prometheus_interval: Option<Scalar>,
+    rollout: Option<rollout::RawRollout>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +381,7 @@ pub fn parse(
         kube_proxy_metrics,
         prometheus_query,
         prometheus_interval,
+        rollout: rollout::parse(raw.rollout)?,
     })
 }
 
@@ -630,6 +637,10 @@ mod tests {
             Some(Path::new("/etc/kube-proxy/config.conf"))
         );
         assert_eq!(c.thresholds, Thresholds::default());
+        assert!(
+            c.rollout.enabled,
+            "the DaemonSet follows IPVSMigration objects"
+        );
     }
 
     #[test]

@@ -368,7 +368,18 @@ fn node(i: &Input<'_>, st: &mut Status, selected: &BTreeSet<&str>) -> (Verdict, 
             (Verdict::Stopped(e.phase, e.wave), Action::None)
         }
         _ => {
-            let done = mine.as_ref().map_or(0, NodeEntry::waves_done);
+            // Without an entry (new, or cleared by the operator after a stop), the node is
+            // through the waves its journal holds in full, from the first on.
+            let done = mine.as_ref().map_or_else(
+                || {
+                    let n = wave_ns
+                        .iter()
+                        .take_while(|w| w.is_subset(&local.migrated))
+                        .count();
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                },
+                NodeEntry::waves_done,
+            );
             // A wave finished here earlier whose namespaces are no longer all migrated was
             // rolled back after its soak (an alert, an operator): that is a rollback too.
             if let Some(j) = (0..(done as usize).min(wave_ns.len()))

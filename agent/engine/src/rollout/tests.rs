@@ -530,6 +530,17 @@ fn unselected_nodes_start_nothing_and_a_finished_fleet_is_completed() {
 }
 
 #[test]
+fn a_node_whose_entry_was_cleared_resumes_at_the_wave_it_had_not_finished() {
+    let p = two_waves(1, 5, "Running");
+    let nodes = fleet(&[("a", false)]);
+    // Wave 2 rolled back; wave 1 is still migrated; the operator removed the entry.
+    let l = local(&["shop"], Some((&["auth", "cart"], LocalPhase::RolledBack)));
+    let d = run(&p, &Status::default(), "a", &nodes, &l, T0);
+    assert_eq!(d.verdict, Verdict::Starting(1));
+    assert_eq!(d.status.unwrap().nodes["a"].wave, 2);
+}
+
+#[test]
 fn agents_act_on_the_oldest_unfinished_migration_else_the_newest() {
     fn c(objs: &[(&'static str, &'static str, Option<FleetPhase>)]) -> Option<&'static str> {
         choose(objs).map(|i| objs[i].0)
