@@ -162,6 +162,27 @@ def check_example():
     broken("state not in the enum", "spec.state", lambda d: d["spec"].__setitem__("state", "Stopped"))
     broken("unknown field", "spec", lambda d: d["spec"].__setitem__("maxNodes", 2))
     broken("no spec", "", lambda d: d.pop("spec"))
+    broken("haltAfterRollbacks 0", "spec.haltAfterRollbacks",
+           lambda d: d["spec"].__setitem__("haltAfterRollbacks", 0))
+    broken("slotTimeout without a unit", "spec.slotTimeout",
+           lambda d: d["spec"].__setitem__("slotTimeout", "10"))
+
+    # The status the agents write (tests/deploy/status.yaml, read by the engine's tests too).
+    spath = ROOT / "tests" / "deploy" / "status.yaml"
+    with_status = copy.deepcopy(example)
+    with_status["status"] = yaml.safe_load(spath.read_text())
+    errors = sorted(validator.iter_errors(with_status), key=str)
+    for e in errors:
+        fail(f"{spath}: {'.'.join(map(str, e.absolute_path))}: {e.message}")
+    if not errors:
+        print(f"ok   {spath.relative_to(ROOT)} validates against the CRD's status schema")
+    example = with_status
+    broken("node phase not in the enum", "status.nodes.node-2.phase",
+           lambda d: d["status"]["nodes"]["node-2"].__setitem__("phase", "Running"))
+    broken("node entry without a heartbeat", "status.nodes.node-2",
+           lambda d: d["status"]["nodes"]["node-2"].pop("heartbeat"))
+    broken("wave 0", "status.nodes.node-1.wave",
+           lambda d: d["status"]["nodes"]["node-1"].__setitem__("wave", 0))
 
 
 def check_prometheus_rule():

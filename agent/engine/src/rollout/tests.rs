@@ -540,6 +540,18 @@ fn a_node_whose_entry_was_cleared_resumes_at_the_wave_it_had_not_finished() {
     assert_eq!(d.status.unwrap().nodes["a"].wave, 2);
 }
 
+/// tests/deploy/status.yaml validates against the CRD's status schema (validate.py): the
+/// agent reads it and writes it back unchanged.
+#[test]
+fn the_status_the_crd_accepts_reads_and_writes_back_unchanged() {
+    let text = include_str!("../../../../tests/deploy/status.yaml");
+    let want: Value = serde_saphyr::from_str(text).unwrap();
+    let st: Status = serde_saphyr::from_str(text).unwrap();
+    assert_eq!(st.nodes["node-2"].phase, NodePhase::InProgress);
+    assert_eq!((st.rollbacks, st.current_wave), (1, Some(2)));
+    assert_eq!(serde_json::to_value(&st).unwrap(), want);
+}
+
 #[test]
 fn agents_act_on_the_oldest_unfinished_migration_else_the_newest() {
     fn c(objs: &[(&'static str, &'static str, Option<FleetPhase>)]) -> Option<&'static str> {
