@@ -9,8 +9,10 @@
 pub mod client;
 pub mod configmap;
 pub mod error;
+pub mod node_status;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod view;
 
 pub use client::{ApiClient, ClientOptions};
 pub use error::{Call, ErrorClass, KubeError};
