@@ -9,7 +9,9 @@
 pub mod client;
 pub mod configmap;
 pub mod error;
+pub mod fleet;
 pub mod node_status;
+pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod view;

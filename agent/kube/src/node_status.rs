@@ -70,6 +70,20 @@ pub fn label_value(phase: &str) -> String {
     }
 }
 
+/// A time as RFC 3339 in UTC with whole seconds, as the API's `Time` fields are written
+/// (`2026-11-25T01:00:00Z`); empty before 1970.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 /// Sets the label and the annotation on `node` with one merge patch.
 pub async fn patch_node(api: &ApiClient, node: &str, status: &NodeStatus) -> Result<(), KubeError> {
     let details = serde_json::to_string(status).map_err(|e| KubeError::Decode {
@@ -124,9 +138,7 @@ pub async fn record_event(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let stamp = k8s_openapi::jiff::Timestamp::try_from(now)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
+    let stamp = rfc3339(now);
     let value = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Event",
