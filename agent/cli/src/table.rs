@@ -500,8 +500,8 @@ pub fn verification(v: &ipvsmig_engine::verify::Verification) -> String {
     out
 }
 
-/// `fleet status` as a table, like `kubectl get`: one row per node, then the migrations and
-/// notes.
+/// `fleet status` as a table, like `kubectl get`: one row per node (SINCE: time in its
+/// phase; AGE: the Node object's), then the migrations and notes.
 pub fn fleet(f: &ipvsmig_kube::fleet::FleetStatus, now: std::time::SystemTime) -> String {
     let mut rows = vec![
         [
@@ -541,6 +541,10 @@ pub fn fleet(f: &ipvsmig_kube::fleet::FleetStatus, now: std::time::SystemTime) -
                 proxies.join(",")
             },
             st.and_then(|s| ipvsmig_kube::fleet::age(&s.since, now))
+                .unwrap_or_else(|| "-".into()),
+            n.created
+                .as_deref()
+                .and_then(|c| ipvsmig_kube::fleet::age(c, now))
                 .unwrap_or_else(|| "-".into()),
             n.flags.join(","),
         ]);
