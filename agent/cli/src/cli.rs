@@ -73,6 +73,15 @@ pub struct Inputs {
     /// kube-proxy's KubeProxyConfiguration (config.conf) instead of the ConfigMap.
     #[arg(long, value_name = "FILE")]
     pub kube_proxy_config: Option<PathBuf>,
+    /// kube-proxy's ConfigMap (NAMESPACE/NAME or NAME in kube-system) read through the
+    /// Kubernetes API when --kube-proxy-config is not given (with --kubeconfig or --kube-api).
+    #[arg(long, value_name = "NS/NAME", default_value = "kube-system/kube-proxy")]
+    pub kube_proxy_configmap: String,
+    /// The key of kube-proxy's ConfigMap holding its KubeProxyConfiguration.
+    #[arg(long, value_name = "KEY", default_value = "config.conf")]
+    pub kube_proxy_configmap_key: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// The node's IPs (for NodePort virtual servers); repeatable.
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
@@ -84,6 +93,30 @@ pub struct Inputs {
     /// live iptables read (for checking a copied host tree with --host-root).
     #[arg(long)]
     pub offline: bool,
+}
+
+/// Whether and how to use the Kubernetes API (docs/kubernetes.md). Without either flag no
+/// command talks to the API server.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApiArgs {
+    /// Use the Kubernetes API with this kubeconfig (kube-proxy's ConfigMap; the api-drift
+    /// check against Services and EndpointSlices).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use the Kubernetes API as configured by KUBECONFIG, ~/.kube/config or the pod's service
+    /// account.
+    #[arg(long)]
+    pub kube_api: bool,
+    /// Deadline of each API request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub kube_api_timeout: u64,
+}
+
+impl ApiArgs {
+    /// True if the API was asked for.
+    pub fn enabled(&self) -> bool {
+        self.kubeconfig.is_some() || self.kube_api
+    }
 }
 
 impl Inputs {
@@ -322,6 +355,12 @@ pub enum Command {
         /// patch number).
         #[arg(long, value_name = "IMAGE")]
         kube_proxy_image: Option<String>,
+        /// Apply the switch through the Kubernetes API (needs --kubeconfig or --kube-api, run
+        /// with an operator's rights: deploy/rbac.yaml ipvs-migrate-finalize): the two manifests
+        /// by server-side apply, the original DaemonSet's patch, then this node's label. With
+        /// --dry-run: print the requests instead.
+        #[arg(long)]
+        apply_switch: bool,
         /// Output format (table or json).
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
@@ -340,7 +379,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Cluster-wide view through the Kubernetes API. [not in this build yet: exits 69]
+    /// Cluster-wide view through the Kubernetes API (docs/kubernetes.md).
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,
@@ -350,10 +389,14 @@ pub enum Command {
 /// `fleet` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
-    /// Every node's phase and verdict.
+    /// Every node's phase (its ipvs-migrate.io/phase label and status annotation), its
+    /// kube-proxy pods (a node running two is flagged), and the IPVSMigration objects. Exit 0,
+    /// or 1 when a node is flagged.
     Status {
-        /// Output format.
+        /// Output format (table or json).
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }

@@ -19,7 +19,7 @@ pub fn wants_json(cmd: &Command) -> bool {
         Command::Status { output } | Command::Finalize { output, .. } => *output == Format::Json,
         Command::Plan { output, .. } => *output == PlanFormat::Json,
         Command::Fleet {
-            command: FleetCommand::Status { output },
+            command: FleetCommand::Status { output, .. },
         } => *output == Format::Json,
         _ => false,
     }
@@ -121,6 +121,13 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 kp.as_ref(),
             ));
             findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
+            if !*demo {
+                let reread = || match &texts {
+                    Some(t) => inputs::inventory_of(t),
+                    None => inputs::inventory(i, cli.common.iptables_backend),
+                };
+                findings.extend(crate::kube_api::drift_finding(i, &inv, reread)?);
+            }
             findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
             let verification = match &texts {
                 Some(t) => {
@@ -207,6 +214,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                         findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
                         let lbs = bound_vips(&plan);
                         findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(lbs, kp.as_ref()));
+                        let reread = || inputs::inventory(i, cli.common.iptables_backend);
+                        findings.extend(crate::kube_api::drift_finding(i, &inv, reread)?);
                     }
                     Err(e) => findings.push(ipvsmig_engine::preflight::Finding::new(
                         "behaviour-not-evaluated",
@@ -524,6 +533,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             manifests,
             node_name,
             kube_proxy_image,
+            apply_switch,
             output,
         } => crate::finalize::finalize_cmd(
             &cli.common.state_dir,
@@ -535,10 +545,21 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
                 manifests: manifests.as_deref(),
                 node_name: node_name.as_deref(),
                 kube_proxy_image: kube_proxy_image.as_deref(),
+                apply_switch: *apply_switch,
                 output: *output,
             },
         ),
-        Command::Fleet { .. } => Err(unavailable("fleet", 7)),
+        Command::Fleet {
+            command: FleetCommand::Status { output, api },
+        } => {
+            if !api.enabled() {
+                return Err(CliError::new(
+                    ExitCode::Usage,
+                    "fleet status reads the cluster through the Kubernetes API: pass --kubeconfig FILE or --kube-api",
+                ));
+            }
+            crate::kube_api::fleet_status(api, *output)
+        }
     }
 }
 

@@ -6,8 +6,10 @@
 //! iptables-mode leftovers (`ipvsmig_host::finalize`). When the `serve` daemon runs it holds
 //! the journal's lock, so a real finalize is handed to it over its socket and runs there
 //! ([`finalize`] with the daemon's journal and owned state; serve/agent.rs); a dry run only
-//! reads and stays here. Knows no Kubernetes API: the manifests are for the operator to apply.
+//! reads and stays here. `--apply-switch` (`finalize/api_switch.rs`) applies the manifests through
+//! the Kubernetes API instead of printing kubectl commands; it changes nothing on the node.
 
+mod api_switch;
 pub mod proxy_mode;
 mod report;
 
@@ -60,22 +62,14 @@ pub struct FinalizeArgs<'a> {
     pub node_name: Option<&'a str>,
     /// The kube-proxy image for the second DaemonSet.
     pub kube_proxy_image: Option<&'a str>,
+    /// Apply the switch through the Kubernetes API (`--apply-switch`).
+    pub apply_switch: bool,
     /// Output format.
     pub output: Format,
 }
 
 fn node_name(a: &FinalizeArgs<'_>, i: &Inputs) -> String {
-    if let Some(n) = a.node_name {
-        return n.to_owned();
-    }
-    if let Ok(n) = std::env::var("NODE_NAME")
-        && !n.is_empty()
-    {
-        return n;
-    }
-    std::fs::read_to_string(host_root(i).join("proc/sys/kernel/hostname"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    crate::kube_api::node_name(i, a.node_name)
 }
 
 /// The manifests for this node, or notes saying why there are none.
@@ -86,12 +80,10 @@ fn build_manifests(
     exclude: &[String],
     notes: &mut Vec<String>,
 ) -> Result<Option<Manifests>, CliError> {
-    let Some(path) = &i.kube_proxy_config else {
-        notes.push("no --kube-proxy-config: no manifests written (pass the kube-proxy ConfigMap or its config.conf to get them)".into());
+    let Some((source, original)) = inputs::kube_proxy_config_text(i)? else {
+        notes.push("no --kube-proxy-config: no manifests written (pass the kube-proxy ConfigMap or its config.conf, or --kubeconfig/--kube-api to read the ConfigMap, to get them)".into());
         return Ok(None);
     };
-    let original = std::fs::read_to_string(path)
-        .map_err(|e| CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display())))?;
     let facts = inputs::node_facts(i)?;
     let version_text = facts.kube_proxy_image_version.clone();
     let version = version_text
@@ -104,7 +96,7 @@ fn build_manifests(
         ));
     }
     let conf = kube_proxy_config::ipvs_config(&original, exclude, version)
-        .map_err(|e| CliError::new(ExitCode::DataErr, format!("{}: {e}", path.display())))?;
+        .map_err(|e| CliError::new(ExitCode::DataErr, format!("{source}: {e}")))?;
     notes.extend(conf.notes);
     let image = match (a.kube_proxy_image, version_text.as_deref()) {
         (Some(img), _) => img.to_owned(),
@@ -268,6 +260,9 @@ pub struct Finished {
     pub code: ExitCode,
     /// Why it refused (exit 1, nothing changed), for stderr.
     pub refusal: Option<String>,
+    /// A dry run while kube-proxy is not in IPVS mode yet: the node and its switch (what
+    /// `--apply-switch` sends).
+    pub switch: Option<(String, Manifests)>,
 }
 
 /// `finalize`: handed to the daemon when one runs (a real run needs the journal's lock, which
@@ -279,6 +274,9 @@ pub fn finalize_cmd(
     a: &FinalizeArgs<'_>,
 ) -> Result<ExitCode, CliError> {
     proxy_mode::parse_url(a.metrics_url).map_err(|e| CliError::new(ExitCode::Usage, e))?;
+    if a.apply_switch {
+        return api_switch::run(state_dir, i, backend, a);
+    }
     if !a.dry_run {
         // The daemon plans from the node's live rules and its own configuration; the rules
         // saved before the switch are the one input it takes from the request (a path, read
@@ -355,6 +353,7 @@ pub fn finalize(
             stdout: format!("{STATUS_FINALIZED}\n"),
             code: ExitCode::Ok,
             refusal: None,
+            switch: None,
         });
     }
     let node = node_name(a, i);
@@ -454,6 +453,10 @@ pub fn finalize(
                 ExitCode::Ok
             },
             refusal: None,
+            switch: match (&mode, manifests) {
+                (ProxyMode::Ipvs, _) | (_, None) => None,
+                (_, Some(m)) => Some((node, m)),
+            },
         });
     };
     if let Some(why) = refused {
@@ -461,6 +464,7 @@ pub fn finalize(
             stdout: render(&doc, a.output, &text, None)?,
             code: ExitCode::NotReady,
             refusal: Some(why),
+            switch: None,
         });
     }
 
@@ -493,5 +497,6 @@ pub fn finalize(
         stdout: render(&doc, a.output, &text, None)?,
         code: ExitCode::Ok,
         refusal: None,
+        switch: None,
     })
 }

@@ -281,27 +281,37 @@ pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliE
     Ok(inv)
 }
 
-/// kube-proxy's configuration from `--kube-proxy-config` (a KubeProxyConfiguration or the
-/// kube-proxy ConfigMap); `None` without the flag.
-pub fn kube_proxy_config(
-    inputs: &Inputs,
-) -> Result<Option<ipvsmig_engine::preflight::kubeproxy::KubeProxyConfig>, CliError> {
+/// kube-proxy's configuration text and where it came from: `--kube-proxy-config`, else its
+/// ConfigMap through the API when that was asked for (`--kubeconfig`/`--kube-api`); `None`
+/// otherwise.
+pub fn kube_proxy_config_text(inputs: &Inputs) -> Result<Option<(String, String)>, CliError> {
     let Some(path) = &inputs.kube_proxy_config else {
-        return Ok(None);
+        return crate::kube_api::kube_proxy_config_text(inputs);
     };
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut err = CliError::new(ExitCode::NoInput, format!("{}: {e}", path.display()));
         err.input = Some(path.display().to_string());
         err
     })?;
+    Ok(Some((path.display().to_string(), text)))
+}
+
+/// kube-proxy's configuration (a KubeProxyConfiguration or the kube-proxy ConfigMap) from
+/// [`kube_proxy_config_text`]; `None` without either source.
+pub fn kube_proxy_config(
+    inputs: &Inputs,
+) -> Result<Option<ipvsmig_engine::preflight::kubeproxy::KubeProxyConfig>, CliError> {
+    let Some((source, text)) = kube_proxy_config_text(inputs)? else {
+        return Ok(None);
+    };
     ipvsmig_engine::preflight::kubeproxy::parse(&text)
         .map(Some)
         .map_err(|e| {
             let mut err = CliError::new(
                 ExitCode::DataErr,
-                format!("{}: not a KubeProxyConfiguration: {e}", path.display()),
+                format!("{source}: not a KubeProxyConfiguration: {e}"),
             );
-            err.input = Some(path.display().to_string());
+            err.input = Some(source.clone());
             err
         })
 }

@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod finalize;
 mod inputs;
+mod kube_api;
 mod migrate;
 mod node;
 mod serve;

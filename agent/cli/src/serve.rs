@@ -11,6 +11,7 @@ pub mod agent;
 pub mod alerts;
 pub mod config;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod rollout;
 pub mod socket;
@@ -86,19 +87,36 @@ async fn run(
     // running in-process, makes this one exit (3) before it listens anywhere.
     std::fs::create_dir_all(state_dir)
         .map_err(|e| failed(&format!("{}", state_dir.display()), e))?;
+    // kube-proxy's ConfigMap through the API when no file is configured: kept as a file in
+    // the state directory, which the plans read like `kubeProxyConfig` (serve/kube.rs).
+    let from_api = match (&cfg.kubernetes, &cfg.kube_proxy_config) {
+        (Some(k), None) => kube::prepare_configmap(k, state_dir).await,
+        _ => None,
+    };
+    let reporter = cfg.kubernetes.clone().map(|k| {
+        kube::start(
+            k,
+            cfg.node_name.clone(),
+            Arc::clone(&app),
+            cfg.kube_proxy_config
+                .is_none()
+                .then(|| state_dir.join(kube::CONFIGMAP_CACHE)),
+        )
+    });
     let settings = agent::Settings {
         state_dir: state_dir.to_owned(),
         inputs: Inputs {
             node_ips: cfg.node_ips.clone(),
-            kube_proxy_config: cfg.kube_proxy_config.clone(),
+            kube_proxy_config: cfg.kube_proxy_config.clone().or(from_api),
             ..Inputs::default()
         },
         backend,
         cfg: cfg.clone(),
+        reporter,
     };
     // kube-proxy's configuration is read at every plan: a wrong mount must show now, not at
     // the first cutover.
-    if cfg.kube_proxy_config.is_some() {
+    if settings.inputs.kube_proxy_config.is_some() {
         crate::inputs::kube_proxy_config(&settings.inputs)?;
     }
     let (inbox, agent_rx) = std::sync::mpsc::channel();
@@ -193,15 +211,15 @@ async fn run(
     Ok(ExitCode::Ok)
 }
 
-/// Connects to the API server and starts the fleet rollout task (docs/rollout.md). No usable
-/// API configuration with `rollout.enabled` is a start-up error (69): a daemon that silently
-/// never follows its IPVSMigration would stall the fleet unseen.
+/// Connects to the API server (as `kubernetes:` says) and starts the fleet rollout task
+/// (docs/rollout.md). No usable API configuration with `rollout.enabled` is a start-up error
+/// (69): a daemon that silently never follows its IPVSMigration would stall the fleet unseen.
 async fn start_rollout(
     cfg: &config::Config,
     inbox: std::sync::mpsc::Sender<agent::Msg>,
 ) -> Result<(), CliError> {
     let opts = ipvsmig_kube::ClientOptions {
-        kubeconfig: cfg.rollout.kubeconfig.clone(),
+        kubeconfig: cfg.kubernetes.as_ref().and_then(|k| k.kubeconfig.clone()),
         ..Default::default()
     };
     let api = ipvsmig_kube::ApiClient::connect(&opts)

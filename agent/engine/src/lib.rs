@@ -5,6 +5,7 @@
 //! The host crate gathers inputs; the binary prints results.
 
 pub mod cutover;
+pub mod drift;
 pub mod inventory;
 pub mod plan;
 pub mod preflight;

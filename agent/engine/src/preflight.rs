@@ -354,6 +354,7 @@ pub const CHECK_IDS: &[&str] = &[
     "ipvs-probe",
     "lb-strict-arp",
     "iptables-skew",
+    "api-drift",
 ];
 
 #[cfg(test)]

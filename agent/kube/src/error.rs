@@ -89,6 +89,18 @@ pub enum ErrorClass {
     Failed,
 }
 
+/// Every value [`KubeError::kind`] returns.
+pub const KINDS: [&str; 8] = [
+    "config",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "timeout",
+    "unreachable",
+    "api",
+    "decode",
+];
+
 /// An API call that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -215,7 +227,7 @@ impl KubeError {
         }
     }
 
-    /// A closed label for metrics (`kube_api_errors_total{kind}`).
+    /// A closed label for metrics (one of [`KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
             KubeError::Config { .. } => "config",
@@ -295,4 +307,75 @@ fn chain(err: &dyn std::error::Error) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_is_in_the_closed_label_set() {
+        let call = || Call::new("list", "discovery.k8s.io", "endpointslices");
+        let s = || "https://k/".to_owned();
+        let m = || "m".to_owned();
+        let all = [
+            KubeError::Config { message: m() },
+            KubeError::Unauthorized {
+                server: s(),
+                call: call(),
+                message: m(),
+            },
+            KubeError::Forbidden {
+                server: s(),
+                call: call(),
+                message: m(),
+            },
+            KubeError::NotFound {
+                server: s(),
+                call: call(),
+                message: m(),
+            },
+            KubeError::MissingKey {
+                server: s(),
+                namespace: m(),
+                name: m(),
+                key: m(),
+                present: m(),
+            },
+            KubeError::Timeout {
+                server: s(),
+                call: call(),
+                timeout: Duration::from_secs(1),
+            },
+            KubeError::Unreachable {
+                server: s(),
+                call: call(),
+                message: m(),
+            },
+            KubeError::Api {
+                server: s(),
+                call: call(),
+                code: 500,
+                reason: m(),
+                message: m(),
+            },
+            KubeError::Decode {
+                server: s(),
+                call: call(),
+                message: m(),
+            },
+        ];
+        for e in &all {
+            assert!(KINDS.contains(&e.kind()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_wide_list_names_the_group() {
+        let c = Call::new("list", "discovery.k8s.io", "endpointslices");
+        assert_eq!(
+            c.to_string(),
+            "list endpointslices.discovery.k8s.io (all namespaces or cluster-scoped)"
+        );
+    }
 }

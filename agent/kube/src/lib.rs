@@ -9,9 +9,13 @@
 pub mod client;
 pub mod configmap;
 pub mod error;
+pub mod fleet;
 pub mod migration;
+pub mod node_status;
+pub mod switch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod view;
 
 pub use client::{ApiClient, ClientOptions};
 pub use error::{Call, ErrorClass, KubeError};

@@ -83,6 +83,8 @@ pub struct Settings {
     pub backend: BackendArg,
     /// The daemon's configuration.
     pub cfg: Config,
+    /// The Kubernetes reporter (`kubernetes.enabled`): the Node's status and Events.
+    pub reporter: Option<super::kube::Reporter>,
 }
 
 /// The loop's state.
@@ -184,6 +186,10 @@ impl Agent {
                 next_reconcile = Instant::now() + self.s.cfg.reconcile_period;
             }
             self.tick();
+            // Hands the state over; the reporter sends it when it changed (never waits).
+            if let Some(r) = &self.s.reporter {
+                r.status(super::kube::snapshot(&self.owned));
+            }
         }
         tracing::info!("reconcile loop stopped");
     }
@@ -576,6 +582,16 @@ impl Agent {
             }
         };
         tracing::warn!(namespaces = %taken.join(","), reason, source, "rolling back");
+        if let Some(r) = &self.s.reporter {
+            r.event(ipvsmig_kube::node_status::EventNote {
+                reason: "RolledBack".into(),
+                message: format!(
+                    "namespaces {} rolled back to kube-proxy's iptables rules: {reason} (trigger: {source})",
+                    taken.join(",")
+                ),
+                warning: true,
+            });
+        }
         self.owned.record_rollback(RollbackEntry {
             at: unix_now(),
             namespaces: taken.clone(),
@@ -638,6 +654,13 @@ impl Agent {
             Effect::Announce { message } => {
                 tracing::info!(%message, "cutover");
                 self.phase_metrics();
+                if let Some(r) = &self.s.reporter {
+                    r.event(ipvsmig_kube::node_status::EventNote {
+                        reason: "PhaseChanged".into(),
+                        message: message.clone(),
+                        warning: false,
+                    });
+                }
             }
             Effect::RunPreflight => {
                 let blockers = match migrate::gate(&self.s.inputs) {
@@ -826,6 +849,9 @@ impl Agent {
                     manifests: manifests.as_deref(),
                     node_name: node_name.as_deref(),
                     kube_proxy_image: kube_proxy_image.as_deref(),
+                    // The daemon's service account has no rights on DaemonSets: the CLI
+                    // applies the switch itself (finalize/api_switch.rs).
+                    apply_switch: false,
                     output: if json {
                         crate::cli::Format::Json
                     } else {

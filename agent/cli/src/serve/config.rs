@@ -73,9 +73,25 @@ pub struct Config {
     pub prometheus_query: String,
     /// How often it is polled.
     pub prometheus_interval: Duration,
+    /// The Kubernetes API side (`kubernetes:`); `None`: the agent never calls the API.
+    pub kubernetes: Option<KubeSettings>,
     /// The fleet rollout from `IPVSMigration` objects (`rollout:`, docs/rollout.md).
     pub rollout: RolloutConfig,
 }
+
+/// `kubernetes:` — the API integration of serve (docs/kubernetes.md "The agent").
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeSettings {
+    /// A kubeconfig file; `None`: the pod's service account (or KUBECONFIG).
+    pub kubeconfig: Option<PathBuf>,
+    /// kube-proxy's ConfigMap, read when `kubeProxyConfig` (a file) is not set.
+    pub configmap: ipvsmig_kube::configmap::ConfigMapKey,
+    /// Minimum time between two patches of the Node (and the Events' rate limit).
+    pub report_interval: Duration,
+}
+
+/// Default `kubernetes.reportInterval`.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The file as written. Leaves are [`Scalar`]s so that a bad value is reported with its key.
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +116,18 @@ struct Raw {
     kube_proxy_metrics: Option<Scalar>,
     prometheus_query: Option<Scalar>,
     prometheus_interval: Option<Scalar>,
+    kubernetes: Option<RawKubernetes>,
     rollout: Option<rollout::RawRollout>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawKubernetes {
+    enabled: Option<Scalar>,
+    kubeconfig: Option<Scalar>,
+    kube_proxy_config_map: Option<Scalar>,
+    kube_proxy_config_map_key: Option<Scalar>,
+    report_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +389,8 @@ pub fn parse(
     if prometheus_interval < Duration::from_secs(1) {
         return Err(bad("prometheusInterval", "must be 1s or longer"));
     }
+    let kubernetes = kubernetes(raw.kubernetes)?;
+    let rollout = rollout::parse(raw.rollout, kubernetes.is_some())?;
     Ok(Config {
         listen,
         node_name,
@@ -381,8 +410,50 @@ pub fn parse(
         kube_proxy_metrics,
         prometheus_query,
         prometheus_interval,
-        rollout: rollout::parse(raw.rollout)?,
+        kubernetes,
+        rollout,
     })
+}
+
+/// `kubernetes:`; off unless `enabled: true`.
+fn kubernetes(raw: Option<RawKubernetes>) -> Result<Option<KubeSettings>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let enabled = match raw.enabled.as_ref().map(|Scalar(s)| s.trim()) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(s) => {
+            return Err(bad(
+                "kubernetes.enabled",
+                format!("{s:?} is not true or false"),
+            ));
+        }
+    };
+    let mut configmap = ipvsmig_kube::configmap::ConfigMapKey::default();
+    if let Some(Scalar(s)) = raw.kube_proxy_config_map {
+        configmap = s
+            .trim()
+            .parse()
+            .map_err(|e: String| bad("kubernetes.kubeProxyConfigMap", e))?;
+    }
+    if let Some(Scalar(s)) = raw.kube_proxy_config_map_key {
+        if s.trim().is_empty() {
+            return Err(bad("kubernetes.kubeProxyConfigMapKey", "is empty"));
+        }
+        configmap.key = s.trim().to_owned();
+    }
+    let report_interval = duration(
+        "kubernetes.reportInterval",
+        raw.report_interval,
+        DEFAULT_REPORT_INTERVAL,
+    )?;
+    if report_interval < Duration::from_secs(1) {
+        return Err(bad("kubernetes.reportInterval", "must be 1s or longer"));
+    }
+    Ok(enabled.then(|| KubeSettings {
+        kubeconfig: raw.kubeconfig.map(|Scalar(s)| PathBuf::from(s.trim())),
+        configmap,
+        report_interval,
+    }))
 }
 
 /// A loopback `HOST:PORT` of kube-proxy's (default `127.0.0.1:PORT`; `""`: not asked).
@@ -627,6 +698,10 @@ mod tests {
         let cm: ConfigMap =
             serde_saphyr::from_str(include_str!("../../../../deploy/configmap.yaml")).unwrap();
         let c = ok(&cm.data["serve.yaml"]);
+        assert!(
+            c.kubernetes.is_some(),
+            "the DaemonSet reports through the API"
+        );
         // The DaemonSet's mounts (deploy/daemonset.yaml) and the runbook thresholds.
         assert_eq!(
             c.token_file.as_deref(),
@@ -644,7 +719,50 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_block_is_off_unless_enabled_and_defaults_to_kubeadms_configmap() {
+        assert_eq!(ok("").kubernetes, None);
+        assert_eq!(ok("kubernetes:\n  enabled: false").kubernetes, None);
+        let k = ok("kubernetes:\n  enabled: true").kubernetes.unwrap();
+        assert_eq!(
+            k.configmap.to_string(),
+            "kube-system/kube-proxy key config.conf"
+        );
+        assert_eq!(
+            (k.kubeconfig, k.report_interval),
+            (None, DEFAULT_REPORT_INTERVAL)
+        );
+        let k = ok("kubernetes:\n  enabled: true\n  kubeProxyConfigMap: kube-proxy-config\n  kubeProxyConfigMapKey: config\n  reportInterval: 30s")
+            .kubernetes
+            .unwrap();
+        assert_eq!(
+            k.configmap.to_string(),
+            "kube-system/kube-proxy-config key config"
+        );
+        assert_eq!(k.report_interval, Duration::from_secs(30));
+    }
+
+    #[test]
     fn bad_values_and_unknown_keys_name_the_key() {
+        check(
+            "kubernetes:\n  enabled: maybe",
+            "kubernetes.enabled",
+            "true or false",
+        );
+        check(
+            "kubernetes:\n  enabled: true\n  kubeProxyConfigMap: a/b/c",
+            "kubernetes.kubeProxyConfigMap",
+            "NAMESPACE/NAME",
+        );
+        check(
+            "kubernetes:\n  kubeProxyConfigMapKey: \"\"",
+            "kubernetes.kubeProxyConfigMapKey",
+            "empty",
+        );
+        check(
+            "kubernetes:\n  reportInterval: 0s",
+            "kubernetes.reportInterval",
+            "1s or longer",
+        );
         check("listen: localhost", "listen", "not an address");
         check("listen: 10.0.0.1", "listen", "not an address");
         check("nodeName: \"\"", "nodeName", "empty");

@@ -94,6 +94,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the Kubernetes API counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `ipvsmig_kube::KubeError::kind()`, or `dropped` (an event over the queue).
+    pub outcome: &'static str,
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -113,6 +120,8 @@ pub struct Metrics {
     pub triggers: Family<SourceLabels, Counter>,
     /// `ipvs_migrate_webhook_refused_total{reason}`.
     pub webhook_refused: Family<ReasonLabels, Counter>,
+    /// `ipvs_migrate_kube_api_requests_total{outcome}` (serve/kube.rs).
+    pub kube_api: Family<OutcomeLabels, Counter>,
     /// Kernel counters, sync and probe durations, rollbacks, phase (metrics/node.rs).
     pub node: NodeMetrics,
 }
@@ -142,6 +151,7 @@ impl Metrics {
             switch_expires: Family::default(),
             triggers: Family::default(),
             webhook_refused: Family::default(),
+            kube_api: Family::default(),
             node: NodeMetrics::register(&mut reg),
         };
         reg.register(
@@ -184,7 +194,18 @@ impl Metrics {
             "Alertmanager webhook calls refused, by reason",
             m.webhook_refused.clone(),
         );
+        reg.register(
+            "ipvs_migrate_kube_api_requests",
+            "Kubernetes API requests of the agent (Node status, Events, kube-proxy's ConfigMap), by outcome",
+            m.kube_api.clone(),
+        );
         // Counters with a closed label set start at 0, so rate() sees the first increase.
+        for outcome in ["ok", super::kube::OUTCOME_DROPPED]
+            .into_iter()
+            .chain(ipvsmig_kube::error::KINDS)
+        {
+            let _ = m.kube_api.get_or_create(&OutcomeLabels { outcome });
+        }
         for source in [Source::Builtin, Source::Alertmanager, Source::Prometheus] {
             let _ = m.triggers.get_or_create(&SourceLabels {
                 source: source.as_str(),
@@ -224,6 +245,13 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: why.as_str(),
             })
+            .inc();
+    }
+
+    /// Counts a Kubernetes API request's outcome (a closed set: see [`OutcomeLabels`]).
+    pub fn kube_api(&self, outcome: &'static str) {
+        self.kube_api
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 }

@@ -66,6 +66,24 @@ impl Grants {
         Ok(grants)
     }
 
+    /// The rules of one ClusterRole, as if bound cluster-wide (roles for people, which the
+    /// file defines but does not bind).
+    pub fn of_cluster_role(yaml: &str, name: &str) -> Result<Grants, String> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| e.to_string())?;
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name)
+            .ok_or_else(|| format!("no ClusterRole {name}"))?;
+        Ok(Grants {
+            rules: role["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| (None, r.clone()))
+                .collect(),
+        })
+    }
+
     /// Whether some rule allows the call.
     pub fn allows(&self, call: &Call) -> bool {
         self.rules.iter().any(|(scope, rule)| {

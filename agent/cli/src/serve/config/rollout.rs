@@ -1,16 +1,15 @@
 //! The `rollout:` block of serve's configuration (docs/rollout.md): whether the agent follows
-//! the cluster's `IPVSMigration` objects, how it reaches the API server, and how often it
-//! decides. Pure, like the rest of config.rs: every bad value is an error naming its key.
+//! the cluster's `IPVSMigration` objects and how often it decides. It reaches the API server
+//! as the `kubernetes:` block says, which must be enabled too. Pure, like the rest of
+//! config.rs: every bad value is an error naming its key.
 //!
 //! ```yaml
 //! rollout:
-//!   enabled: true          # default false: the agent does not call the API server for this
-//!   kubeconfig: /path      # default: KUBECONFIG, ~/.kube/config, then the service account
+//!   enabled: true          # default false (needs kubernetes.enabled: true)
 //!   period: 30s            # decide at least this often (and at every change of an object)
 //!   nodeListPeriod: 60s    # list the selected Nodes' labels at most this often
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,7 +26,6 @@ pub const DEFAULT_NODE_LIST_PERIOD: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawRollout {
     enabled: Option<Scalar>,
-    kubeconfig: Option<Scalar>,
     period: Option<Scalar>,
     node_list_period: Option<Scalar>,
 }
@@ -37,8 +35,6 @@ pub(super) struct RawRollout {
 pub struct RolloutConfig {
     /// Follow the `IPVSMigration` objects.
     pub enabled: bool,
-    /// A kubeconfig file (`None`: kube-client's default order).
-    pub kubeconfig: Option<PathBuf>,
     /// Decide at least this often.
     pub period: Duration,
     /// List the Nodes at most this often.
@@ -49,15 +45,14 @@ impl Default for RolloutConfig {
     fn default() -> RolloutConfig {
         RolloutConfig {
             enabled: false,
-            kubeconfig: None,
             period: DEFAULT_PERIOD,
             node_list_period: DEFAULT_NODE_LIST_PERIOD,
         }
     }
 }
 
-/// Checks the block (absent: the defaults, disabled).
-pub(super) fn parse(raw: Option<RawRollout>) -> Result<RolloutConfig, ConfigError> {
+/// Checks the block (absent: the defaults, disabled); `api`: whether `kubernetes:` is enabled.
+pub(super) fn parse(raw: Option<RawRollout>, api: bool) -> Result<RolloutConfig, ConfigError> {
     let Some(r) = raw else {
         return Ok(RolloutConfig::default());
     };
@@ -74,13 +69,12 @@ pub(super) fn parse(raw: Option<RawRollout>) -> Result<RolloutConfig, ConfigErro
             }
         },
     };
-    let kubeconfig = match r.kubeconfig {
-        Some(Scalar(s)) if s.trim().is_empty() => {
-            return Err(bad("rollout.kubeconfig", "is empty"));
-        }
-        Some(Scalar(s)) => Some(PathBuf::from(s.trim())),
-        None => None,
-    };
+    if enabled && !api {
+        return Err(bad(
+            "rollout.enabled",
+            "needs the API: set kubernetes.enabled: true as well (its kubeconfig is used)",
+        ));
+    }
     let period = duration("rollout.period", r.period, DEFAULT_PERIOD)?;
     let node_list_period = duration(
         "rollout.nodeListPeriod",
@@ -97,7 +91,6 @@ pub(super) fn parse(raw: Option<RawRollout>) -> Result<RolloutConfig, ConfigErro
     }
     Ok(RolloutConfig {
         enabled,
-        kubeconfig,
         period,
         node_list_period,
     })
@@ -115,7 +108,7 @@ mod tests {
         let c = parse_config("", None, Some("n1".into())).unwrap();
         assert_eq!(c.rollout, RolloutConfig::default());
         let c = parse_config(
-            "rollout:\n  enabled: true\n  kubeconfig: /etc/kc\n  period: 15s\n  nodeListPeriod: 2m\n",
+            "kubernetes:\n  enabled: true\nrollout:\n  enabled: true\n  period: 15s\n  nodeListPeriod: 2m\n",
             None,
             Some("n1".into()),
         )
@@ -124,7 +117,6 @@ mod tests {
             c.rollout,
             RolloutConfig {
                 enabled: true,
-                kubeconfig: Some("/etc/kc".into()),
                 period: Duration::from_secs(15),
                 node_list_period: Duration::from_secs(120),
             }
@@ -135,7 +127,8 @@ mod tests {
     fn bad_rollout_values_name_their_key() {
         for (text, key) in [
             ("rollout:\n  enabled: yes please\n", "rollout.enabled"),
-            ("rollout:\n  kubeconfig: \"\"\n", "rollout.kubeconfig"),
+            ("rollout:\n  enabled: true\n", "rollout.enabled"),
+            ("rollout:\n  kubeconfig: /etc/kc\n", "rollout.kubeconfig"),
             ("rollout:\n  period: 0s\n", "rollout.period"),
             (
                 "rollout:\n  nodeListPeriod: soon\n",

@@ -116,7 +116,6 @@ fn fake_loop() -> (mpsc::Sender<Msg>, mpsc::Receiver<String>) {
 fn rollout(api: ApiClient, inbox: mpsc::Sender<Msg>) -> Rollout {
     let cfg = RolloutConfig {
         enabled: true,
-        kubeconfig: None,
         period: Duration::from_secs(3600),
         node_list_period: Duration::from_secs(3600),
     };
