@@ -145,8 +145,15 @@ impl Rollout {
         let Some(local) = self.ask(|reply| ToAgent::Local { reply }).await else {
             return;
         };
+        // The plan's thresholds apply while the node holds any of its namespaces, or runs one
+        // of its waves (a cutover started by hand for other namespaces keeps serve's own).
         let ours = plan.namespaces();
-        if local.migrated.iter().any(|n| ours.contains(n.as_str())) || local.cutover.is_some() {
+        let holds = local.migrated.iter().any(|n| ours.contains(n.as_str()))
+            || local
+                .cutover
+                .as_ref()
+                .is_some_and(|(ns, _)| ns.iter().all(|n| ours.contains(n.as_str())));
+        if holds {
             let _ = self
                 .inbox
                 .send(Msg::Rollout(ToAgent::Thresholds(plan.thresholds.clone())));

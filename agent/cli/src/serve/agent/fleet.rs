@@ -86,3 +86,113 @@ impl Agent {
             .map_err(|e| e.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use ipvsmig_engine::cutover::{Cutover, Phase};
+    use ipvsmig_engine::rollout::LocalPhase;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::cli::{BackendArg, Inputs};
+    use crate::serve::agent::Settings;
+    use crate::serve::http::App;
+
+    /// A loop on a temporary state directory and host root (a boot id only): nothing here
+    /// reaches the kernel.
+    fn agent(dir: &tempfile::TempDir) -> Agent {
+        let root = dir.path().join("root");
+        let random = root.join("proc/sys/kernel/random");
+        std::fs::create_dir_all(&random).unwrap();
+        std::fs::write(
+            random.join("boot_id"),
+            "5b1f3a52-0000-4000-8000-000000000001\n",
+        )
+        .unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let app = Arc::new(App::new("n1".into(), state.clone(), root.clone(), None, tx));
+        let cfg = crate::serve::config::parse("", None, Some("n1".into())).unwrap();
+        let inputs = Inputs {
+            host_root: Some(root),
+            ..Inputs::default()
+        };
+        let s = Settings {
+            state_dir: state,
+            inputs,
+            backend: BackendArg::Auto,
+            cfg,
+            reporter: None,
+        };
+        Agent::open(s, app).unwrap()
+    }
+
+    fn ask<T>(a: &mut Agent, msg: impl FnOnce(oneshot::Sender<T>) -> ToAgent) -> T {
+        let (tx, mut rx) = oneshot::channel();
+        a.fleet(msg(tx));
+        rx.try_recv().unwrap()
+    }
+
+    #[test]
+    fn the_node_state_is_the_journals_migrated_namespaces_and_cutover() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(&dir);
+        assert_eq!(
+            ask(&mut a, |reply| ToAgent::Local { reply }),
+            Local::default()
+        );
+        a.owned.namespaces = vec!["shop".into()];
+        let mut c = Cutover::new(vec![vec!["shop".into()]], vec![], 600, false);
+        c.phase = Phase::Committed;
+        a.owned.cutover = Some(c);
+        let l = ask(&mut a, |reply| ToAgent::Local { reply });
+        assert_eq!(l.migrated, ["shop".to_owned()].into());
+        assert_eq!(
+            l.cutover,
+            Some((["shop".to_owned()].into(), LocalPhase::Committed))
+        );
+    }
+
+    #[test]
+    fn the_plans_thresholds_replace_the_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(&dir);
+        let t = Thresholds {
+            window: 120.0,
+            rate: 5.0,
+            ratio: 0.05,
+            for_secs: 30.0,
+        };
+        a.fleet(ToAgent::Thresholds(t.clone()));
+        assert_eq!(a.s.cfg.thresholds, t);
+    }
+
+    #[test]
+    fn aborting_a_wave_still_in_its_gate_stops_it_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(&dir);
+        let mut c = Cutover::new(vec![vec!["shop".into()]], vec![], 600, false);
+        c.phase = Phase::Preflight;
+        a.owned.cutover = Some(c);
+        let r = ask(&mut a, |reply| ToAgent::RollBack {
+            namespaces: vec!["shop".into()],
+            reason: "the IPVSMigration m was aborted".into(),
+            reply,
+        });
+        assert_eq!(
+            r.unwrap(),
+            "the IPVSMigration m was aborted: nothing left to roll back"
+        );
+        let phase = a.owned.cutover.as_ref().map(|c| c.phase.clone());
+        assert!(matches!(phase, Some(Phase::Failed { .. })), "{phase:?}");
+        assert!(
+            a.owned.is_empty(),
+            "nothing is owned: the kernel was never touched"
+        );
+    }
+}
