@@ -39,30 +39,48 @@ fn fleet(nodes: &[(&str, bool)]) -> BTreeMap<String, Labels> {
         .collect()
 }
 
-fn with(entries: &[(&str, NodePhase, u32)], rollbacks: u32) -> Status {
+/// A status from `"node=Phase/wave ..."` (every entry written at `T0`) and a rollback count.
+fn with(entries: &str, rollbacks: u32) -> Status {
+    let entry = |e: &str| {
+        let (node, rest) = e.split_once('=').unwrap();
+        let (phase, wave) = rest.split_once('/').unwrap();
+        let e = NodeEntry {
+            phase: serde_json::from_value(json!(phase)).unwrap(),
+            wave: wave.parse().unwrap(),
+            since: time::format_time(T0),
+            heartbeat: time::format_time(T0),
+            message: None,
+        };
+        (node.to_owned(), e)
+    };
     Status {
         rollbacks,
-        nodes: entries
-            .iter()
-            .map(|(n, p, w)| {
-                let e = NodeEntry {
-                    phase: *p,
-                    wave: *w,
-                    since: time::format_time(T0),
-                    heartbeat: time::format_time(T0),
-                    message: None,
-                };
-                ((*n).to_owned(), e)
-            })
-            .collect(),
+        nodes: entries.split_whitespace().map(entry).collect(),
         ..Status::default()
     }
 }
 
-fn local(migrated: &[&str], cutover: Option<(&[&str], LocalPhase)>) -> Local {
+/// This node's state: migrated namespaces (comma-separated) and the last cutover,
+/// `"NAMESPACES PHASE"` or `""`.
+fn local(migrated: &str, cutover: &str) -> Local {
+    let set = |s: &str| {
+        s.split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let cutover = cutover.split_once(' ').map(|(ns, p)| {
+        let phase = match p {
+            "InFlight" => LocalPhase::InFlight,
+            "Committed" => LocalPhase::Committed,
+            "RolledBack" => LocalPhase::RolledBack,
+            _ => LocalPhase::Failed,
+        };
+        (set(ns), phase)
+    });
     Local {
-        migrated: migrated.iter().map(|s| (*s).to_owned()).collect(),
-        cutover: cutover.map(|(ns, p)| (ns.iter().map(|s| (*s).to_owned()).collect(), p)),
+        migrated: set(migrated),
+        cutover,
     }
 }
 
@@ -211,7 +229,7 @@ fn the_first_node_claims_wave_one_in_the_status_and_starts_it() {
         &Status::default(),
         "c1",
         &fleet(&[("c1", true), ("w1", false)]),
-        &local(&[], None),
+        &local("", ""),
         T0,
     );
     assert_eq!(d.verdict, Verdict::Starting(0));
@@ -239,14 +257,8 @@ fn the_first_node_claims_wave_one_in_the_status_and_starts_it() {
 fn a_node_waits_while_every_slot_is_held() {
     let p = two_waves(2, 5, "Running");
     let nodes = fleet(&[("a", false), ("b", false), ("c", false)]);
-    let st = with(
-        &[
-            ("a", NodePhase::InProgress, 1),
-            ("b", NodePhase::InProgress, 1),
-        ],
-        0,
-    );
-    let d = run(&p, &st, "c", &nodes, &local(&[], None), T0 + 60);
+    let st = with("a=InProgress/1 b=InProgress/1", 0);
+    let d = run(&p, &st, "c", &nodes, &local("", ""), T0 + 60);
     assert_eq!(
         d.verdict,
         Verdict::Waiting(0, Wait::Slots(vec!["a".into(), "b".into()]))
@@ -258,26 +270,14 @@ fn a_node_waits_while_every_slot_is_held() {
 fn non_canaries_wait_until_every_canary_finished_the_wave() {
     let p = two_waves(3, 5, "Running");
     let nodes = fleet(&[("c1", true), ("c2", true), ("w1", false)]);
-    let st = with(
-        &[
-            ("c1", NodePhase::Completed, 1),
-            ("c2", NodePhase::InProgress, 1),
-        ],
-        0,
-    );
-    let d = run(&p, &st, "w1", &nodes, &local(&[], None), T0);
+    let st = with("c1=Completed/1 c2=InProgress/1", 0);
+    let d = run(&p, &st, "w1", &nodes, &local("", ""), T0);
     assert_eq!(
         d.verdict,
         Verdict::Waiting(0, Wait::Canaries(vec!["c2".into()]))
     );
-    let st = with(
-        &[
-            ("c1", NodePhase::Completed, 1),
-            ("c2", NodePhase::RolledBack, 1),
-        ],
-        1,
-    );
-    let d = run(&p, &st, "w1", &nodes, &local(&[], None), T0);
+    let st = with("c1=Completed/1 c2=RolledBack/1", 1);
+    let d = run(&p, &st, "w1", &nodes, &local("", ""), T0);
     assert_eq!(
         d.verdict,
         Verdict::Starting(0),
@@ -289,41 +289,14 @@ fn non_canaries_wait_until_every_canary_finished_the_wave() {
 fn the_next_wave_waits_for_every_selected_node_to_finish_the_previous_one() {
     let p = two_waves(3, 5, "Running");
     let nodes = fleet(&[("c1", true), ("w1", false), ("w2", false)]);
-    let st = with(
-        &[
-            ("c1", NodePhase::Completed, 1),
-            ("w1", NodePhase::Completed, 1),
-        ],
-        0,
-    );
-    let d = run(
-        &p,
-        &st,
-        "c1",
-        &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::Committed))),
-        T0,
-    );
+    let st = with("c1=Completed/1 w1=Completed/1", 0);
+    let d = run(&p, &st, "c1", &nodes, &local("shop", "shop Committed"), T0);
     assert_eq!(
         d.verdict,
         Verdict::Waiting(1, Wait::PreviousWave(vec!["w2".into()]))
     );
-    let st = with(
-        &[
-            ("c1", NodePhase::Completed, 1),
-            ("w1", NodePhase::Completed, 1),
-            ("w2", NodePhase::Completed, 1),
-        ],
-        0,
-    );
-    let d = run(
-        &p,
-        &st,
-        "c1",
-        &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::Committed))),
-        T0,
-    );
+    let st = with("c1=Completed/1 w1=Completed/1 w2=Completed/1", 0);
+    let d = run(&p, &st, "c1", &nodes, &local("shop", "shop Committed"), T0);
     assert_eq!(
         d.action,
         Action::Start {
@@ -338,25 +311,18 @@ fn the_next_wave_waits_for_every_selected_node_to_finish_the_previous_one() {
 fn a_node_reports_its_wave_done_or_rolled_back_and_a_rollback_is_counted_once() {
     let p = two_waves(1, 2, "Running");
     let nodes = fleet(&[("a", false), ("b", false)]);
-    let st = with(&[("a", NodePhase::InProgress, 1)], 0);
+    let st = with("a=InProgress/1", 0);
     let d = run(
         &p,
         &st,
         "a",
         &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::Committed))),
+        &local("shop", "shop Committed"),
         T0 + 30,
     );
     assert_eq!(d.verdict, Verdict::WaveDone(0));
     assert_eq!(d.status.unwrap().nodes["a"].phase, NodePhase::Completed);
-    let d = run(
-        &p,
-        &st,
-        "a",
-        &nodes,
-        &local(&[], Some((&["shop"], LocalPhase::RolledBack))),
-        T0 + 30,
-    );
+    let d = run(&p, &st, "a", &nodes, &local("", "shop RolledBack"), T0 + 30);
     let st2 = d.status.unwrap();
     assert_eq!(
         (d.verdict, st2.rollbacks),
@@ -368,7 +334,7 @@ fn a_node_reports_its_wave_done_or_rolled_back_and_a_rollback_is_counted_once() 
         &st2,
         "a",
         &nodes,
-        &local(&[], Some((&["shop"], LocalPhase::RolledBack))),
+        &local("", "shop RolledBack"),
         T0 + 60,
     );
     assert_eq!((d.action, d.status), (Action::None, None));
@@ -378,24 +344,11 @@ fn a_node_reports_its_wave_done_or_rolled_back_and_a_rollback_is_counted_once() 
 fn halted_fleets_start_nothing_but_waves_in_flight_keep_reporting() {
     let p = two_waves(2, 1, "Running");
     let nodes = fleet(&[("a", false), ("b", false), ("c", false)]);
-    let st = with(
-        &[
-            ("a", NodePhase::RolledBack, 1),
-            ("b", NodePhase::InProgress, 1),
-        ],
-        1,
-    );
-    let d = run(&p, &st, "c", &nodes, &local(&[], None), T0);
+    let st = with("a=RolledBack/1 b=InProgress/1", 1);
+    let d = run(&p, &st, "c", &nodes, &local("", ""), T0);
     assert_eq!((d.verdict, d.action), (Verdict::Halted, Action::None));
     assert_eq!(d.status.unwrap().phase, Some(FleetPhase::Halted));
-    let d = run(
-        &p,
-        &st,
-        "b",
-        &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::Committed))),
-        T0,
-    );
+    let d = run(&p, &st, "b", &nodes, &local("shop", "shop Committed"), T0);
     assert_eq!(d.status.unwrap().nodes["b"].phase, NodePhase::Completed);
 }
 
@@ -403,17 +356,11 @@ fn halted_fleets_start_nothing_but_waves_in_flight_keep_reporting() {
 fn paused_starts_nothing_and_gives_back_a_claim_not_yet_started() {
     let p = two_waves(2, 5, "Paused");
     let nodes = fleet(&[("a", false), ("b", false)]);
-    let d = run(&p, &Status::default(), "a", &nodes, &local(&[], None), T0);
+    let d = run(&p, &Status::default(), "a", &nodes, &local("", ""), T0);
     assert_eq!((d.verdict, d.action), (Verdict::Paused, Action::None));
     // a claimed wave 1 but had not started it: the slot is returned.
-    let st = with(
-        &[
-            ("a", NodePhase::InProgress, 1),
-            ("b", NodePhase::InProgress, 1),
-        ],
-        0,
-    );
-    let d = run(&p, &st, "a", &nodes, &local(&[], None), T0);
+    let st = with("a=InProgress/1 b=InProgress/1", 0);
+    let d = run(&p, &st, "a", &nodes, &local("", ""), T0);
     assert_eq!(d.verdict, Verdict::Paused);
     assert!(!d.status.unwrap().nodes.contains_key("a"));
     // b's wave is in flight: it goes on (its heartbeat is refreshed after slotTimeout / 4).
@@ -422,7 +369,7 @@ fn paused_starts_nothing_and_gives_back_a_claim_not_yet_started() {
         &st,
         "b",
         &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::InFlight))),
+        &local("shop", "shop InFlight"),
         T0 + 200,
     );
     assert_eq!(d.verdict, Verdict::InProgress(0));
@@ -436,11 +383,8 @@ fn paused_starts_nothing_and_gives_back_a_claim_not_yet_started() {
 fn aborted_rolls_back_the_wave_in_flight_and_the_committed_waves_of_the_plan() {
     let p = two_waves(2, 5, "Aborted");
     let nodes = fleet(&[("a", false)]);
-    let st = with(&[("a", NodePhase::InProgress, 2)], 0);
-    let l = local(
-        &["shop", "auth", "cart", "manual"],
-        Some((&["auth", "cart"], LocalPhase::InFlight)),
-    );
+    let st = with("a=InProgress/2", 0);
+    let l = local("shop,auth,cart,manual", "auth,cart InFlight");
     let d = run(&p, &st, "a", &nodes, &l, T0);
     assert_eq!(d.verdict, Verdict::Aborting);
     let Action::RollBack { namespaces, .. } = d.action else {
@@ -451,7 +395,7 @@ fn aborted_rolls_back_the_wave_in_flight_and_the_committed_waves_of_the_plan() {
         ["auth", "cart", "shop"],
         "a namespace migrated by hand stays"
     );
-    let d = run(&p, &st, "a", &nodes, &local(&["manual"], None), T0);
+    let d = run(&p, &st, "a", &nodes, &local("manual", ""), T0);
     let st = d.status.unwrap();
     assert_eq!(
         (d.verdict, st.nodes["a"].phase, st.phase),
@@ -468,13 +412,13 @@ fn aborted_rolls_back_the_wave_in_flight_and_the_committed_waves_of_the_plan() {
 fn a_stale_claim_expires_counts_as_a_rollback_and_frees_its_slot() {
     let p = two_waves(1, 5, "Running");
     let nodes = fleet(&[("a", false), ("b", false)]);
-    let st = with(&[("a", NodePhase::InProgress, 1)], 0);
-    let d = run(&p, &st, "b", &nodes, &local(&[], None), T0 + 599);
+    let st = with("a=InProgress/1", 0);
+    let d = run(&p, &st, "b", &nodes, &local("", ""), T0 + 599);
     assert_eq!(
         d.verdict,
         Verdict::Waiting(0, Wait::Slots(vec!["a".into()]))
     );
-    let d = run(&p, &st, "b", &nodes, &local(&[], None), T0 + 600);
+    let d = run(&p, &st, "b", &nodes, &local("", ""), T0 + 600);
     assert_eq!(d.verdict, Verdict::Starting(0));
     let st = d.status.unwrap();
     assert_eq!((st.nodes["a"].phase, st.rollbacks), (NodePhase::Expired, 1));
@@ -484,7 +428,7 @@ fn a_stale_claim_expires_counts_as_a_rollback_and_frees_its_slot() {
         &st,
         "a",
         &nodes,
-        &local(&["shop"], Some((&["shop"], LocalPhase::InFlight))),
+        &local("shop", "shop InFlight"),
         T0 + 700,
     );
     assert!(
@@ -497,8 +441,8 @@ fn a_stale_claim_expires_counts_as_a_rollback_and_frees_its_slot() {
 #[test]
 fn a_wave_rolled_back_after_its_soak_is_reported_and_counted() {
     let p = two_waves(1, 5, "Running");
-    let st = with(&[("a", NodePhase::Completed, 1)], 0);
-    let d = run(&p, &st, "a", &fleet(&[("a", false)]), &local(&[], None), T0);
+    let st = with("a=Completed/1", 0);
+    let d = run(&p, &st, "a", &fleet(&[("a", false)]), &local("", ""), T0);
     let st = d.status.unwrap();
     assert_eq!(
         (d.verdict, st.rollbacks),
@@ -512,17 +456,10 @@ fn unselected_nodes_start_nothing_and_a_finished_fleet_is_completed() {
     let p = two_waves(1, 5, "Running");
     let mut nodes = fleet(&[("a", false)]);
     nodes.insert("db".into(), Labels::new());
-    let d = run(&p, &Status::default(), "db", &nodes, &local(&[], None), T0);
+    let d = run(&p, &Status::default(), "db", &nodes, &local("", ""), T0);
     assert_eq!((d.verdict, d.action), (Verdict::NotSelected, Action::None));
-    let st = with(&[("a", NodePhase::Completed, 2)], 0);
-    let d = run(
-        &p,
-        &st,
-        "a",
-        &nodes,
-        &local(&["shop", "auth", "cart"], None),
-        T0,
-    );
+    let st = with("a=Completed/2", 0);
+    let d = run(&p, &st, "a", &nodes, &local("shop,auth,cart", ""), T0);
     assert_eq!(
         (d.verdict, d.status.unwrap().phase),
         (Verdict::Completed, Some(FleetPhase::Completed))
@@ -534,7 +471,7 @@ fn a_node_whose_entry_was_cleared_resumes_at_the_wave_it_had_not_finished() {
     let p = two_waves(1, 5, "Running");
     let nodes = fleet(&[("a", false)]);
     // Wave 2 rolled back; wave 1 is still migrated; the operator removed the entry.
-    let l = local(&["shop"], Some((&["auth", "cart"], LocalPhase::RolledBack)));
+    let l = local("shop", "auth,cart RolledBack");
     let d = run(&p, &Status::default(), "a", &nodes, &l, T0);
     assert_eq!(d.verdict, Verdict::Starting(1));
     assert_eq!(d.status.unwrap().nodes["a"].wave, 2);
