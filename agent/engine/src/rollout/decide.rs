@@ -268,7 +268,14 @@ fn node(i: &Input<'_>, st: &mut Status, selected: &BTreeSet<&str>) -> (Verdict, 
         if let Some(e) = st.nodes.get_mut(me)
             && e.phase != NodePhase::Aborted
         {
+            // A wave that rolled back by itself before the abort is still a rollback.
+            let rolled_back = e.phase == NodePhase::InProgress
+                && local_wave
+                    .is_some_and(|(k, p)| p == LocalPhase::RolledBack && k + 1 == e.wave as usize);
             *e = entry(NodePhase::Aborted, e.wave, now, None);
+            if rolled_back {
+                st.rollbacks = st.rollbacks.saturating_add(1);
+            }
         }
         return (Verdict::Aborted, Action::None);
     }

@@ -409,6 +409,22 @@ fn aborted_rolls_back_the_wave_in_flight_and_the_committed_waves_of_the_plan() {
 }
 
 #[test]
+fn a_wave_that_rolled_back_before_the_abort_still_counts() {
+    let p = two_waves(1, 5, "Aborted");
+    let st = with("a=InProgress/1", 0);
+    let d = run(
+        &p,
+        &st,
+        "a",
+        &fleet(&[("a", false)]),
+        &local("", "shop RolledBack"),
+        T0,
+    );
+    let st = d.status.unwrap();
+    assert_eq!((st.nodes["a"].phase, st.rollbacks), (NodePhase::Aborted, 1));
+}
+
+#[test]
 fn a_stale_claim_expires_counts_as_a_rollback_and_frees_its_slot() {
     let p = two_waves(1, 5, "Running");
     let nodes = fleet(&[("a", false), ("b", false)]);

@@ -21,16 +21,17 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0..6usize).prop_map(Step::Read),
         4 => (0..6usize).prop_map(Step::Write),
         3 => (0..6usize, any::<bool>()).prop_map(|(n, ok)| Step::Finish(n, ok)),
-        1 => (0..3u8).prop_map(Step::Operator),
+        1 => (0..4u8).prop_map(Step::Operator),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
-    /// Any interleaving of reads, conditional writes, finishing waves and pause/resume: never
+    /// Any interleaving of reads, conditional writes, finishing waves, pause, abort and resume: never
     /// more than maxNodesInParallel claims, nothing started after the halt or while paused,
-    /// waves started in order on each node, and every start preceded by its own claim.
+    /// waves in order on each node (a wave starts only on a node holding every earlier one),
+    /// and every start preceded by its own claim.
     #[test]
     fn claims_never_exceed_the_slots_and_gates_hold(
         n in 1..6usize, canaries in 0..3usize, max in 1..3u32, halt in 1..4u32,
@@ -42,7 +43,6 @@ proptest! {
         let (mut st, mut version) = (Status::default(), 0u64);
         let mut snap: Vec<(Status, u64)> = vec![(Status::default(), 0); n];
         let mut locals: Vec<Local> = vec![Local::default(); n];
-        let mut started: Vec<Vec<usize>> = vec![vec![]; n];
         let mut now = T0;
         for s in steps {
             now += 7;
@@ -57,10 +57,12 @@ proptest! {
                     if let Action::Start { wave, namespaces, .. } = &d.action {
                         prop_assert!(seen.rollbacks < p.halt_after_rollbacks, "start after halt");
                         prop_assert_eq!(p.state, State::Running, "start while not running");
-                        prop_assert_eq!(*wave, started[i].len(), "waves in order");
+                        let earlier = p.waves[..*wave].iter().flat_map(|w| w.namespaces.iter());
+                        for ns in earlier {
+                            prop_assert!(locals[i].migrated.contains(ns), "wave {wave} started without {ns}");
+                        }
                         let claim = d.status.as_ref().map(|s| s.nodes[&names[i]].clone());
                         prop_assert_eq!(claim.map(|c| (c.phase, c.wave)), Some((NodePhase::InProgress, *wave as u32 + 1)));
-                        started[i].push(*wave);
                         locals[i].cutover = Some((namespaces.iter().cloned().collect(), LocalPhase::InFlight));
                     }
                     if let Action::RollBack { namespaces, .. } = &d.action {
@@ -85,7 +87,7 @@ proptest! {
                         }
                     }
                 }
-                Step::Operator(k) => p.state = [State::Running, State::Paused, State::Running][k as usize],
+                Step::Operator(k) => p.state = [State::Running, State::Paused, State::Aborted, State::Running][k as usize],
                 _ => {}
             }
         }
