@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::spec::{Plan, State};
-use super::status::{NodeEntry, NodePhase, Status};
+use super::status::{FleetPhase, NodeEntry, NodePhase, Status};
 use super::time::{format_time, parse_time};
 use crate::cutover::{Cutover, Phase};
 
@@ -211,6 +211,11 @@ pub fn decide(i: &Input<'_>) -> Decision {
         .collect();
     let (verdict, action) = node(i, &mut st, &selected);
     st.summarize(plan, &selected, i.generation);
+    // The entries say Aborted only once their nodes are back; this node may hold the plan's
+    // namespaces with no entry at all (its entry was removed): the fleet is not through yet.
+    if verdict == Verdict::Aborting {
+        st.phase = Some(FleetPhase::Aborting);
+    }
     let status = (st != *i.status).then_some(st);
     Decision {
         verdict,

@@ -16,7 +16,7 @@ use super::*;
 
 const PATH: &str = "/apis/ipvs-migrate.io/v1alpha1/ipvsmigrations";
 
-fn object() -> Value {
+fn object(state: &str) -> Value {
     json!({
         "apiVersion": "ipvs-migrate.io/v1alpha1", "kind": "IPVSMigration",
         "metadata": {"name": "workers", "resourceVersion": "100", "generation": 1,
@@ -25,7 +25,7 @@ fn object() -> Value {
                            {"namespaces": ["auth"]}],
                  "nodeSelector": {"matchLabels": {"role": "worker"}},
                  "thresholds": {"window": "2m", "rate": 5, "ratio": 0.05, "for": "30s"},
-                 "soak": "30m", "maxNodesInParallel": 1}
+                 "soak": "30m", "maxNodesInParallel": 1, "state": state}
     })
 }
 
@@ -33,6 +33,7 @@ fn object() -> Value {
 /// left open (no further events). Returns the PUT's body.
 async fn serve_until_put(
     server: &mut MockApiServer,
+    state: &str,
     put_code: u16,
 ) -> (Value, Vec<ipvsmig_kube::testing::Pending>) {
     let mut open = Vec::new();
@@ -48,7 +49,7 @@ async fn serve_until_put(
                 200,
                 &json!({
                 "apiVersion": "ipvs-migrate.io/v1alpha1", "kind": "IPVSMigrationList",
-                "metadata": {"resourceVersion": "100"}, "items": [object()]}),
+                "metadata": {"resourceVersion": "100"}, "items": [object(state)]}),
             ),
             ("GET", "/api/v1/nodes", _) => {
                 assert_eq!(ex.query_value("labelSelector"), Some("role=worker"));
@@ -75,15 +76,15 @@ async fn serve_until_put(
     }
 }
 
-/// A stand-in for the reconcile loop: an idle node; records what it was asked to do.
-fn fake_loop() -> (mpsc::Sender<Msg>, mpsc::Receiver<String>) {
+/// A stand-in for the reconcile loop: a node in state `local`; records what it was asked to do.
+fn fake_loop(local: Local) -> (mpsc::Sender<Msg>, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel::<Msg>();
     let (seen_tx, seen_rx) = mpsc::channel();
     std::thread::spawn(move || {
         while let Ok(m) = rx.recv() {
             match m {
                 Msg::Rollout(ToAgent::Local { reply }) => {
-                    let _ = reply.send(Local::default());
+                    let _ = reply.send(local.clone());
                 }
                 Msg::Rollout(ToAgent::Thresholds(t)) => {
                     let _ = seen_tx.send(format!("thresholds {t:?}"));
@@ -113,6 +114,18 @@ fn fake_loop() -> (mpsc::Sender<Msg>, mpsc::Receiver<String>) {
     (tx, seen_rx)
 }
 
+/// The next thing the stand-in loop was asked (the test's runtime is the driver's: wait
+/// without blocking it).
+async fn next_seen(seen: &mpsc::Receiver<String>) -> String {
+    for _ in 0..100 {
+        if let Ok(s) = seen.try_recv() {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::from("nothing within 10 s")
+}
+
 fn rollout(api: ApiClient, inbox: mpsc::Sender<Msg>) -> Rollout {
     let cfg = RolloutConfig {
         enabled: true,
@@ -125,24 +138,18 @@ fn rollout(api: ApiClient, inbox: mpsc::Sender<Msg>) -> Rollout {
 #[tokio::test]
 async fn the_watched_object_makes_this_node_claim_a_slot_then_start_wave_one() {
     let (api, mut server) = mock_api();
-    let (inbox, seen) = fake_loop();
+    let (inbox, seen) = fake_loop(Local::default());
     let task = tokio::spawn(rollout(api, inbox).run());
-    let (body, _open) =
-        tokio::time::timeout(Duration::from_secs(10), serve_until_put(&mut server, 200))
-            .await
-            .unwrap();
+    let (body, _open) = tokio::time::timeout(
+        Duration::from_secs(10),
+        serve_until_put(&mut server, "Running", 200),
+    )
+    .await
+    .unwrap();
     assert_eq!(body["metadata"]["resourceVersion"], "100");
     assert_eq!(body["status"]["nodes"]["n1"]["phase"], "InProgress");
     assert_eq!(body["status"]["nodes"]["n1"]["wave"], 1);
-    // (The test's runtime is the driver's: wait without blocking it.)
-    let mut start = String::new();
-    for _ in 0..100 {
-        if let Ok(s) = seen.try_recv() {
-            start = s;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let start = next_seen(&seen).await;
     assert_eq!(
         start,
         r#"start ["shop"] exclude ["shop/legacy"] soak 1800s"#
@@ -153,17 +160,44 @@ async fn the_watched_object_makes_this_node_claim_a_slot_then_start_wave_one() {
 #[tokio::test]
 async fn a_forbidden_claim_starts_nothing() {
     let (api, mut server) = mock_api();
-    let (inbox, seen) = fake_loop();
+    let (inbox, seen) = fake_loop(Local::default());
     let task = tokio::spawn(rollout(api, inbox).run());
-    let (_, _open) =
-        tokio::time::timeout(Duration::from_secs(10), serve_until_put(&mut server, 403))
-            .await
-            .unwrap();
+    let (_, _open) = tokio::time::timeout(
+        Duration::from_secs(10),
+        serve_until_put(&mut server, "Running", 403),
+    )
+    .await
+    .unwrap();
     // The round is over once the 403 is read; give it time to (wrongly) act.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         seen.try_recv().is_err(),
         "the loop was asked to act after a refused claim"
     );
+    task.abort();
+}
+
+#[tokio::test]
+async fn an_aborted_migration_has_the_loop_roll_back_what_the_node_holds() {
+    let (api, mut server) = mock_api();
+    let local = Local {
+        migrated: ["shop".to_owned(), "manual".to_owned()].into(),
+        cutover: None,
+    };
+    let (inbox, seen) = fake_loop(local);
+    let task = tokio::spawn(rollout(api, inbox).run());
+    // The summary (phase Aborting) is written first; the rollback follows.
+    let (body, _open) = tokio::time::timeout(
+        Duration::from_secs(10),
+        serve_until_put(&mut server, "Aborted", 200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body["status"]["phase"], "Aborting");
+    let mut asked = next_seen(&seen).await;
+    if asked.starts_with("thresholds") {
+        asked = next_seen(&seen).await;
+    }
+    assert_eq!(asked, r#"rollback ["shop"]"#);
     task.abort();
 }
