@@ -35,6 +35,9 @@ use vmkit::*;
 
 /// kube-proxy iptables mode's chains that its `CleanupLeftovers` deletes and IPVS mode never
 /// writes (pkg/proxy/iptables/proxier.go; kube-proxy-facts.md §1.1, §2.5): none may survive.
+/// A self-signed CA certificate (PEM, base64) for the kubeconfig of the `--apply-switch` step.
+const TEST_CA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ2RENDQVdPZ0F3SUJBZ0lVQmUvdHNxcjBFVFZNYXZodGdudVdwK3drQ29Nd0NnWUlLb1pJemowRUF3SXcKTXpFeE1DOEdBMVVFQXd3b2FYQjJjeTF0YVdkeVlYUmxJSFJsYzNRZ1EwRWdLRzV2SUhObGNuWmxjaUIxYzJWegpJR2wwS1RBZ0Z3MHlOakV4TWpVd01qSXlNREphR0E4eU1USTJNVEV3TVRBeU1qSXdNbG93TXpFeE1DOEdBMVVFCkF3d29hWEIyY3kxdGFXZHlZWFJsSUhSbGMzUWdRMEVnS0c1dklITmxjblpsY2lCMWMyVnpJR2wwS1RCWk1CTUcKQnlxR1NNNDlBZ0VHQ0NxR1NNNDlBd0VIQTBJQUJHd1ZHSUpHOWFZMURkWld5MEFvRS9xaUw1TDRUSHNmc0xVbQpKd3NlaDZJT2NGeXdjckNKcWl0alByMnBETGpRN0lGK0hsc0h5c24yWGc0Y0VvREF3d2lqVXpCUk1CMEdBMVVkCkRnUVdCQlM3Q2xuS3VDVmVaMlZDRHhZNjBTczd5eGRyeFRBZkJnTlZIU01FR0RBV2dCUzdDbG5LdUNWZVoyVkMKRHhZNjBTczd5eGRyeFRBUEJnTlZIUk1CQWY4RUJUQURBUUgvTUFvR0NDcUdTTTQ5QkFNQ0EwY0FNRVFDSUJTdgplc1Q5WU1rSEQ2S2RoRUtRWERRc2s5WE11SVpHc2o3WkIxZ3R3eCtwQWlBdlc2dTYvbXdMUGRWOXUyREo1QnkyCmlCcDlZRW5TM2Zkem9hc3ZabVBQbVE9PQotLS0tLUVORCBDRVJUSUZJQ0FURS0tLS0tCg==";
+
 fn leftover_decl(line: &str, table: &str) -> bool {
     let Some(name) = line.strip_prefix(':').and_then(|l| l.split(' ').next()) else {
         return false;
@@ -368,6 +371,60 @@ fn suite() -> i32 {
         cm.contains("mode: ipvs") && cm.contains("192.0.2.1/32") && !cm.contains("10.96.0.10")
             && ds.contains("ipvs-migrate.io/kube-proxy-mode: ipvs") && patch.contains("NotIn"),
         &format!("{cm}\n{ds}\n{patch}"),
+    );
+
+    // The same switch through the Kubernetes API (docs/finalize.md "--apply-switch"). No API
+    // server runs in the VM: the dry run prints the requests without connecting; the real run
+    // meets a loopback port nothing listens on and must stop before any request, naming it.
+    // The guest has no system CA certificates and kube-client's TLS stack refuses to start
+    // without any root (even for an http:// server), as in a pod the service account's ca.crt
+    // supplies one: the kubeconfig carries a throw-away self-signed CA (its key was discarded;
+    // nothing serves with it).
+    let kubeconfig = p("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster:\n    server: http://127.0.0.1:9\n    certificate-authority-data: {TEST_CA}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: none\n  context: {{cluster: none, user: u}}\ncurrent-context: none\n"),
+    )
+    .unwrap_or_default();
+    let switch_args = format!(
+        "--apply-switch --kubeconfig {kubeconfig} --kube-proxy-config {} --node-name vm-node --kube-api-timeout 3 {common}",
+        p("kube-proxy.yaml")
+    );
+    let (rc, out) = s.migrate(&format!("finalize --dry-run -o json {switch_args}"));
+    // stderr is merged in (warnings): the document is from the first `{` to the last `}`.
+    let json_text = match (out.find('{'), out.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &out[a..=b],
+        _ => "",
+    };
+    let doc: serde_json::Value = serde_json::from_str(json_text).unwrap_or_default();
+    let requests: Vec<String> = doc["requests"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|q| format!("{} {} {}", q["verb"], q["resource"], q["patchType"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    s.check(
+        "finalize --apply-switch --dry-run lists the switch's five requests in order",
+        rc == 0
+            && doc["kind"] == "FinalizeSwitch"
+            && requests
+                == [
+                    "\"get\" \"daemonsets.apps\" \"\"",
+                    "\"patch\" \"configmaps\" \"apply\"",
+                    "\"patch\" \"daemonsets.apps\" \"apply\"",
+                    "\"patch\" \"daemonsets.apps\" \"strategic\"",
+                    "\"patch\" \"nodes\" \"merge\"",
+                ],
+        &out,
+    );
+    let (rc, out) = s.migrate(&format!("finalize {switch_args}"));
+    let now = node_state();
+    s.check(
+        "finalize --apply-switch with the API unreachable exits 69 naming the server, and the node is unchanged",
+        rc == 69 && out.contains("127.0.0.1:9") && out.contains("done before it: nothing") && now == before,
+        &format!("{out}\n{}", first_diff(&before, &now)),
     );
 
     // On nft the daemon runs from here on, holding the journal's lock: finalize is handed to

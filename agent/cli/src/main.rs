@@ -50,9 +50,11 @@ fn main() -> ProcessExit {
 
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // kube-client logs a failed request at error level itself; the error we return names the
+    // server and the call, and under `-o json` stderr must hold only the JSON error object.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,kube_client=off",
+        1 => "info,kube_client=off",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

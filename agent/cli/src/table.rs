@@ -511,6 +511,7 @@ pub fn fleet(f: &ipvsmig_kube::fleet::FleetStatus, now: std::time::SystemTime) -
             "ROLLBACKS",
             "KUBE-PROXY",
             "SINCE",
+            "AGE",
             "FLAGS",
         ]
         .map(String::from)
@@ -572,4 +573,52 @@ pub fn fleet(f: &ipvsmig_kube::fleet::FleetStatus, now: std::time::SystemTime) -
         out.push_str(&format!("note: {n}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use ipvsmig_kube::fleet::{FleetNode, FleetStatus, KubeProxyPod};
+
+    #[test]
+    fn every_fleet_row_has_a_value_under_each_heading() {
+        let node = FleetNode {
+            name: "node-1".into(),
+            phase: None,
+            status: None,
+            kube_proxies: vec![KubeProxyPod {
+                name: "kube-proxy-a".into(),
+                daemon_set: Some("kube-proxy".into()),
+                phase: "Running".into(),
+            }],
+            flags: Vec::new(),
+            created: Some("2026-11-20T00:00:00Z".into()),
+        };
+        let f = FleetStatus {
+            api_version: "ipvs-migrate/v1",
+            kind: "FleetStatus",
+            nodes: vec![node],
+            migrations: Vec::new(),
+            notes: Vec::new(),
+        };
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_568_400);
+        let text = super::fleet(&f, now);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0].len(), 8, "{text}");
+        assert_eq!(
+            lines[1],
+            [
+                "node-1",
+                "<none>",
+                "0",
+                "-",
+                "kube-proxy(Running)",
+                "-",
+                "5d"
+            ],
+            "{text}"
+        );
+    }
 }
