@@ -428,3 +428,90 @@ fn serve_reports_its_phase_on_the_node_and_keeps_kube_proxys_configmap() {
     assert!(cached.contains("scheduler: wrr"), "{cached}");
     assert_eq!(status.code(), Some(0));
 }
+
+/// `rollout.enabled`: serve lists the IPVSMigration objects and, for a paused one, writes the
+/// fleet summary into its status (a PUT of the status subresource carrying the
+/// resourceVersion it read) and starts nothing — paused, so no data-plane change here.
+#[test]
+fn serve_follows_a_paused_ipvsmigration_and_writes_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let migration = json!({
+        "apiVersion": "ipvs-migrate.io/v1alpha1", "kind": "IPVSMigration",
+        "metadata": {"name": "workers", "resourceVersion": "42", "generation": 1,
+                     "creationTimestamp": "2026-11-25T01:00:00Z"},
+        "spec": {"waves": [{"namespaces": ["shop"]}], "state": "Paused"}
+    });
+    let answers = BTreeMap::from([
+        (
+            "/apis/ipvs-migrate.io/v1alpha1/ipvsmigrations".to_owned(),
+            (
+                200,
+                list(
+                    "IPVSMigrationList",
+                    "ipvs-migrate.io/v1alpha1",
+                    vec![migration.clone()],
+                ),
+            ),
+        ),
+        (
+            "/apis/ipvs-migrate.io/v1alpha1/ipvsmigrations/workers/status".to_owned(),
+            (200, migration),
+        ),
+        (
+            "/api/v1/nodes".to_owned(),
+            (
+                200,
+                list(
+                    "PartialObjectMetadataList",
+                    "meta.k8s.io/v1",
+                    vec![
+                        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "node-1"}}),
+                    ],
+                ),
+            ),
+        ),
+    ]);
+    let (kc, fake) = start(answers, dir.path());
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!("kubernetes:\n  enabled: true\n  kubeconfig: {kc}\nrollout:\n  enabled: true\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NODE_NAME", "node-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let put = loop {
+        let seen = fake.seen.lock().unwrap().clone();
+        if let Some(p) = seen.iter().find(|r| r.starts_with("PUT ")) {
+            break Some(p.clone());
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let put = put.unwrap_or_else(|| panic!("no status write in {:?}", fake.seen.lock().unwrap()));
+    let (line, body) = put.split_once(' ').unwrap().1.split_once(' ').unwrap();
+    assert!(
+        line.starts_with("/apis/ipvs-migrate.io/v1alpha1/ipvsmigrations/workers/status?"),
+        "{line}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["metadata"]["resourceVersion"], "42");
+    assert_eq!(body["status"]["phase"], "Paused");
+    assert!(body["status"].get("nodes").is_none(), "paused: no claim");
+    assert_eq!(status.code(), Some(0));
+}
