@@ -343,25 +343,36 @@ fn node(i: &Input<'_>, st: &mut Status, selected: &BTreeSet<&str>) -> (Verdict, 
                     heartbeat(st, me, plan, now);
                     (Verdict::Waiting(k, Wait::LocalCutover), Action::None)
                 }
-                // Claimed, not started (the agent stopped between the write and the start).
-                _ => match gate {
-                    None => {
-                        heartbeat(st, me, plan, now);
-                        (Verdict::Starting(k), start(plan, k))
-                    }
-                    Some(v) => {
-                        // Give the slot back as it was before the claim.
-                        if k == 0 {
-                            st.nodes.remove(me);
-                        } else {
-                            report(st, NodePhase::Completed, None);
-                            if let Some(x) = st.nodes.get_mut(me) {
-                                x.wave = e.wave - 1;
-                            }
+                // Claimed, not started, but an earlier wave is no longer here (an abort took
+                // it back before the entry said so): the claim is void; without an entry, the
+                // next round starts from what the node holds.
+                _ if !wave_ns[..k].iter().all(|w| w.is_subset(&local.migrated)) => {
+                    st.nodes.remove(me);
+                    (Verdict::Waiting(k, Wait::LocalCutover), Action::None)
+                }
+                // Claimed, not started (the agent stopped between the write and the start, or
+                // the node refused to start it). A node no longer selected gives it back too.
+                _ => {
+                    match gate.or_else(|| (!selected.contains(me)).then_some(Verdict::NotSelected))
+                    {
+                        None => {
+                            heartbeat(st, me, plan, now);
+                            (Verdict::Starting(k), start(plan, k))
                         }
-                        (v, Action::None)
+                        Some(v) => {
+                            // Give the slot back as it was before the claim.
+                            if k == 0 {
+                                st.nodes.remove(me);
+                            } else {
+                                report(st, NodePhase::Completed, None);
+                                if let Some(x) = st.nodes.get_mut(me) {
+                                    x.wave = e.wave - 1;
+                                }
+                            }
+                            (v, Action::None)
+                        }
                     }
-                },
+                }
             }
         }
         Some(e) if e.phase != NodePhase::Completed && e.phase != NodePhase::Aborted => {

@@ -425,6 +425,23 @@ fn a_wave_that_rolled_back_before_the_abort_still_counts() {
 }
 
 #[test]
+fn a_claim_not_started_is_given_back_when_the_node_is_no_longer_selected() {
+    let p = two_waves(1, 5, "Running");
+    let mut nodes = fleet(&[("b", false)]);
+    nodes.insert("a".into(), Labels::new()); // its role label was removed
+    let d = run(
+        &p,
+        &with("a=InProgress/1", 0),
+        "a",
+        &nodes,
+        &local("", ""),
+        T0,
+    );
+    assert_eq!((d.verdict, d.action), (Verdict::NotSelected, Action::None));
+    assert!(d.status.unwrap().nodes.is_empty());
+}
+
+#[test]
 fn a_stale_claim_expires_counts_as_a_rollback_and_frees_its_slot() {
     let p = two_waves(1, 5, "Running");
     let nodes = fleet(&[("a", false), ("b", false)]);
