@@ -363,6 +363,41 @@ fn an_unreachable_api_server_is_exit_69_naming_it() {
     );
 }
 
+/// Runs `serve --config CONFIG` as node-1 until the fake server saw a request starting with
+/// `prefix` (20 s at most), then stops it by its PID (SIGTERM, as an orchestrator would).
+fn serve_until(
+    config: &std::path::Path,
+    state: &std::path::Path,
+    fake: &Fake,
+    prefix: &str,
+) -> (Option<String>, std::process::ExitStatus) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .env("NODE_NAME", "node-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let seen = loop {
+        let seen = fake.seen.lock().unwrap().clone();
+        if let Some(r) = seen.iter().find(|r| r.starts_with(prefix)) {
+            break Some(r.clone());
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    (seen, child.wait().unwrap())
+}
+
 #[test]
 fn serve_reports_its_phase_on_the_node_and_keeps_kube_proxys_configmap() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,35 +417,7 @@ fn serve_reports_its_phase_on_the_node_and_keeps_kube_proxys_configmap() {
         format!("kubernetes:\n  enabled: true\n  kubeconfig: {kc}\n  reportInterval: 1s\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("NODE_NAME", "node-1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let patch = loop {
-        let seen = fake.seen.lock().unwrap().clone();
-        if let Some(p) = seen
-            .iter()
-            .find(|r| r.starts_with("PATCH /api/v1/nodes/node-1?"))
-        {
-            break Some(p.clone());
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    // Stop it by its PID (SIGTERM), as an orchestrator would.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let (patch, status) = serve_until(&config, &state, &fake, "PATCH /api/v1/nodes/node-1?");
     let patch = patch.unwrap_or_else(|| panic!("no Node patch in {:?}", fake.seen.lock().unwrap()));
     let body: Value =
         serde_json::from_str(patch.split_once(' ').unwrap().1.split_once(' ').unwrap().1).unwrap();
@@ -478,31 +485,7 @@ fn serve_follows_a_paused_ipvsmigration_and_writes_its_status() {
         format!("kubernetes:\n  enabled: true\n  kubeconfig: {kc}\nrollout:\n  enabled: true\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipvs-migrate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("NODE_NAME", "node-1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let put = loop {
-        let seen = fake.seen.lock().unwrap().clone();
-        if let Some(p) = seen.iter().find(|r| r.starts_with("PUT ")) {
-            break Some(p.clone());
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let (put, status) = serve_until(&config, &dir.path().join("state"), &fake, "PUT ");
     let put = put.unwrap_or_else(|| panic!("no status write in {:?}", fake.seen.lock().unwrap()));
     let (line, body) = put.split_once(' ').unwrap().1.split_once(' ').unwrap();
     assert!(
