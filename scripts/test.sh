@@ -62,6 +62,9 @@ bash tests/vm/apply-e2e.sh
 # stand-in for IPVS-mode kube-proxy: exactly the IPVS-mode state left, no client failure.
 bash tests/vm/finalize-e2e.sh
 bash tests/vm/cutover-e2e.sh
+# the fleet rollout: serve follows an IPVSMigration on a stand-in API server on loopback (in the
+# guest), claims the slot, cuts shop over in the real kernel, rolls back on Aborted.
+bash tests/vm/rollout-e2e.sh
 # serve in the VM behind a real Prometheus (short-window rules/) and Alertmanager on loopback,
 # reached only through forwarded ports (qemu user networking, restrict=on): scrape, webhook,
 # token, deduplication, and the guest's isolation.

@@ -35,9 +35,6 @@ use vmkit::*;
 
 /// kube-proxy iptables mode's chains that its `CleanupLeftovers` deletes and IPVS mode never
 /// writes (pkg/proxy/iptables/proxier.go; kube-proxy-facts.md §1.1, §2.5): none may survive.
-/// A self-signed CA certificate (PEM, base64) for the kubeconfig of the `--apply-switch` step.
-const TEST_CA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJ2RENDQVdPZ0F3SUJBZ0lVQmUvdHNxcjBFVFZNYXZodGdudVdwK3drQ29Nd0NnWUlLb1pJemowRUF3SXcKTXpFeE1DOEdBMVVFQXd3b2FYQjJjeTF0YVdkeVlYUmxJSFJsYzNRZ1EwRWdLRzV2SUhObGNuWmxjaUIxYzJWegpJR2wwS1RBZ0Z3MHlOakV4TWpVd01qSXlNREphR0E4eU1USTJNVEV3TVRBeU1qSXdNbG93TXpFeE1DOEdBMVVFCkF3d29hWEIyY3kxdGFXZHlZWFJsSUhSbGMzUWdRMEVnS0c1dklITmxjblpsY2lCMWMyVnpJR2wwS1RCWk1CTUcKQnlxR1NNNDlBZ0VHQ0NxR1NNNDlBd0VIQTBJQUJHd1ZHSUpHOWFZMURkWld5MEFvRS9xaUw1TDRUSHNmc0xVbQpKd3NlaDZJT2NGeXdjckNKcWl0alByMnBETGpRN0lGK0hsc0h5c24yWGc0Y0VvREF3d2lqVXpCUk1CMEdBMVVkCkRnUVdCQlM3Q2xuS3VDVmVaMlZDRHhZNjBTczd5eGRyeFRBZkJnTlZIU01FR0RBV2dCUzdDbG5LdUNWZVoyVkMKRHhZNjBTczd5eGRyeFRBUEJnTlZIUk1CQWY4RUJUQURBUUgvTUFvR0NDcUdTTTQ5QkFNQ0EwY0FNRVFDSUJTdgplc1Q5WU1rSEQ2S2RoRUtRWERRc2s5WE11SVpHc2o3WkIxZ3R3eCtwQWlBdlc2dTYvbXdMUGRWOXUyREo1QnkyCmlCcDlZRW5TM2Zkem9hc3ZabVBQbVE9PQotLS0tLUVORCBDRVJUSUZJQ0FURS0tLS0tCg==";
-
 fn leftover_decl(line: &str, table: &str) -> bool {
     let Some(name) = line.strip_prefix(':').and_then(|l| l.split(' ').next()) else {
         return false;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one end-to-end example of tests/examples (vm_apply, vm_finalize) in one VM boot, on the
+# Runs one end-to-end example of tests/examples (vm_apply, vm_finalize, vm_rollout) in one VM boot, on the
 # iptables-legacy backend and then on iptables-nft, with ipvs-migrate beside it.
 # Usage: tests/vm/e2e-example.sh EXAMPLE
 set -euo pipefail
