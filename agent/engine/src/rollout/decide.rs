@@ -31,6 +31,9 @@ pub enum LocalPhase {
     RolledBack,
     /// Stopped before the kernel, or its rollback failed.
     Failed,
+    /// Aborted on request (the rollout's abort, or `ipvs-migrate rollback` during the wave):
+    /// not a failure of the wave, never counted as a rollback.
+    Aborted,
 }
 
 /// This node's state, from its journal.
@@ -49,6 +52,11 @@ impl Local {
             let phase = match &c.phase {
                 Phase::Idle => return None,
                 Phase::Committed => LocalPhase::Committed,
+                // The machine words an abort "aborted by the operator" (cutover.rs).
+                Phase::RolledBack { reason } if reason.starts_with("aborted") => {
+                    LocalPhase::Aborted
+                }
+                Phase::Failed { error } if error.starts_with("aborted") => LocalPhase::Aborted,
                 Phase::RolledBack { .. } => LocalPhase::RolledBack,
                 Phase::Failed { .. } => LocalPhase::Failed,
                 _ => LocalPhase::InFlight,
@@ -323,6 +331,11 @@ fn node(i: &Input<'_>, st: &mut Status, selected: &BTreeSet<&str>) -> (Verdict, 
                         Verdict::Stopped(NodePhase::RolledBack, e.wave),
                         Action::None,
                     )
+                }
+                Some((lk, LocalPhase::Aborted)) if lk == k => {
+                    let msg = "the wave was aborted on the node (`ipvs-migrate rollback`)";
+                    report(st, NodePhase::Failed, Some(msg.into()));
+                    (Verdict::Stopped(NodePhase::Failed, e.wave), Action::None)
                 }
                 Some((lk, LocalPhase::Failed)) if lk == k => {
                     report(

@@ -74,6 +74,7 @@ fn local(migrated: &str, cutover: &str) -> Local {
             "InFlight" => LocalPhase::InFlight,
             "Committed" => LocalPhase::Committed,
             "RolledBack" => LocalPhase::RolledBack,
+            "Aborted" => LocalPhase::Aborted,
             _ => LocalPhase::Failed,
         };
         (set(ns), phase)
@@ -439,6 +440,38 @@ fn a_claim_not_started_is_given_back_when_the_node_is_no_longer_selected() {
     );
     assert_eq!((d.verdict, d.action), (Verdict::NotSelected, Action::None));
     assert!(d.status.unwrap().nodes.is_empty());
+}
+
+#[test]
+fn aborting_a_wave_in_flight_is_not_a_rollback_and_a_local_abort_stops_the_node() {
+    let p = two_waves(1, 5, "Aborted");
+    let st = with("a=InProgress/1", 0);
+    let nodes = fleet(&[("a", false)]);
+    let d = run(&p, &st, "a", &nodes, &local("", "shop Aborted"), T0);
+    let st2 = d.status.unwrap();
+    assert_eq!(
+        (st2.nodes["a"].phase, st2.rollbacks),
+        (NodePhase::Aborted, 0)
+    );
+    // Running, but the operator aborted the wave on the node itself: it stops, uncounted.
+    let p = two_waves(1, 5, "Running");
+    let d = run(&p, &st, "a", &nodes, &local("", "shop Aborted"), T0);
+    let st2 = d.status.unwrap();
+    assert_eq!(d.verdict, Verdict::Stopped(NodePhase::Failed, 1));
+    assert_eq!(
+        (st2.nodes["a"].phase, st2.rollbacks),
+        (NodePhase::Failed, 0)
+    );
+}
+
+#[test]
+fn the_machines_abort_reads_as_an_abort_not_a_rollback() {
+    let mut c = crate::cutover::Cutover::new(vec![vec!["shop".into()]], vec![], 60, false);
+    c.phase = crate::cutover::Phase::Soak { until: T0 };
+    let (c, _) = crate::cutover::step(&c, &crate::cutover::Event::Abort { now: T0 });
+    let (c, _) = crate::cutover::step(&c, &crate::cutover::Event::RolledBack { now: T0 });
+    let l = Local::new(&[], Some(&c));
+    assert_eq!(l.cutover.map(|(_, p)| p), Some(LocalPhase::Aborted));
 }
 
 #[test]

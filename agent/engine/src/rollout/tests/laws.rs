@@ -67,8 +67,9 @@ proptest! {
                     }
                     if let Action::RollBack { namespaces, .. } = &d.action {
                         locals[i].migrated.retain(|m| !namespaces.contains(m));
+                        // The daemon aborts a wave in flight through the cutover machine.
                         if let Some(c) = &mut locals[i].cutover && c.1 == LocalPhase::InFlight {
-                            c.1 = LocalPhase::RolledBack;
+                            c.1 = LocalPhase::Aborted;
                         }
                     }
                     if let Some(new) = d.status {
