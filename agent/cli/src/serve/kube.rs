@@ -237,7 +237,10 @@ async fn run(
             let Ok(note) = events_rx.try_recv() else {
                 break;
             };
-            let r = record_event(&client, &node, None, &note, SystemTime::now()).await;
+            // involvedObject.uid = the node's name, as kubelet records node events (its node
+            // reference, pkg/kubelet); `kubectl describe node` looks events up by that uid as
+            // well as by the Node's own (kubectl's NodeDescriber).
+            let r = record_event(&client, &node, Some(&node), &note, SystemTime::now()).await;
             app.metrics.kube_api(outcome(&r));
             if let Err(e) = r {
                 tracing::warn!(error = %e, reason = %note.reason, "a Kubernetes event was not recorded");
