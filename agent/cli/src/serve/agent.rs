@@ -252,7 +252,6 @@ impl Agent {
             &mut self.journal,
             &mut self.owned,
             &self.s.state_dir,
-            node::host_root(&self.s.inputs),
             self.s.backend,
             plan.as_ref(),
             &mut env,
