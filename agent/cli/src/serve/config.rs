@@ -403,7 +403,12 @@ fn loopback(key: &str, v: Option<Scalar>, port: u16) -> Result<Option<SocketAddr
     match v {
         None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
         Some(Scalar(s)) if s.trim().is_empty() => Ok(None),
-        Some(Scalar(s)) => match parse_listen(&s) {
+        // `http://HOST:PORT` (finalize's `--kube-proxy-metrics` form) means the same.
+        Some(Scalar(s)) => match parse_listen(
+            s.trim()
+                .strip_prefix("http://")
+                .map_or(s.as_str(), |r| r.trim_end_matches('/')),
+        ) {
             Ok(a) if a.ip().is_loopback() => Ok(Some(a)),
             Ok(_) => Err(bad(key, "must be a loopback address")),
             Err(m) => Err(bad(key, m)),

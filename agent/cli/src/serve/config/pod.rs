@@ -216,6 +216,22 @@ mod tests {
     }
 
     #[test]
+    fn kube_proxys_addresses_may_be_written_as_finalize_writes_them() {
+        let c =
+            ok("kubeProxyMetrics: http://127.0.0.1:10249/\nkubeProxyHealthz: http://[::1]:10256\n");
+        assert_eq!(
+            c.kube_proxy_metrics,
+            Some("127.0.0.1:10249".parse().unwrap())
+        );
+        assert_eq!(c.kube_proxy_healthz, Some("[::1]:10256".parse().unwrap()));
+        check(
+            "kubeProxyMetrics: http://192.0.2.1:10249",
+            "kubeProxyMetrics",
+            "loopback",
+        );
+    }
+
+    #[test]
     fn bad_pod_keys_are_errors_naming_the_key() {
         check("hostRoot: host", "hostRoot", "not an absolute path");
         check("hostRoot: \"\"", "hostRoot", "is empty");
