@@ -233,22 +233,31 @@ fn a_yaml_error_says_error_once() {
     assert!(err.contains("thresholds: line 1 column 13"), "{err}");
 }
 
+/// A serve.yaml in `dir`: `extra` keys, then `tls` naming `cert` and `key` written beside it.
+/// Returns (config path, certificate path).
+fn tls_config(
+    dir: &std::path::Path,
+    extra: &str,
+    cert: &str,
+    key: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (crt, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let cfg = dir.join("serve.yaml");
+    let text = format!(
+        "{extra}tls:\n  certFile: {}\n  keyFile: {}\n",
+        crt.display(),
+        key_file.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    (cfg, crt)
+}
+
 #[test]
 fn a_tls_certificate_that_is_not_pem_exits_65_and_bad_node_ips_name_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, "not a certificate\n").unwrap();
-    std::fs::write(&key, "not a key\n").unwrap();
-    let cfg = dir.path().join("serve.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "tls:\n  certFile: {}\n  keyFile: {}\n",
-            crt.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, crt) = tls_config(dir.path(), "", "not a certificate\n", "not a key\n");
     let out = serve(&["--config", cfg.to_str().unwrap()], dir.path())
         .output()
         .unwrap();
@@ -300,19 +309,12 @@ fn with_tls_configured_serve_answers_https_with_its_certificate() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let cfg = dir.path().join("serve.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: 127.0.0.1:0\ntls:\n  certFile: {}\n  keyFile: {}\n",
-            crt.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let (cfg, _) = tls_config(
+        dir.path(),
+        "listen: 127.0.0.1:0\n",
+        &ck.cert.pem(),
+        &ck.signing_key.serialize_pem(),
+    );
     let state = dir.path().join("state");
     let d = start_with(&["--config", cfg.to_str().unwrap()], &state, "https");
 

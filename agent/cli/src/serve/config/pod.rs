@@ -233,30 +233,36 @@ mod tests {
 
     #[test]
     fn bad_pod_keys_are_errors_naming_the_key() {
-        check("hostRoot: host", "hostRoot", "not an absolute path");
-        check("hostRoot: \"\"", "hostRoot", "is empty");
-        check("tls:\n  certFile: /a\n", "tls.keyFile", "is required");
-        check("tls:\n  keyFile: /a\n", "tls.certFile", "is required");
-        check(
-            "tls:\n  certFile: /a\n  keyFile: /b\n  caFile: /c\n",
-            "tls.caFile",
-            "unknown field",
-        );
-        check(
-            "webhookRateLimit:\n  rate: 0\n",
-            "webhookRateLimit.rate",
-            "above 0",
-        );
-        check(
-            "webhookRateLimit:\n  burst: 0\n",
-            "webhookRateLimit.burst",
-            "1 or more",
-        );
-        check(
-            "webhookRateLimit:\n  burst: 2.5\n",
-            "webhookRateLimit.burst",
-            "whole number",
-        );
+        // (file, key named, text in the message)
+        let cases = [
+            ("hostRoot: host", "hostRoot", "not an absolute path"),
+            ("hostRoot: \"\"", "hostRoot", "is empty"),
+            ("tls:\n  certFile: /a\n", "tls.keyFile", "is required"),
+            ("tls:\n  keyFile: /a\n", "tls.certFile", "is required"),
+            (
+                "tls: {certFile: /a, keyFile: /b, caFile: /c}",
+                "tls",
+                "unknown field",
+            ),
+            (
+                "webhookRateLimit: {rate: 0}",
+                "webhookRateLimit.rate",
+                "above 0",
+            ),
+            (
+                "webhookRateLimit: {burst: 0}",
+                "webhookRateLimit.burst",
+                "1 or more",
+            ),
+            (
+                "webhookRateLimit: {burst: 2.5}",
+                "webhookRateLimit.burst",
+                "whole number",
+            ),
+        ];
+        for (text, key, needle) in cases {
+            check(text, key, needle);
+        }
     }
 
     #[test]
