@@ -16,7 +16,8 @@ cd "$(dirname "$0")/../.."
 # distribution's support window as this is written) to the newest kubernetes-validate knows.
 VERSIONS=(1.30 1.31 1.32 1.33 1.34 1.35 1.36 1.37)
 CORE=(deploy/crd.yaml deploy/serviceaccount.yaml deploy/rbac.yaml deploy/configmap.yaml
-      deploy/daemonset.yaml deploy/service-metrics.yaml)
+      deploy/daemonset.yaml deploy/service-metrics.yaml
+      deploy/kube-proxy-ipvs/daemonset.yaml)
 
 venv="${CARGO_TARGET_DIR:-target}/deploy-venv"
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

@@ -6,6 +6,8 @@
 //! the endpoint. Namespaces `shop` and `many` move to IPVS, `other` stays. Where traffic went is
 //! proven by IPVS connection entries (/proc/net/ip_vs_conn) and by kube-proxy's DNAT counters.
 //! Faults: an unknown scheduler, an address already bound, an apply killed with SIGKILL.
+//! Last, the emergency manual rollback and the lost-journal recovery of
+//! docs/runbooks/emergency-rollback.md, their commands taken from the markdown (runbook.rs).
 //!
 //! Modes: `legacy` or `nft` (default legacy) = the suite on that iptables backend; `serve NAME PORT...` (TCP, v4+v6), `serve-udp NAME PORT`,
 //! `get ADDR` (one connection, prints the answer; exit 1 refused, 2 timeout/other),
@@ -22,6 +24,8 @@ use ipvsmig_engine::inventory::{IpFamily, Protocol};
 #[path = "vmkit/mod.rs"]
 mod vmkit;
 use vmkit::*;
+#[path = "vmkit/runbook.rs"]
+mod runbook;
 
 #[allow(clippy::too_many_lines)]
 fn suite() -> i32 {
@@ -435,6 +439,10 @@ fn suite() -> i32 {
         st.contains("Nothing migrated"),
         &st,
     );
+
+    // docs/runbooks/emergency-rollback.md, its commands run literally.
+    let s2 = node_state();
+    runbook::emergency_rollback(&mut s, &common, &s2);
 
     s.finish("vm-apply", "ipvsadm -D -t 192.0.2.1:80")
 }

@@ -340,8 +340,8 @@ pub enum Command {
         /// change nothing (exit 1 if finalize would refuse).
         #[arg(long)]
         dry_run: bool,
-        /// kube-proxy's metrics endpoint on loopback (plain HTTP); its /proxyMode tells the mode it
-        /// runs in.
+        /// kube-proxy's metrics endpoint on loopback (plain HTTP; `http://HOST:PORT` or
+        /// `HOST:PORT`, as serve.yaml writes it); its /proxyMode tells the mode it runs in.
         #[arg(long, value_name = "URL", default_value = crate::finalize::proxy_mode::DEFAULT_URL)]
         kube_proxy_metrics: String,
         /// Write the switch's manifests into this directory.

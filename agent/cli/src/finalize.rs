@@ -298,6 +298,7 @@ pub fn finalize_cmd(
             iptables_save: abs(&i.iptables_save)?,
             ip6tables_save: abs(&i.ip6tables_save)?,
             json: a.output == Format::Json,
+            kubernetes_version: i.kubernetes_version.clone(),
         };
         let without_dumps = Inputs {
             iptables_save: None,

@@ -111,7 +111,6 @@ fn run(
         &mut o.journal,
         &mut o.owned,
         state_dir,
-        host_root(i),
         backend,
         plan,
         env,

@@ -341,7 +341,6 @@ pub fn converge(
     journal: &mut Journal<Record>,
     owned: &mut Owned,
     state_dir: &Path,
-    host_root: &Path,
     backend: BackendArg,
     plan: Option<&HybridPlan>,
     env: &mut dyn Env,
@@ -372,7 +371,12 @@ pub fn converge(
             .or(iptables.v6.as_ref())
             .map(|t| t.backend);
     }
-    let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new(host_root);
+    // Written through this process's own /proc/sys, never below the host root: the host root
+    // is for reading the host's files (a read-only mount at /host in the DaemonSet), while a
+    // net.* sysctl acts on the writer's network namespace — the host's on hostNetwork, like
+    // the netlink and iptables changes beside it. (proc_sys_net: sysctls under net/ are per
+    // network namespace, Documentation/admin-guide/sysctl/net.rst.)
+    let mut sysctls = ipvsmig_host::sysctl::ProcSysctls::new("/");
     let mut k = Kernel {
         ipvs,
         links: &mut links,

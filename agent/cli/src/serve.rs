@@ -14,10 +14,13 @@ pub mod http;
 pub mod kube;
 pub mod metrics;
 pub mod rollout;
+pub mod ratelimit;
 pub mod socket;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
+use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,16 +54,33 @@ pub fn serve_cmd(
         .as_deref()
         .map(config::read_token)
         .transpose()?;
+    let certs = cfg.tls.clone().map(load_certs).transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(ExitCode::OperationFailed, format!("tokio runtime: {e}")))?;
-    rt.block_on(run(cfg, token, state_dir, backend))
+    rt.block_on(run(cfg, token, certs, state_dir, backend))
+}
+
+/// The TLS files loaded once at start: a missing file exits 66, an unusable one 65.
+fn load_certs(files: tls::TlsFiles) -> Result<tls::Reloading, CliError> {
+    let missing = [&files.cert_file, &files.key_file]
+        .iter()
+        .any(|p| !p.exists());
+    tls::Reloading::new(files).map_err(|e| {
+        let code = if missing {
+            ExitCode::NoInput
+        } else {
+            ExitCode::DataErr
+        };
+        CliError::new(code, format!("tls: {e}"))
+    })
 }
 
 async fn run(
     cfg: config::Config,
     token: Option<String>,
+    certs: Option<tls::Reloading>,
     state_dir: &Path,
     backend: BackendArg,
 ) -> Result<ExitCode, CliError> {
@@ -76,13 +96,16 @@ async fn run(
         );
     }
     let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
-    let app = Arc::new(http::App::new(
-        cfg.node_name.clone(),
-        state_dir.to_owned(),
-        "/".into(),
-        token,
-        tx,
-    ));
+    let app = Arc::new(
+        http::App::new(
+            cfg.node_name.clone(),
+            state_dir.to_owned(),
+            cfg.host_root.clone(),
+            token,
+            tx,
+        )
+        .with_rate_limit(cfg.webhook_rate_limit.rate, cfg.webhook_rate_limit.burst),
+    );
     // The reconcile loop takes the journal's lock now: a second daemon, or a CLI command
     // running in-process, makes this one exit (3) before it listens anywhere.
     std::fs::create_dir_all(state_dir)
@@ -107,6 +130,7 @@ async fn run(
         state_dir: state_dir.to_owned(),
         inputs: Inputs {
             node_ips: cfg.node_ips.clone(),
+            host_root: Some(cfg.host_root.clone()),
             kube_proxy_config: cfg.kube_proxy_config.clone().or(from_api),
             ..Inputs::default()
         },
@@ -149,12 +173,18 @@ async fn run(
         .local_addr()
         .map_err(|e| failed("listening socket", e))?;
     // One line on stderr whatever the log level: where the agent is (port 0 picks one).
+    let scheme = if certs.is_some() { "https" } else { "http" };
     eprintln!(
-        "ipvs-migrate: serving on http://{addr} for node {}",
+        "ipvs-migrate: serving on {scheme}://{addr} for node {}",
         cfg.node_name
     );
     tracing::info!(
         node = %cfg.node_name,
+        host_root = %cfg.host_root.display(),
+        node_ips = ?cfg.node_ips,
+        tls = cfg.tls.is_some(),
+        webhook_rate = cfg.webhook_rate_limit.rate,
+        webhook_burst = cfg.webhook_rate_limit.burst,
         window_s = cfg.thresholds.window,
         rate = cfg.thresholds.rate,
         ratio = cfg.thresholds.ratio,
@@ -178,7 +208,25 @@ async fn run(
         tracing::info!(signal = sig, "shutting down");
         notify.notify_one();
     };
-    let server = axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown);
+    // One server either way; with TLS the router sees connections whose handshake is done.
+    let router = http::router(app);
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>> =
+        match certs {
+            None => Box::pin(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .into_future(),
+            ),
+            Some(certs) => Box::pin(
+                axum::serve(
+                    tls::TlsListener::new(listener, certs)
+                        .map_err(|e| failed("listening socket", e))?,
+                    router,
+                )
+                .with_graceful_shutdown(shutdown)
+                .into_future(),
+            ),
+        };
     // In-flight requests may finish; a client that keeps a request open does not hold the
     // agent past the grace period (kubelet would SIGKILL it at terminationGracePeriodSeconds).
     tokio::select! {

@@ -44,7 +44,13 @@ struct Daemon {
 // The child is waited for in `Daemon::terminate` (or here, when it never announces itself).
 #[allow(clippy::zombie_processes)]
 fn start(state: &std::path::Path) -> Daemon {
-    let mut child = serve(&["--listen", "127.0.0.1:0"], state)
+    start_with(&["--listen", "127.0.0.1:0"], state, "http")
+}
+
+// As `start`.
+#[allow(clippy::zombie_processes)]
+fn start_with(args: &[&str], state: &std::path::Path, scheme: &str) -> Daemon {
+    let mut child = serve(args, state)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -58,7 +64,7 @@ fn start(state: &std::path::Path) -> Daemon {
             break;
         }
         seen.push_str(&line);
-        if let Some(rest) = line.split("serving on http://").nth(1)
+        if let Some(rest) = line.split(&format!("serving on {scheme}://")).nth(1)
             && let Some(addr) = rest.split_whitespace().next()
         {
             return Daemon {
@@ -195,6 +201,82 @@ fn a_missing_config_exits_66_and_a_bad_one_65_naming_the_key() {
         Some("tokenFile: /nonexistent/ipvs-migrate-token\n"),
         66,
         "tokenFile",
+    ); // A YAML error says "error:" once, with the file and the key.
+    check(
+        Some("soak: 5m\nsoak: 6m\n"),
+        65,
+        "serve.yaml: soak: line 2 column 1: duplicate",
+    );
+    check(
+        Some("tls:\n  certFile: /nonexistent/tls.crt\n  keyFile: /nonexistent/tls.key\n"),
+        66,
+        "tls: /nonexistent/tls.crt",
+    );
+    check(
+        Some("hostRoot: host\n"),
+        65,
+        "hostRoot: \"host\" is not an absolute path",
+    );
+}
+
+#[test]
+fn a_yaml_error_says_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("serve.yaml");
+    std::fs::write(&cfg, "thresholds: 5\n").unwrap();
+    let out = serve(&["--config", cfg.to_str().unwrap()], dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert_eq!(err.matches("error").count(), 1, "{err}");
+    assert!(err.contains("thresholds: line 1 column 13"), "{err}");
+}
+
+/// A serve.yaml in `dir`: `extra` keys, then `tls` naming `cert` and `key` written beside it.
+/// Returns (config path, certificate path).
+fn tls_config(
+    dir: &std::path::Path,
+    extra: &str,
+    cert: &str,
+    key: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (crt, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let cfg = dir.join("serve.yaml");
+    let text = format!(
+        "{extra}tls:\n  certFile: {}\n  keyFile: {}\n",
+        crt.display(),
+        key_file.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    (cfg, crt)
+}
+
+#[test]
+fn a_tls_certificate_that_is_not_pem_exits_65_and_bad_node_ips_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, crt) = tls_config(dir.path(), "", "not a certificate\n", "not a key\n");
+    let out = serve(&["--config", cfg.to_str().unwrap()], dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains(&format!("tls: {}: no CERTIFICATE section", crt.display())),
+        "{err}"
+    );
+
+    let out = serve(&["--listen", "127.0.0.1:0"], dir.path())
+        .env("NODE_IPS", "10.0.0.5,node-a")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("NODE_IPS: \"node-a\" is not an IP address"),
+        "{err}"
     );
 }
 
@@ -220,4 +302,53 @@ fn a_bad_listen_flag_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+#[test]
+fn with_tls_configured_serve_answers_https_with_its_certificate() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cfg, _) = tls_config(
+        dir.path(),
+        "listen: 127.0.0.1:0\n",
+        &ck.cert.pem(),
+        &ck.signing_key.serialize_pem(),
+    );
+    let state = dir.path().join("state");
+    let d = start_with(&["--config", cfg.to_str().unwrap()], &state, "https");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let tcp = TcpStream::connect(&d.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    // The server closes after the answer; rustls may report the close as an error after the
+    // data (no close_notify from hyper): what was read is what counts.
+    let _ = tls.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok\n"), "{resp}");
+    // Plain HTTP on the same port gets no HTTP answer.
+    let mut plain = TcpStream::connect(&d.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(plain, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!raw.starts_with(b"HTTP/"), "{raw:?}");
+    let (exit, log) = d.terminate(Duration::from_secs(20));
+    assert_eq!(exit.code(), Some(0), "stderr: {log}");
 }

@@ -25,7 +25,16 @@ pub enum ProxyMode {
 
 /// `http://HOST:PORT` (no path) on a loopback address: where this node's kube-proxy serves
 /// `/proxyMode` (its metrics endpoints are unauthenticated; finalize reads its own node's).
+/// A bare `HOST:PORT` is read as `http://HOST:PORT`, the form serve.yaml's
+/// `kubeProxyMetrics` takes, so the same value works in both places.
 pub fn parse_url(url: &str) -> Result<SocketAddr, String> {
+    let with_scheme;
+    let url = if url.contains("://") {
+        url
+    } else {
+        with_scheme = format!("http://{url}");
+        &with_scheme
+    };
     let u = Url::parse(url).map_err(|e| format!("{e} (expected http://HOST:PORT)"))?;
     if !u.path.is_empty() {
         return Err(format!("{url:?}: expected http://HOST:PORT with no path"));
@@ -142,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_http_host_port_on_loopback_only() {
+    fn urls_are_http_host_port_or_host_port_on_loopback_only() {
         assert_eq!(
             parse_url(DEFAULT_URL).unwrap(),
             "127.0.0.1:10249".parse().unwrap()
@@ -151,12 +160,17 @@ mod tests {
             parse_url("http://[::1]:10249/").unwrap(),
             "[::1]:10249".parse().unwrap()
         );
+        // serve.yaml's form, HOST:PORT, means the same.
+        assert_eq!(
+            parse_url("127.0.0.1:10249").unwrap(),
+            "127.0.0.1:10249".parse().unwrap()
+        );
         for bad in [
             "https://127.0.0.1:10249",
             "http://127.0.0.1",
             "http://127.0.0.1:x",
             "http://127.0.0.1:1/metrics",
-            "127.0.0.1:10249",
+            "127.0.0.1",
             "http://:10249",
             "http://192.0.2.1:10249",
         ] {

@@ -263,7 +263,6 @@ impl Agent {
             &mut self.journal,
             &mut self.owned,
             &self.s.state_dir,
-            node::host_root(&self.s.inputs),
             self.s.backend,
             plan.as_ref(),
             &mut env,
@@ -842,6 +841,7 @@ impl Agent {
                 iptables_save,
                 ip6tables_save,
                 json,
+                kubernetes_version,
             } => {
                 let a = crate::finalize::FinalizeArgs {
                     dry_run: false,
@@ -858,7 +858,13 @@ impl Agent {
                         crate::cli::Format::Table
                     },
                 };
-                return self.finalize(&a, iptables_save, ip6tables_save);
+                let inputs = Inputs {
+                    iptables_save,
+                    ip6tables_save,
+                    kubernetes_version,
+                    ..self.s.inputs.clone()
+                };
+                return self.finalize(&a, inputs);
             }
             Request::Apply {
                 namespaces,
@@ -890,23 +896,13 @@ impl Agent {
     /// Finalize with the daemon's journal and owned state (finalize.rs). Refused while a
     /// cutover is in flight; once finalized the loop owns nothing, so it reconciles, probes
     /// and rolls back nothing.
-    fn finalize(
-        &mut self,
-        a: &crate::finalize::FinalizeArgs<'_>,
-        iptables_save: Option<PathBuf>,
-        ip6tables_save: Option<PathBuf>,
-    ) -> Response {
+    fn finalize(&mut self, a: &crate::finalize::FinalizeArgs<'_>, inputs: Inputs) -> Response {
         if let Some(why) = self.in_flight() {
             return Response::error(&CliError::new(
                 ExitCode::NotReady,
                 format!("{why}: wait for it to commit, or roll it back; nothing was changed"),
             ));
         }
-        let inputs = Inputs {
-            iptables_save,
-            ip6tables_save,
-            ..self.s.inputs.clone()
-        };
         let r = crate::finalize::finalize(
             &self.s.state_dir,
             &inputs,

@@ -15,6 +15,8 @@ use crate::exit::{CliError, ExitCode};
 
 mod rollout;
 pub use rollout::RolloutConfig;
+pub mod pod;
+pub use pod::RateLimit;
 
 /// Default listen address: loopback only (the webhook has a token, `/metrics` and
 /// `/api/v1/status` have none). 9964: not kube-scheduler's 10259 or any other port a
@@ -77,6 +79,13 @@ pub struct Config {
     pub kubernetes: Option<KubeSettings>,
     /// The fleet rollout from `IPVSMigration` objects (`rollout:`, docs/rollout.md).
     pub rollout: RolloutConfig,
+    /// Where the host's `/` is (`/host` in the DaemonSet): /proc, /sys, /etc and /lib/modules
+    /// are read below it (config/pod.rs).
+    pub host_root: PathBuf,
+    /// Serve HTTPS with these PEM files; `None`: plain HTTP.
+    pub tls: Option<crate::serve::tls::TlsFiles>,
+    /// The webhook's rate limit.
+    pub webhook_rate_limit: RateLimit,
 }
 
 /// `kubernetes:` — the API integration of serve (docs/kubernetes.md "The agent").
@@ -118,6 +127,9 @@ struct Raw {
     prometheus_interval: Option<Scalar>,
     kubernetes: Option<RawKubernetes>,
     rollout: Option<rollout::RawRollout>,
+    host_root: Option<Scalar>,
+    tls: Option<pod::RawTls>,
+    webhook_rate_limit: Option<pod::RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,7 +240,11 @@ pub fn parse(
                 .location()
                 .and_then(|l| key_at(text, l.line()))
                 .unwrap_or_else(|| "(file)".to_owned());
-            bad(&key, e.to_string())
+            // The parser's text starts with its own "error: " and ends with a source snippet
+            // naming `<input>`: the caller prints "error:" and the file already.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            bad(&key, first.strip_prefix("error: ").unwrap_or(first))
         })?
     };
     let listen = match raw.listen {
@@ -412,6 +428,9 @@ pub fn parse(
         prometheus_interval,
         kubernetes,
         rollout,
+        host_root: pod::host_root(raw.host_root)?,
+        tls: pod::tls(raw.tls)?,
+        webhook_rate_limit: pod::rate_limit(raw.webhook_rate_limit)?,
     })
 }
 
@@ -461,7 +480,12 @@ fn loopback(key: &str, v: Option<Scalar>, port: u16) -> Result<Option<SocketAddr
     match v {
         None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
         Some(Scalar(s)) if s.trim().is_empty() => Ok(None),
-        Some(Scalar(s)) => match parse_listen(&s) {
+        // `http://HOST:PORT` (finalize's `--kube-proxy-metrics` form) means the same.
+        Some(Scalar(s)) => match parse_listen(
+            s.trim()
+                .strip_prefix("http://")
+                .map_or(s.as_str(), |r| r.trim_end_matches('/')),
+        ) {
             Ok(a) if a.ip().is_loopback() => Ok(Some(a)),
             Ok(_) => Err(bad(key, "must be a loopback address")),
             Err(m) => Err(bad(key, m)),
@@ -516,17 +540,23 @@ pub fn load(path: Option<&Path>) -> Result<Config, CliError> {
         })?,
     };
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
-    parse(&text, std::env::var("NODE_NAME").ok(), hostname).map_err(|e| {
-        let mut err = CliError::new(
-            ExitCode::DataErr,
-            match path {
-                Some(p) => format!("{}: {e}", p.display()),
-                None => e.to_string(),
-            },
-        );
-        err.input = path.map(|p| p.display().to_string());
-        err
-    })
+    let env_ips = std::env::var(pod::NODE_IPS_ENV).ok();
+    parse(&text, std::env::var("NODE_NAME").ok(), hostname)
+        .and_then(|mut c| {
+            c.node_ips = pod::node_ips(std::mem::take(&mut c.node_ips), env_ips.as_deref())?;
+            Ok(c)
+        })
+        .map_err(|e| {
+            let mut err = CliError::new(
+                ExitCode::DataErr,
+                match path {
+                    Some(p) => format!("{}: {e}", p.display()),
+                    None => e.to_string(),
+                },
+            );
+            err.input = path.map(|p| p.display().to_string());
+            err
+        })
 }
 
 /// Reads the webhook's bearer token: the file's content without surrounding whitespace. A
@@ -562,12 +592,12 @@ mod tests {
 
     use super::*;
 
-    fn ok(text: &str) -> Config {
+    pub(super) fn ok(text: &str) -> Config {
         parse(text, None, Some("host-a\n".into())).unwrap()
     }
 
     /// One table of bad configurations: each must name its key.
-    fn check(text: &str, key: &str, needle: &str) {
+    pub(super) fn check(text: &str, key: &str, needle: &str) {
         let e = parse(text, None, Some("h".into())).expect_err(text);
         assert_eq!(e.key, key, "{text}: {e}");
         assert!(e.to_string().contains(needle), "{text}: {e}");

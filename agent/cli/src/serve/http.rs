@@ -2,7 +2,9 @@
 //! process (alive; its state loaded), never the node's migration verdict — a not-ready node
 //! must not stall the DaemonSet rollout (DESIGN.md). `/metrics`, `/api/v1/status` (the journal,
 //! read-only) and the Alertmanager webhook `/api/v1/alerts`, which needs the bearer token and
-//! hands rollback triggers to the reconcile loop over a channel. Handlers never block the
+//! hands rollback triggers to the reconcile loop over a channel; it is rate-limited
+//! (ratelimit.rs: 429 + Retry-After). It is the only route that changes state, and the only
+//! one behind the token: the others are read-only and open for scraping. Handlers never block the
 //! runtime: the journal is read on the blocking pool.
 
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::alerts::{self, Decision, Dedup, Trigger};
 use super::metrics::{self, Metrics, Refusal, Source};
+use super::ratelimit::{Caller, Limiter};
 use crate::migrate::StatusDoc;
 
 /// Everything the handlers share.
@@ -39,6 +42,7 @@ pub struct App {
     dedup: Mutex<Dedup>,
     triggers: mpsc::Sender<Trigger>,
     ready: AtomicBool,
+    limiter: Mutex<Limiter>,
 }
 
 impl App {
@@ -61,7 +65,19 @@ impl App {
             dedup: Mutex::new(Dedup::default()),
             triggers,
             ready: AtomicBool::new(false),
+            limiter: Mutex::new(Limiter::new(
+                super::ratelimit::DEFAULT_RATE,
+                super::ratelimit::DEFAULT_BURST,
+                std::time::Instant::now(),
+            )),
         }
+    }
+
+    /// The webhook's rate limit: `burst` calls at once, `rate` a second sustained, for
+    /// authorized and unauthorized callers each.
+    pub fn with_rate_limit(mut self, rate: f64, burst: u32) -> App {
+        self.limiter = Mutex::new(Limiter::new(rate, burst, std::time::Instant::now()));
+        self
     }
 
     /// Reads the journal (read-only) on the blocking pool.
@@ -171,7 +187,32 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn webhook(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(why) = app.refusal(&headers) {
+    let refusal = app.refusal(&headers);
+    // The limit comes before anything else is done with the call (docs/serve.md#security).
+    let caller = match refusal {
+        None => Caller::Authorized,
+        Some(_) => Caller::Unauthorized,
+    };
+    let admitted = app
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(caller, std::time::Instant::now());
+    if let Err(retry_after) = admitted {
+        app.metrics.refused(Refusal::RateLimited);
+        tracing::warn!(
+            retry_after_s = retry_after,
+            authorized = refusal.is_none(),
+            "Alertmanager webhook call refused (429): over the rate limit"
+        );
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from(retry_after))],
+            "too many requests\n",
+        )
+            .into_response();
+    }
+    if let Some(why) = refusal {
         app.metrics.refused(Refusal::Unauthorized);
         tracing::warn!(reason = why, "Alertmanager webhook call refused (401)");
         return (

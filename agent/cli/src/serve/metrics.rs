@@ -17,6 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub mod node;
+// Used by the test that writes and checks docs/metrics.md, not by the daemon.
+#[cfg(test)]
+pub mod reference;
 
 use node::NodeMetrics;
 
@@ -68,6 +71,8 @@ pub enum Refusal {
     Unauthorized,
     /// Not an Alertmanager webhook payload.
     Malformed,
+    /// Over the webhook's rate limit (429; serve/ratelimit.rs).
+    RateLimited,
 }
 
 impl Refusal {
@@ -76,6 +81,7 @@ impl Refusal {
         match self {
             Refusal::Unauthorized => "unauthorized",
             Refusal::Malformed => "malformed",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -211,7 +217,11 @@ impl Metrics {
                 source: source.as_str(),
             });
         }
-        for r in [Refusal::Unauthorized, Refusal::Malformed] {
+        for r in [
+            Refusal::Unauthorized,
+            Refusal::Malformed,
+            Refusal::RateLimited,
+        ] {
             let _ = m
                 .webhook_refused
                 .get_or_create(&ReasonLabels { reason: r.as_str() });

@@ -70,6 +70,10 @@ pub enum Request {
         ip6tables_save: Option<PathBuf>,
         /// The report as JSON (`-o json`).
         json: bool,
+        /// `--kubernetes-version` (the `KubeProxyIPVS` gate and the image tag depend on it);
+        /// absent from an older CLI's request.
+        #[serde(default)]
+        kubernetes_version: Option<String>,
     },
 }
 
@@ -318,7 +322,7 @@ pub fn finish(resp: Response) -> Result<ExitCode, CliError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
 
@@ -328,6 +332,26 @@ mod tests {
             all: true,
             drain_secs: Some(0),
         }
+    }
+
+    #[test]
+    fn a_finalize_request_carries_the_kubernetes_version_and_an_older_one_without_it_still_reads() {
+        let line = r#"{"request":"finalize","kube_proxy_metrics":"http://127.0.0.1:10249","manifests":null,"node_name":null,"kube_proxy_image":null,"iptables_save":null,"ip6tables_save":null,"json":false,"kubernetes_version":"1.37.1"}"#;
+        let Request::Finalize {
+            kubernetes_version, ..
+        } = serde_json::from_str(line).unwrap()
+        else {
+            panic!("not a finalize request")
+        };
+        assert_eq!(kubernetes_version.as_deref(), Some("1.37.1"));
+        let older = line.replace(r#","kubernetes_version":"1.37.1""#, "");
+        let Request::Finalize {
+            kubernetes_version, ..
+        } = serde_json::from_str(&older).unwrap()
+        else {
+            panic!("not a finalize request")
+        };
+        assert_eq!(kubernetes_version, None);
     }
 
     #[test]

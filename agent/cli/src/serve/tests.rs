@@ -18,6 +18,8 @@ use tower::ServiceExt;
 use super::alerts::Trigger;
 use super::http::{App, router};
 
+mod security;
+
 const TOKEN: &str = "s3cret-token";
 const BOOT: &str = "3f2c1e9a-0000-4000-8000-000000000001";
 const NODE: &str = "node-a";
@@ -42,6 +44,20 @@ impl Fixture {
     }
 
     fn app(&self, token: Option<&str>) -> (Arc<App>, mpsc::Receiver<Trigger>) {
+        self.app_limited(
+            token,
+            super::ratelimit::DEFAULT_RATE,
+            super::ratelimit::DEFAULT_BURST,
+        )
+    }
+
+    /// An app whose webhook admits `burst` calls, then `rate` a second.
+    fn app_limited(
+        &self,
+        token: Option<&str>,
+        rate: f64,
+        burst: u32,
+    ) -> (Arc<App>, mpsc::Receiver<Trigger>) {
         let (tx, rx) = mpsc::channel(8);
         let app = App::new(
             NODE.into(),
@@ -49,7 +65,8 @@ impl Fixture {
             self.dir.path().join("root"),
             token.map(str::to_owned),
             tx,
-        );
+        )
+        .with_rate_limit(rate, burst);
         (Arc::new(app), rx)
     }
 
@@ -390,7 +407,8 @@ async fn the_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn the_same_alert_fifty_times_is_still_one_trigger() {
     let f = Fixture::new();
-    let (app, mut rx) = f.app(Some(TOKEN));
+    // Above the default burst: this is about deduplication, not the rate limit.
+    let (app, mut rx) = f.app_limited(Some(TOKEN), 1000.0, 100);
     for _ in 0..50 {
         let (code, _, _) = call(&app, post(bearer(), payload("firing", ratio_alert(NODE)))).await;
         assert_eq!(code, StatusCode::OK);
@@ -499,11 +517,8 @@ fn fixture_paths_exist() {
     assert!(Path::new(&f.state()).is_dir());
 }
 
-#[tokio::test]
-async fn metrics_documented_here_are_the_metrics_served() {
-    let f = Fixture::new();
-    let (app, _rx) = f.app(None);
-    // Give every family a series so each is exposed.
+/// `/metrics` with every family given a series, so each is exposed.
+async fn populated(app: &Arc<App>) -> String {
     let m = &app.metrics;
     let ns = super::metrics::NamespaceLabels {
         namespace: "shop".into(),
@@ -536,7 +551,14 @@ async fn metrics_documented_here_are_the_metrics_served() {
     }
     m.node
         .refresh_node(&ipvsmig_host::counters::read(root.path()).unwrap());
-    let (_, _, text) = call(&app, get("/metrics")).await;
+    call(app, get("/metrics")).await.2
+}
+
+#[tokio::test]
+async fn metrics_documented_here_are_the_metrics_served() {
+    let f = Fixture::new();
+    let (app, _rx) = f.app(None);
+    let text = populated(&app).await;
     let mut served: Vec<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -559,5 +581,26 @@ async fn metrics_documented_here_are_the_metrics_served() {
     // Every sample carries the node.
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(l.contains("node=\"node-a\""), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_reference_in_docs_is_generated_from_the_registry() {
+    use super::metrics::reference;
+    let f = Fixture::new();
+    let (fresh_app, _rx) = f.app(None);
+    let fresh = call(&fresh_app, get("/metrics")).await.2;
+    let (app, _rx2) = f.app(None);
+    let table = reference::table(&populated(&app).await, &fresh);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let want = reference::splice(&doc, &table).unwrap();
+    if std::env::var_os("IPVSMIG_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    } else {
+        assert!(
+            doc == want,
+            "docs/metrics.md's table differs from the registry: regenerate with IPVSMIG_UPDATE_DOCS=1 cargo test -p ipvs-migrate metrics_reference\n{table}"
+        );
     }
 }

@@ -131,11 +131,33 @@ pub fn kernel_modules(f: &NodeFacts, scheduler: &str) -> Vec<Finding> {
         };
         evidence.push(line);
     }
+    // kube-ipvs0 is a dummy link (kube-proxy's IPVS mode and the cutover's prepare step create
+    // it; drivers/net/dummy.c, CONFIG_DUMMY). Without the driver the cutover fails late, at
+    // prepare. A dummy link that exists proves the driver. Unknown is said, not warned about:
+    // stock kernels build it as a module, and creating the link loads it (the rtnetlink core
+    // requests the "rtnl-link-dummy" alias), so not being loaded yet is normal.
+    let dummy = if f.kube_ipvs0 {
+        ModuleState::Loaded("kube-ipvs0 exists".into())
+    } else {
+        module_state(f, "dummy")
+    };
+    evidence.push(match &dummy {
+        ModuleState::Loaded(w) => format!("dummy (kube-ipvs0): loaded ({w})"),
+        ModuleState::Builtin(w) => format!("dummy (kube-ipvs0): built in ({w})"),
+        ModuleState::Loadable(w) => format!("dummy (kube-ipvs0): loadable ({w})"),
+        ModuleState::Unknown(w) => {
+            format!("dummy (kube-ipvs0): unknown ({w}); the cutover's prepare step needs it")
+        }
+        ModuleState::Missing(w) => {
+            missing.push("dummy".into());
+            format!("dummy (kube-ipvs0): MISSING ({w})")
+        }
+    });
     let (severity, title, remediation) = if !missing.is_empty() {
         (
             Severity::Blocker,
             format!("kernel modules missing: {}", missing.join(", ")),
-            "Use a kernel built with IPVS (CONFIG_IP_VS and the schedulers as modules or built in), e.g. the distribution's stock kernel; kube-proxy's IPVS mode exits at start without them.".to_owned(),
+            "Use a kernel built with IPVS (CONFIG_IP_VS and the schedulers as modules or built in) and dummy links (CONFIG_DUMMY, for kube-ipvs0), e.g. the distribution's stock kernel; kube-proxy's IPVS mode exits at start without them.".to_owned(),
         )
     } else if !unknown.is_empty() {
         (
