@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod socket;
 #[cfg(test)]
 mod tests;
@@ -74,24 +75,34 @@ async fn run(
         );
     }
     let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
-    let app = Arc::new(http::App::new(
-        cfg.node_name.clone(),
-        state_dir.to_owned(),
-        "/".into(),
-        token,
-        tx,
-    ));
+    let node_inputs = Inputs {
+        node_ips: cfg.node_ips.clone(),
+        kube_proxy_config: cfg.kube_proxy_config.clone(),
+        ..Inputs::default()
+    };
+    let app = Arc::new(
+        http::App::new(
+            cfg.node_name.clone(),
+            state_dir.to_owned(),
+            "/".into(),
+            token,
+            tx,
+        )
+        .with_report(report::ReportState::new(
+            report::Source::Node {
+                inputs: node_inputs.clone(),
+                backend,
+            },
+            cfg.reconcile_period,
+        )),
+    );
     // The reconcile loop takes the journal's lock now: a second daemon, or a CLI command
     // running in-process, makes this one exit (3) before it listens anywhere.
     std::fs::create_dir_all(state_dir)
         .map_err(|e| failed(&format!("{}", state_dir.display()), e))?;
     let settings = agent::Settings {
         state_dir: state_dir.to_owned(),
-        inputs: Inputs {
-            node_ips: cfg.node_ips.clone(),
-            kube_proxy_config: cfg.kube_proxy_config.clone(),
-            ..Inputs::default()
-        },
+        inputs: node_inputs,
         backend,
         cfg: cfg.clone(),
     };

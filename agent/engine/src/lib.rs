@@ -8,6 +8,7 @@ pub mod cutover;
 pub mod inventory;
 pub mod plan;
 pub mod preflight;
+pub mod report;
 pub mod rollback;
 pub mod rules;
 pub mod verify;

@@ -1,9 +1,10 @@
 //! The daemon's HTTP surface (docs/serve.md): `/healthz` and `/readyz` describe the agent
 //! process (alive; its state loaded), never the node's migration verdict — a not-ready node
 //! must not stall the DaemonSet rollout (DESIGN.md). `/metrics`, `/api/v1/status` (the journal,
-//! read-only) and the Alertmanager webhook `/api/v1/alerts`, which needs the bearer token and
-//! hands rollback triggers to the reconcile loop over a channel. Handlers never block the
-//! runtime: the journal is read on the blocking pool.
+//! read-only), the readiness report `/` (HTML) and `/api/v1/report` (JSON; report.rs) and the
+//! Alertmanager webhook `/api/v1/alerts`, which needs the bearer token and hands rollback
+//! triggers to the reconcile loop over a channel. Handlers never block the runtime: the journal
+//! is read, and the report computed, on the blocking pool.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,8 @@ pub struct App {
     dedup: Mutex<Dedup>,
     triggers: mpsc::Sender<Trigger>,
     ready: AtomicBool,
+    /// The readiness report: its source, cached audit and rejection history.
+    pub report: super::report::ReportState,
 }
 
 impl App {
@@ -61,7 +64,20 @@ impl App {
             dedup: Mutex::new(Dedup::default()),
             triggers,
             ready: AtomicBool::new(false),
+            report: super::report::ReportState::new(
+                super::report::Source::Node {
+                    inputs: crate::cli::Inputs::default(),
+                    backend: crate::cli::BackendArg::Auto,
+                },
+                super::report::MIN_TTL,
+            ),
         }
+    }
+
+    /// The same app with this report state (what it audits, how long an audit is reused).
+    pub fn with_report(mut self, report: super::report::ReportState) -> App {
+        self.report = report;
+        self
     }
 
     /// Reads the journal (read-only) on the blocking pool.
@@ -116,6 +132,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", post(webhook))
+        .route("/", get(report_html))
+        .route("/api/v1/report", get(report_json))
         .with_state(app)
 }
 
@@ -167,6 +185,46 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     match app.status().await {
         Ok(doc) => axum::Json(doc).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+/// The report's parts: the (cached) audit and the migration section read now.
+async fn report(app: &Arc<App>, html: bool) -> Result<super::report::Rendered, String> {
+    let status = app.status().await?;
+    let audit = app.report.audit().await?;
+    let migration = app
+        .report
+        .migration(&app.node, &status, crate::migrate::unix_now());
+    super::report::render(audit, migration, html).await
+}
+
+async fn report_json(State(app): State<Arc<App>>) -> Response {
+    match report(&app, false).await {
+        Ok(super::report::Rendered::Json(body)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Ok(super::report::Rendered::Html(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+async fn report_html(State(app): State<Arc<App>>) -> Response {
+    match report(&app, true).await {
+        Ok(super::report::Rendered::Html(page)) => axum::response::Html(page).into_response(),
+        Ok(super::report::Rendered::Json(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::response::Html(format!(
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ipvs-migrate report unavailable</title></head><body><h1>The readiness report is not available</h1><p>{}</p></body></html>\n",
+                crate::html::esc(&e)
+            )),
+        )
+            .into_response(),
     }
 }
 
