@@ -79,11 +79,12 @@ pub fn page(doc: &Document<'_>) -> String {
     }
     o.push_str("</header>\n");
     verdict(&mut o, a);
-    findings(&mut o, &a.findings);
-    deprecation(&mut o, a);
+    // On the agent's page, where the node's move stands comes right after the verdict.
     if let Some(m) = doc.migration {
         migration(&mut o, m);
     }
+    findings(&mut o, &a.findings);
+    deprecation(&mut o, a);
     inventory(&mut o, a);
     plan(&mut o, a);
     equivalence(&mut o, a);
@@ -118,9 +119,9 @@ fn severity(s: Severity) -> &'static str {
 
 fn findings(o: &mut String, fs: &[Finding]) {
     let count = |s| fs.iter().filter(|f| f.severity == s).count();
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<section id=\"findings\"><h2>Findings</h2><p>{} blocker(s), {} warning(s), {} note(s); blockers first.</p>\n",
+        "<section id=\"findings\"><h2>Findings</h2><p>{} blocker(s), {} warning(s), {} note(s); blockers first.</p>",
         count(Severity::Blocker),
         count(Severity::Warning),
         count(Severity::Info)
@@ -131,9 +132,9 @@ fn findings(o: &mut String, fs: &[Finding]) {
         // Notes are context: folded (still in the page, readable without script).
         if f.severity == Severity::Info && !notes_open {
             notes_open = true;
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<details id=\"notes\"><summary>{} note(s): what the checks found in order</summary>\n",
+                "<details id=\"notes\"><summary>{} note(s): what the checks found in order</summary>",
                 count(Severity::Info)
             );
         }
@@ -150,9 +151,9 @@ fn findings(o: &mut String, fs: &[Finding]) {
             }
             o.push_str("</ul></dd>");
         }
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<dt>Remediation</dt><dd>{}</dd><dt>Runbook</dt><dd><a href=\"{r}\">{r}</a></dd></dl></article>\n",
+            "<dt>Remediation</dt><dd>{}</dd><dt>Runbook</dt><dd><a href=\"{r}\">{r}</a></dd></dl></article>",
             esc(&f.remediation),
             r = esc(&f.runbook)
         );
@@ -211,10 +212,15 @@ fn migration(o: &mut String, m: &Migration) {
                 .unwrap_or_default()),
             esc(&c.phase),
             utc(c.since),
-            c.detail
-                .as_ref()
-                .map(|d| format!(": {}", esc(d)))
-                .unwrap_or_default(),
+            match (&c.detail, c.soak_until) {
+                (Some(d), _) => format!(": {}", esc(d)),
+                (None, Some(u)) => format!(
+                    "; the soak ends {} (in {})",
+                    utc(u),
+                    human(u.saturating_sub(m.generated_at))
+                ),
+                (None, None) => String::new(),
+            },
             if c.allowed.is_empty() {
                 String::new()
             } else {

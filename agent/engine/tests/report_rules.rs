@@ -2,6 +2,8 @@
 //! rules kube-proxy's layout (clustergen's renderer) writes for a set of service ports, i.e.
 //! the KUBE-* rules of the dump minus those of the same node with no service at all.
 
+#![allow(clippy::panic)]
+
 use ipvsmig_clustergen::{Cluster, Shape, generate, render};
 use ipvsmig_engine::inventory::{IpFamily, inventory_from_str};
 use ipvsmig_engine::report::Summary;

@@ -145,10 +145,44 @@ fn num1(v: f64) -> String {
     }
 }
 
-/// The rejection-rate chart over `[now - 3600, now]`.
+/// The shortest time axis, seconds: a history of a few samples still spreads out.
+pub const MIN_SPAN: u64 = 120;
+
+/// The start of the time axis: the last hour, or less when the history is younger (it
+/// starts empty with the daemon), but at least [`MIN_SPAN`].
+pub fn axis_start(series: &[Series<'_>], now: u64) -> u64 {
+    let first = series
+        .iter()
+        .filter_map(|s| s.points.first().map(|p| p.0))
+        .min()
+        .unwrap_or(now);
+    let span = now.saturating_sub(first).clamp(MIN_SPAN, history::WINDOW);
+    now.saturating_sub(span)
+}
+
+/// "−2 min", "−90 s", "now".
+fn age(secs: u64) -> String {
+    match secs {
+        0 => "now".to_owned(),
+        s if s % 60 == 0 => format!("−{} min", s / 60),
+        s => format!("−{s} s"),
+    }
+}
+
+/// The span in words: "hour", or "5m0s".
+fn span_words(span: u64) -> String {
+    if span >= history::WINDOW {
+        "hour".to_owned()
+    } else {
+        crate::migrate::human(span)
+    }
+}
+
+/// The rejection-rate chart over [`axis_start`]`..now`.
 pub fn rejection_chart(series: &[Series<'_>], left_out: usize, now: u64) -> String {
     let f = Frame::LINE;
-    let t0 = now.saturating_sub(history::WINDOW);
+    let t0 = axis_start(series, now);
+    let span = now - t0;
     let peak = series
         .iter()
         .flat_map(|s| s.points.iter().filter(|p| p.0 >= t0).map(|p| p.1))
@@ -160,7 +194,8 @@ pub fn rejection_chart(series: &[Series<'_>], left_out: usize, now: u64) -> Stri
         "No probe samples in the last hour: no namespace is being probed, or the daemon started recently (its history is kept in memory and restarts empty).".to_owned()
     } else {
         format!(
-            "Rejected probes per second over the last hour for {}; the highest rate is {}/s.",
+            "Rejected probes per second over the last {} for {}; the highest rate is {}/s.",
+            span_words(span),
             series
                 .iter()
                 .map(|s| s.namespace)
@@ -183,25 +218,23 @@ pub fn rejection_chart(series: &[Series<'_>], left_out: usize, now: u64) -> Stri
         d = esc(&desc)
     );
     axes(&mut o, &f, max, "rejected probes / s");
-    // x ticks every 15 minutes, labelled relative to now.
-    for m in [60u64, 45, 30, 15, 0] {
-        let x = num1(f.x(now.saturating_sub(m * 60) as f64, t0 as f64, now as f64));
+    // Five x ticks over the span, labelled by age.
+    for k in (0..=4u64).rev() {
+        let back = span * k / 4;
+        let x = num1(f.x((now - back) as f64, t0 as f64, now as f64));
         let yb = f.height - f.bottom;
         let _ = write!(
             o,
             r##"<line x1="{x}" y1="{yb}" x2="{x}" y2="{y2}" stroke="#444"/><text x="{x}" y="{ty}" text-anchor="middle">{label}</text>"##,
             y2 = yb + 4.0,
             ty = yb + 16.0,
-            label = if m == 0 {
-                "now".to_owned()
-            } else {
-                format!("−{m} min")
-            }
+            label = age(back)
         );
     }
     let _ = write!(
         o,
-        r##"<text x="{x}" y="{y}" text-anchor="middle">time (last hour)</text>"##,
+        r##"<text x="{x}" y="{y}" text-anchor="middle">time (last {w})</text>"##,
+        w = span_words(span),
         x = f.x(0.5, 0.0, 1.0),
         y = f.height - 4.0
     );
@@ -388,6 +421,34 @@ mod tests {
             polyline(&Frame::LINE, &pts, 0, 3600, 2.0),
             "56,220 340,118 482,169 624,16"
         );
+    }
+
+    #[test]
+    fn the_axis_spans_the_history_when_it_is_younger_than_an_hour() {
+        let s = |first: u64| {
+            vec![Series {
+                namespace: "a",
+                points: vec![(first, 0.0), (10_000, 1.0)],
+            }]
+        };
+        assert_eq!(axis_start(&s(9_700), 10_000), 9_700);
+        assert_eq!(axis_start(&s(9_990), 10_000), 10_000 - MIN_SPAN);
+        assert_eq!(axis_start(&s(1_000), 10_000), 10_000 - 3600);
+        assert_eq!(axis_start(&[], 10_000), 10_000 - MIN_SPAN);
+        let svg = rejection_chart(&s(9_700), 0, 10_000);
+        // 300 s: ticks every 75 s; the first point at the plot's left edge, the last at its
+        // right edge and top (1/s on a 0..1 axis).
+        for label in [
+            "−5 min",
+            "−225 s",
+            "−150 s",
+            "−75 s",
+            ">now<",
+            "time (last 5m0s)",
+        ] {
+            assert!(svg.contains(label), "{label} in {svg}");
+        }
+        assert!(svg.contains(r#"points="56,220 624,16""#), "{svg}");
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn the_migration_section_shows_phases_rollbacks_and_the_rejection_chart() {
     assert!(p.contains("<tr data-namespace=\"shop\"><td>shop</td><td>soak</td><td>1970-01-12 14:01:40 UTC (1m40s ago)</td><td class=\"n\">8</td><td class=\"n\">2</td><td class=\"n\">0.20</td><td class=\"n\">25.0 %</td></tr>"), "{p}");
     assert!(p.contains("<tr data-namespace=\"cart\"><td>cart</td><td>rolled-back</td>"));
     assert!(p.contains(
-        "id=\"cutover\">Cutover: wave 1 of 1 (<code>shop</code>), phase <strong>soak</strong>"
+        "id=\"cutover\">Cutover: wave 1 of 1 (<code>shop</code>), phase <strong>soak</strong> since 1970-01-12 14:01:40 UTC; the soak ends 1970-01-12 14:11:40 UTC (in 8m20s)"
     ));
     assert!(p.contains("<polyline class=\"series\" data-namespace=\"shop\""));
     assert!(p.contains("<table id=\"rollbacks\">"));

@@ -191,7 +191,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 /// The report's parts: the (cached) audit and the migration section read now.
 async fn report(app: &Arc<App>, html: bool) -> Result<super::report::Rendered, String> {
     let status = app.status().await?;
-    let audit = app.report.audit().await?;
+    let audit = app.report.audit(&status).await?;
     let migration = app
         .report
         .migration(&app.node, &status, crate::migrate::unix_now());

@@ -6,7 +6,9 @@
 //! The audit reads every KUBE-* rule (seconds at 20k services): it runs on the blocking pool,
 //! one at a time, and is cached for [`ReportState::ttl`] (the reconcile period, at least
 //! [`MIN_TTL`]); rendering and serializing run there too. Handlers only await, so `/metrics`
-//! and `/readyz` never wait behind a report. It must not change anything on the node.
+//! and `/readyz` never wait behind a report. The virtual servers and kube-ipvs0 the journal
+//! owns are the migration itself: the audit leaves them out of the preflight's facts (they are
+//! not another program's). It must not change anything on the node.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use ipvsmig_engine::report::migration::{Inputs as MigrationInputs, Rollback};
 use ipvsmig_engine::report::{Audit, Document, History, Migration, Sample};
 
+use crate::audit::Ours;
 use crate::cli::{BackendArg, Inputs};
 use crate::migrate::{StatusDoc, unix_now};
 
@@ -30,7 +33,8 @@ pub enum Source {
         /// `--iptables-backend`.
         backend: BackendArg,
     },
-    /// The bundled snapshot (tests, and a daemon that has no node to read).
+    /// The bundled snapshot: the router tests' offline source.
+    #[cfg(test)]
     Demo,
 }
 
@@ -41,7 +45,7 @@ pub struct ReportState {
     pub ttl: Duration,
     /// When the daemon started (unix seconds): the history begins here.
     started: u64,
-    cache: tokio::sync::Mutex<Option<(Instant, Arc<Audit>)>>,
+    cache: tokio::sync::Mutex<Option<(Instant, Ours, Arc<Audit>)>>,
     history: Mutex<History>,
 }
 
@@ -71,28 +75,36 @@ impl ReportState {
         h.record(namespace, sample);
     }
 
-    /// The audit, from the cache while it is fresh; computed on the blocking pool otherwise.
-    /// Concurrent requests wait for the one computation.
-    pub async fn audit(&self) -> Result<Arc<Audit>, String> {
+    /// The audit, from the cache while it is fresh and the journal owns the same objects;
+    /// computed on the blocking pool otherwise. Concurrent requests wait for the one
+    /// computation.
+    pub async fn audit(&self, status: &StatusDoc) -> Result<Arc<Audit>, String> {
+        let ours = Ours {
+            services: status.owned.services.iter().map(|(k, _)| *k).collect(),
+            link: status.owned.created_link,
+        };
         let mut cache = self.cache.lock().await;
-        if let Some((at, a)) = cache.as_ref()
+        if let Some((at, o, a)) = cache.as_ref()
             && at.elapsed() < self.ttl
+            && *o == ours
         {
             return Ok(Arc::clone(a));
         }
         let source = self.source.clone();
+        let key = ours.clone();
         let audit = tokio::task::spawn_blocking(move || {
             let (demo, inputs, backend) = match source {
+                #[cfg(test)]
                 Source::Demo => (true, Inputs::default(), BackendArg::Auto),
                 Source::Node { inputs, backend } => (false, inputs, backend),
             };
-            crate::audit::audit(demo, &inputs, backend).map(|b| b.audit)
+            crate::audit::audit_with(demo, &inputs, backend, &ours).map(|b| b.audit)
         })
         .await
         .map_err(|e| format!("the audit stopped: {e}"))?
         .map_err(|e| format!("the audit failed: {}", e.message))?;
         let audit = Arc::new(audit);
-        *cache = Some((Instant::now(), Arc::clone(&audit)));
+        *cache = Some((Instant::now(), key, Arc::clone(&audit)));
         Ok(audit)
     }
 

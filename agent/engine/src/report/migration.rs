@@ -77,7 +77,10 @@ pub struct CutoverStatus {
     pub phase: String,
     /// Since when (unix seconds).
     pub since: u64,
-    /// The phase's detail: the soak's end, the rollback's reason, the failure.
+    /// The soak's end (unix seconds), in the soak phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<u64>,
+    /// The phase's detail: the rollback's reason, the failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Blockers allowed with `--allow`.
@@ -196,8 +199,11 @@ fn cutover_status(c: &Cutover) -> CutoverStatus {
         wave: c.wave + 1,
         phase: c.phase.name().to_owned(),
         since: c.since,
+        soak_until: match &c.phase {
+            Phase::Soak { until } => Some(*until),
+            _ => None,
+        },
         detail: match &c.phase {
-            Phase::Soak { until } => Some(format!("soak ends at {until} (unix seconds)")),
             Phase::RollingBack { reason, .. } | Phase::RolledBack { reason } => {
                 Some(reason.clone())
             }
