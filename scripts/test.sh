@@ -2,14 +2,15 @@
 # The whole test suite, as README.md documents it and .ci/run calls it.
 # Installs what it needs when missing (Debian 12): iptables (legacy + nft), ipset, nfacct,
 # promtool and prometheus (Debian's prometheus package), prometheus-alertmanager (their services
-# not started: scripts/apt-install.sh), curl and jq, python3-venv (tests/deploy/validate.sh), and
+# not started: scripts/apt-install.sh), curl and jq, python3-venv (tests/deploy/validate.sh),
+# chromium (the readiness report's page, tests/report/chromium.sh and alerting-e2e.sh), and
 # for the VM test bed qemu-system-x86 plus the Debian packages of the guest (tests/vm/).
 # Tests that change iptables run only in network namespaces they create themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool prometheus-alertmanager curl jq; do
+for tool in iptables-legacy-restore iptables-nft-restore ip6tables-legacy-restore ipset nfacct unshare promtool prometheus-alertmanager curl jq chromium; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # tests/deploy/validate.sh builds a venv (kubernetes-validate, jsonschema from PyPI).
@@ -22,7 +23,7 @@ if ((${#need[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux curl jq python3-venv >/dev/null
+  apt-get install -y -qq --no-install-recommends iptables ipset nfacct util-linux curl jq python3-venv chromium >/dev/null
   # promtool comes with Debian's prometheus package; the alerting suite also runs prometheus and
   # prometheus-alertmanager itself (tests/vm/alerting-e2e.sh): apt must not start their services.
   bash scripts/apt-install.sh prometheus prometheus-alertmanager
@@ -42,6 +43,10 @@ bash tests/vm/selftest.sh
 bash tests/deploy/validate.sh
 
 cargo build --workspace --bins --locked
+
+# The readiness report (issue 7): `audit --demo -o html` written with no network and rendered by
+# headless Chromium in a network namespace with only loopback; asserts on the DOM, screenshot.
+bash tests/report/chromium.sh target/debug/ipvs-migrate
 
 # Kernel suites (one VM boot each): the plan's ipvsadm rendering round-trips through the
 # real IPVS kernel.

@@ -15,10 +15,15 @@
 #     goes Prometheus -> Alertmanager -> webhook and is counted as a trigger;
 #   - the rollback itself, with the agent's built-in evaluator switched off: namespace `load`
 #     (20 service ports, kube-proxy's rules and pods as in vm_cutover.rs) migrated through the
-#     daemon, then a fault only the IPVS path suffers (`-m ipvs --ipvs -j DROP` in filter OUTPUT)
+#     daemon (`cutover --soak 10m`), then a fault only the IPVS path suffers (`-m ipvs --ipvs -j DROP` in filter OUTPUT)
 #     makes the agent's probes time out; Prometheus' short-window IPVSMigrateRejectionRatioHigh
 #     fires, Alertmanager calls the webhook, the agent rolls `load` back, the recorded reason is
 #     that alert from Alertmanager, and traffic is back on iptables;
+#   - the readiness report (issue 7): `/api/v1/report` and `/` fetched through the forwarded
+#     port while `load` soaks (the guest migrates it with `cutover`) and after its rollback:
+#     phase rows, cutover line, rollback history, rejection chart, rendered on the host by
+#     Chromium in a netns with only lo (tests/report/render.sh); IPVSMIG_UPDATE_DOCS=1 keeps the
+#     screenshots in docs/img/;
 #   - restrict=on isolates: from the guest, the host's Prometheus port (10.0.2.2) cannot be
 #     reached, while the guest's own address can; the agent ends with exit 0 on SIGTERM.
 # Prometheus and Alertmanager run in a temporary directory, started and stopped by pid.
@@ -37,7 +42,7 @@ FAULT_PORT=9966             # ... and here: "inject the fault"
 
 # ---- host tools (installed when missing; a missing tool is a failure, never a skip)
 need=()
-for tp in prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager curl:curl jq:jq ss:iproute2; do
+for tp in prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager curl:curl jq:jq ss:iproute2 chromium:chromium; do
   command -v "${tp%%:*}" >/dev/null 2>&1 || need+=("${tp#*:}")
 done
 if ((${#need[@]})); then
@@ -183,8 +188,8 @@ check "guest: the agent listens on the guest's address $ip:$port (the control fo
 # restrict=on: the guest "will not be able to contact the host" (qemu(1)); 10.0.2.2 is the
 # host as seen from slirp, where the host's 127.0.0.1:$prom_port has Prometheus listening
 check "guest: restrict=on, the host's Prometheus (10.0.2.2:$prom_port) cannot be reached from the guest" "! connects 10.0.2.2 $prom_port"
-check "guest: apply --namespace load is handed to the daemon and admitted" \
-  "'$bin' --state-dir /tmp/state apply --namespace load > '$work/apply.log' 2>&1 && grep -q 'Applied by the ipvs-migrate daemon' '$work/apply.log'"
+check "guest: cutover --namespace load --soak 10m is handed to the daemon, verified and admitted" \
+  "'$bin' --state-dir /tmp/state cutover --namespace load --soak 10m > '$work/apply.log' 2>&1 && grep -q 'admitted' '$work/apply.log'"
 timeout 200 nc -l -p "$fault_port" > /dev/null 2>&1
 iptables-legacy -A OUTPUT -m ipvs --ipvs -j DROP
 echo "fault injected at $(date +%s)" > "$work/fault"
@@ -287,6 +292,14 @@ migrated_load() { status_json | jq -e '.owned.namespaces | index("load")' > /dev
 check "the guest migrated namespace load through the daemon (status: load migrated)" "wait_until 120 migrated_load"
 probed() { local v; v=$(promq "ipvs_connections_total{node=\"$NODE\",namespace=\"load\"}"); [ -n "$v" ] && [ "${v%.*}" -gt 0 ]; }
 check "the agent probes load: Prometheus scrapes ipvs_connections_total{namespace=\"load\"} > 0" "wait_until 30 probed"
+# The readiness report of the node mid-cutover (issue 7): fetched through the forwarded port,
+# rendered on the host by Chromium in a netns after the VM is done (tests/report/render.sh).
+report_json() { curl -sf --max-time 60 -o "$work/report-$1.json" "$AGENT/api/v1/report" && curl -sf --max-time 60 -o "$work/report-$1.html" "$AGENT/"; }
+load_phase() { jq -r '.migration.namespaces[] | select(.namespace == "load") | .phase' "$work/report-$1.json"; }
+soaking() { report_json soak && [ "$(load_phase soak)" = soak ] && jq -e '.migration.rejections.load | length >= 2' "$work/report-soak.json" > /dev/null; }
+check "GET /api/v1/report mid-cutover: kind Report, namespace load in phase soak, its probe history" "wait_until 60 soaking"
+check "... the report's cutover is wave 1 of 1 (load), phase soak, and the audit's verdict is there" \
+  "jq -e '.kind == \"Report\" and .migration.cutover.phase == \"soak\" and .migration.cutover.waves == [[\"load\"]] and (.verdict.status | length > 0) and .summary.perNamespace.load.servicePorts == 20' '$work/report-soak.json' > /dev/null"
 t_fault=$SECONDS
 bash -c "exec 3<>/dev/tcp/127.0.0.1/$FAULT_FWD" 2>/dev/null || not_ok "the fault signal reached the guest"
 check "Prometheus fires IPVSMigrateRejectionRatioHigh for load (short-window rules/ variant)" \
@@ -294,6 +307,12 @@ check "Prometheus fires IPVSMigrateRejectionRatioHigh for load (short-window rul
 rolled() { status_json | jq -e '(.owned.namespaces | index("load") | not) and (.owned.rollbacks[-1].source == "alertmanager") and (.owned.rollbacks[-1].reason == "IPVSMigrateRejectionRatioHigh")' > /dev/null; }
 check "the agent rolled load back by itself, the recorded reason the Alertmanager alert" "wait_until 60 rolled"
 echo "# rollback: load back on iptables $((SECONDS - t_fault)) s after the fault (window 20s, for 5s, Alertmanager group_wait 1s)"
+# (the cutover's phase is rolling-back while the drain runs, then rolled-back)
+rolled_back_report() {
+  report_json rollback && [ "$(load_phase rollback)" = rolled-back ] && jq -e '.migration.rollbacks[0].reason == "IPVSMigrateRejectionRatioHigh" and .migration.rollbacks[0].source == "alertmanager" and .migration.cutover.phase == "rolled-back" and (.migration.rejections.load | map(.rejected) | max > 0)' "$work/report-rollback.json" > /dev/null
+}
+check "GET /api/v1/report after the rollback: load rolled back, the rollback's reason and source, rejected probes in its history" \
+  "wait_until 30 rolled_back_report"
 check "the evaluator stayed off: ipvs_migrate_rollback_triggers_total{source=\"builtin\"} 0, {source=\"alertmanager\"} 3" \
   "metric_is 0 $AGENT ipvs_migrate_rollback_triggers_total source=builtin && metric_is 3 $AGENT ipvs_migrate_rollback_triggers_total source=alertmanager"
 check "the rollback is counted by reason: ipvs_migrate_rollbacks_total{reason=\"alertmanager\"} 1" \
@@ -307,6 +326,32 @@ gpass=$(grep -c '^ok - guest:' "$work/guest.out" || true)
 gfail=$(grep -c '^not ok - guest:' "$work/guest.out" || true)
 pass=$((pass + gpass)); fail=$((fail + gfail))
 if [ "$gpass" != 7 ] || [ "$vm_rc" != 0 ]; then not_ok "the guest ran its 7 checks and exited 0" "vm exit $vm_rc, $gpass ok"; fi
+
+# ---- the two report pages in Chromium (a netns with only lo, --disable-javascript)
+# shellcheck source=tests/report/render.sh
+. tests/report/render.sh
+for page in soak rollback; do
+  if [ -s "$work/report-$page.html" ] && report_render "$work/report-$page.html" "$work/report-$page.dom" "$work/report-$page.png" 1100x2200; then
+    ok "Chromium renders the agent's / page ($page) in an isolated netns"
+  else
+    not_ok "Chromium renders the agent's / page ($page) in an isolated netns"
+  fi
+done
+dom_has() { grep -qF -- "$2" "$work/report-$1.dom"; }
+check "page mid-cutover: load's row says soak; the cutover line says wave 1 of 1, phase soak; node vm-node" \
+  "dom_has soak '<tr data-namespace=\"load\"><td>load</td><td>soak</td>' && dom_has soak 'Cutover: wave 1 of 1 (<code>load</code>), phase <strong>soak</strong>' && dom_has soak 'node vm-node'"
+check "page mid-cutover: the rejection chart draws load's series; no rollback yet" \
+  "dom_has soak '<polyline class=\"series\" data-namespace=\"load\"' && dom_has soak 'No rollback recorded.'"
+check "page after the rollback: load's row says rolled-back; the rollback history names the alert and alertmanager" \
+  "dom_has rollback '<tr data-namespace=\"load\"><td>load</td><td>rolled-back</td>' && dom_has rollback '<table id=\"rollbacks\">' && dom_has rollback '<td>load</td><td>IPVSMigrateRejectionRatioHigh</td><td>alertmanager</td>'"
+check "page after the rollback: the rejection chart still draws load's last hour, with its rules chart" \
+  "dom_has rollback '<polyline class=\"series\" data-namespace=\"load\"' && dom_has rollback 'id=\"chart-rules\"'"
+check "the pages name no URL with a scheme and nothing to load" \
+  "! grep -Eqi 'https?://|[[:space:]]src=|<script|<link' '$work/report-soak.html' '$work/report-rollback.html'"
+if [ "${IPVSMIG_UPDATE_DOCS:-}" = 1 ]; then
+  cp "$work/report-soak.png" docs/img/report-cutover.png && cp "$work/report-rollback.png" docs/img/report-rollback.png \
+    && echo "# docs/img/report-cutover.png and report-rollback.png updated"
+fi
 if [ "$fail" != 0 ]; then
   { echo "---- serve.log (guest)"; tail -n 30 "$work/serve.log" 2>/dev/null
     echo "---- prometheus.log"; tail -n 20 "$work/prometheus.log"

@@ -176,7 +176,9 @@ pub enum Command {
         demo: bool,
         #[command(flatten)]
         inputs: Inputs,
-        /// Output format.
+        /// Output format: a table, JSON (`kind: Audit`, docs/schemas/report.md) or the
+        /// readiness report as one self-contained HTML page (no script, nothing loaded;
+        /// docs/report.md).
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },

@@ -47,126 +47,23 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CliError> {
             inputs: i,
             output,
         } => {
-            // The equivalence check re-reads the rules' text: the demo's, or the files'. On the
-            // live node the rules are streamed once and the check is left out (said so).
-            let texts: Option<Vec<inputs::DumpText>> = if *demo {
-                Some(vec![
-                    inputs::DumpText {
-                        name: "demo iptables-save".into(),
-                        family: ipvsmig_engine::inventory::IpFamily::IPv4,
-                        text: inputs::DEMO_IPV4.to_vec(),
-                    },
-                    inputs::DumpText {
-                        name: "demo ip6tables-save".into(),
-                        family: ipvsmig_engine::inventory::IpFamily::IPv6,
-                        text: inputs::DEMO_IPV6.to_vec(),
-                    },
-                ])
-            } else if i.has_files() {
-                Some(inputs::dump_texts(i)?)
-            } else {
-                None
-            };
-            let (inv, facts) = if *demo {
-                if i.has_files() || i.host_root.is_some() {
-                    return Err(CliError::new(
-                        ExitCode::Usage,
-                        "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save/--host-root",
-                    ));
-                }
-                let mut facts = inputs::demo_node_facts();
-                if let Some(v) = &i.kubernetes_version {
-                    facts.kube_proxy_image_version = Some(inputs::kubernetes_version(v)?);
-                }
-                (inputs::demo_inventory()?, facts)
-            } else {
-                let inv = match &texts {
-                    Some(t) => inputs::inventory_of(t)?,
-                    None => inputs::inventory(i, cli.common.iptables_backend)?,
-                };
-                (inv, inputs::node_facts(i)?)
-            };
-            let kp = inputs::kube_proxy_config(i)?;
-            let mut findings = ipvsmig_engine::preflight::run(&facts, kp.as_ref());
-            let nft_ready = facts
-                .kernel_release
-                .as_deref()
-                .and_then(ipvsmig_engine::preflight::kernel_version)
-                .is_some_and(|v| v >= ipvsmig_engine::preflight::tables::NFTABLES_MIN);
-            let rules = inv.families.iter().map(|f| f.kube_rules).sum();
-            let plan = ipvsmig_engine::plan::full(
-                &inv,
-                &ipvsmig_engine::plan::PlanOptions {
-                    scheduler: kp
-                        .as_ref()
-                        .map(|k| k.scheduler().to_owned())
-                        .unwrap_or_default(),
-                    node_ips: i.node_ips.clone(),
-                },
-            );
-            let read_ms = inv
-                .families
-                .iter()
-                .filter_map(|f| f.read_millis)
-                .reduce(|a, b| a + b);
-            findings.push(ipvsmig_engine::preflight::checks::scale(
-                inv.service_ports.len(),
-                rules,
-                nft_ready,
-                read_ms,
-            ));
-            let lbs = bound_vips(&plan);
-            findings.extend(ipvsmig_engine::preflight::checks::lb_strict_arp(
-                lbs,
-                kp.as_ref(),
-            ));
-            findings.extend(ipvsmig_engine::preflight::checks::behaviour(&plan.findings));
-            if !*demo {
-                let reread = || match &texts {
-                    Some(t) => inputs::inventory_of(t),
-                    None => inputs::inventory(i, cli.common.iptables_backend),
-                };
-                findings.extend(crate::kube_api::drift_finding(i, &inv, reread)?);
-            }
-            findings.sort_by(|a, b| (a.severity, &a.id).cmp(&(b.severity, &b.id)));
-            let verification = match &texts {
-                Some(t) => {
-                    let dumps: Vec<ipvsmig_engine::verify::Dump<'_>> = t
-                        .iter()
-                        .map(|d| ipvsmig_engine::verify::Dump {
-                            name: &d.name,
-                            family: d.family,
-                            text: &d.text,
-                        })
-                        .collect();
-                    Some(
-                        ipvsmig_engine::verify::full(
-                            &inv,
-                            &dumps,
-                            &plan,
-                            &ipvsmig_engine::verify::VerifyOptions {
-                                node_ips: i.node_ips.clone(),
-                            },
-                        )
-                        .map_err(verify_error)?,
-                    )
-                }
-                None => None,
-            };
-            let audit = Audit::new(&inv, &findings, &plan, verification.as_ref(), *demo);
+            let built = crate::audit::audit(*demo, i, cli.common.iptables_backend)?;
+            let a = &built.audit;
             match output {
-                Format::Json => print_json(&audit)?,
+                Format::Json => print_json(&ipvsmig_engine::report::Document::audit(a))?,
                 Format::Table => write_out(&table::audit(
-                    &audit.verdict,
-                    &inv,
-                    &findings,
-                    &facts,
-                    &plan,
+                    &a.verdict,
+                    &a.inventory,
+                    &a.findings,
+                    &built.facts,
+                    &built.plan,
                     *demo,
                 ))?,
-                Format::Html => return Err(unavailable("audit -o html", 7)),
+                Format::Html => write_out(&crate::html::page(
+                    &ipvsmig_engine::report::Document::audit(a),
+                ))?,
             }
-            Ok(if audit.verdict.status == "not-ready" {
+            Ok(if a.verdict.status == "not-ready" {
                 ExitCode::NotReady
             } else {
                 ExitCode::Ok
@@ -583,7 +480,7 @@ fn verdict(v: Option<&ipvsmig_engine::verify::Verification>) -> ExitCode {
     }
 }
 
-fn verify_error(e: ipvsmig_engine::verify::VerifyError) -> CliError {
+pub(crate) fn verify_error(e: ipvsmig_engine::verify::VerifyError) -> CliError {
     use ipvsmig_engine::verify::VerifyError;
     match e {
         VerifyError::Dump(e) => CliError::from(e),
@@ -593,17 +490,6 @@ fn verify_error(e: ipvsmig_engine::verify::VerifyError) -> CliError {
             format!("the equivalence check could not run: {other}"),
         ),
     }
-}
-
-/// A command from DESIGN.md's surface that this build does not carry yet. Exit 69 ("feature
-/// unavailable"), never a pretend success.
-fn unavailable(what: &str, issue: u32) -> CliError {
-    CliError::new(
-        ExitCode::Unavailable,
-        format!(
-            "`{what}` is not available in this build of ipvs-migrate yet (tracked as issue {issue}); nothing was changed"
-        ),
-    )
 }
 
 pub(crate) fn write_out(s: &str) -> Result<(), CliError> {
@@ -656,118 +542,8 @@ impl<'a> Document<'a> {
     }
 }
 
-/// `kind: Audit` document: the verdict and its parts.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Audit<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    /// The snapshot bundled with ipvs-migrate was audited, not this node.
-    demo: bool,
-    /// Verdict.
-    pub verdict: Verdict,
-    /// Preflight findings (blockers first).
-    findings: &'a [ipvsmig_engine::preflight::Finding],
-    /// Plan summary and its behaviour differences.
-    plan: PlanSummary<'a>,
-    /// The equivalence check of the full plan against the rules (absent on a live node).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    verification: Option<&'a ipvsmig_engine::verify::Verification>,
-    /// Inventory summary.
-    summary: table::Summary,
-    /// The full inventory.
-    inventory: &'a Inventory,
-}
-
-/// What the IPVS plan would program, in numbers, and what behaves differently.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PlanSummary<'a> {
-    /// Virtual servers.
-    virtual_servers: usize,
-    /// Real servers.
-    real_servers: usize,
-    /// Addresses bound on kube-ipvs0.
-    addresses: usize,
-    /// Behaviour differences per service.
-    findings: &'a [ipvsmig_engine::plan::PlanFinding],
-}
-
-/// The audit verdict.
-#[derive(Serialize, Debug, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct Verdict {
-    /// `ready`, `not-ready`, or `not-evaluated` while checks are missing from this build.
-    pub status: &'static str,
-    /// Why.
-    pub reasons: Vec<String>,
-}
-
-impl<'a> Audit<'a> {
-    fn new(
-        inv: &'a Inventory,
-        findings: &'a [ipvsmig_engine::preflight::Finding],
-        plan: &'a ipvsmig_engine::plan::IpvsPlan,
-        verification: Option<&'a ipvsmig_engine::verify::Verification>,
-        demo: bool,
-    ) -> Audit<'a> {
-        use ipvsmig_engine::preflight::Severity;
-        let mut reasons: Vec<String> = findings
-            .iter()
-            .filter(|f| f.severity == Severity::Blocker)
-            .map(|f| format!("blocker {}: {}", f.id, f.title))
-            .collect();
-        let mismatches = verification.map(|v| v.mismatches.len());
-        let status = match (reasons.is_empty(), mismatches) {
-            (false, _) | (true, Some(1..)) => "not-ready",
-            (true, Some(0)) => "ready",
-            (true, None) => "not-evaluated",
-        };
-        match verification {
-            Some(v) if !v.mismatches.is_empty() => reasons.push(format!(
-                "the equivalence check found {} mismatch(es) between kube-proxy's rules and the IPVS plan (`plan --verify` lists them)",
-                v.mismatches.len()
-            )),
-            Some(v) => reasons.push(format!(
-                "the IPVS plan is equivalent to kube-proxy's rules: {} traced case(s), {} documented IPVS-mode difference(s)",
-                v.cases,
-                v.tolerated.len()
-            )),
-            None => reasons.push(
-                "the plan's equivalence check needs the rules as text: audit the node with `--iptables-save FILE` (`iptables-save > FILE`) for a full verdict".to_owned(),
-            ),
-        }
-        if !inv.warnings.is_empty() {
-            reasons.push(format!(
-                "{} KUBE-* rules or chains were not understood (see warnings)",
-                inv.warnings.len()
-            ));
-        }
-        Audit {
-            api_version: API_VERSION,
-            kind: "Audit",
-            demo,
-            verdict: Verdict { status, reasons },
-            findings,
-            verification,
-            plan: PlanSummary {
-                virtual_servers: plan.virtual_servers.len(),
-                real_servers: plan
-                    .virtual_servers
-                    .iter()
-                    .map(|v| v.real_servers.len())
-                    .sum(),
-                addresses: plan.addresses.len(),
-                findings: &plan.findings,
-            },
-            summary: table::Summary::of(inv),
-            inventory: inv,
-        }
-    }
-}
-
 /// LoadBalancer and external IPs the plan binds on kube-ipvs0 (distinct addresses).
-fn bound_vips(plan: &ipvsmig_engine::plan::IpvsPlan) -> usize {
+pub(crate) fn bound_vips(plan: &ipvsmig_engine::plan::IpvsPlan) -> usize {
     use ipvsmig_engine::plan::VsKind;
     let mut ips: Vec<std::net::IpAddr> = plan
         .virtual_servers

@@ -1,10 +1,12 @@
 //! `ipvs-migrate`: thin main. Parses the command line, sets up logging, runs one command and
 //! maps its error to a documented exit code (with a JSON error object on stderr under `-o json`).
 
+mod audit;
 mod cli;
 mod commands;
 mod exit;
 mod finalize;
+mod html;
 mod inputs;
 mod kube_api;
 mod migrate;

@@ -541,8 +541,8 @@ pub struct StatusDoc {
     /// The last run stopped between a step's intent and its result (or failed): the next
     /// apply or rollback re-reads the kernel before changing anything.
     interrupted: bool,
-    last_failure: Option<String>,
-    owned: Owned,
+    pub(crate) last_failure: Option<String>,
+    pub(crate) owned: Owned,
 }
 
 /// Reads the journal in `state_dir` read-only (the boot id from below `host_root`).

@@ -13,8 +13,9 @@ pub mod config;
 pub mod http;
 pub mod kube;
 pub mod metrics;
-pub mod rollout;
 pub mod ratelimit;
+pub mod report;
+pub mod rollout;
 pub mod socket;
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,23 @@ async fn run(
         );
     }
     let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
+    // The reconcile loop takes the journal's lock below: a second daemon, or a CLI command
+    // running in-process, makes this one exit (3) before it listens anywhere.
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| failed(&format!("{}", state_dir.display()), e))?;
+    // kube-proxy's ConfigMap through the API when no file is configured: kept as a file in
+    // the state directory, which the plans (and the report's audit) read like
+    // `kubeProxyConfig` (serve/kube.rs).
+    let from_api = match (&cfg.kubernetes, &cfg.kube_proxy_config) {
+        (Some(k), None) => kube::prepare_configmap(k, state_dir).await,
+        _ => None,
+    };
+    let node_inputs = Inputs {
+        node_ips: cfg.node_ips.clone(),
+        host_root: Some(cfg.host_root.clone()),
+        kube_proxy_config: cfg.kube_proxy_config.clone().or(from_api),
+        ..Inputs::default()
+    };
     let app = Arc::new(
         http::App::new(
             cfg.node_name.clone(),
@@ -104,18 +122,15 @@ async fn run(
             token,
             tx,
         )
-        .with_rate_limit(cfg.webhook_rate_limit.rate, cfg.webhook_rate_limit.burst),
+        .with_rate_limit(cfg.webhook_rate_limit.rate, cfg.webhook_rate_limit.burst)
+        .with_report(report::ReportState::new(
+            report::Source::Node {
+                inputs: Box::new(node_inputs.clone()),
+                backend,
+            },
+            cfg.reconcile_period,
+        )),
     );
-    // The reconcile loop takes the journal's lock now: a second daemon, or a CLI command
-    // running in-process, makes this one exit (3) before it listens anywhere.
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| failed(&format!("{}", state_dir.display()), e))?;
-    // kube-proxy's ConfigMap through the API when no file is configured: kept as a file in
-    // the state directory, which the plans read like `kubeProxyConfig` (serve/kube.rs).
-    let from_api = match (&cfg.kubernetes, &cfg.kube_proxy_config) {
-        (Some(k), None) => kube::prepare_configmap(k, state_dir).await,
-        _ => None,
-    };
     let reporter = cfg.kubernetes.clone().map(|k| {
         kube::start(
             k,
@@ -128,12 +143,7 @@ async fn run(
     });
     let settings = agent::Settings {
         state_dir: state_dir.to_owned(),
-        inputs: Inputs {
-            node_ips: cfg.node_ips.clone(),
-            host_root: Some(cfg.host_root.clone()),
-            kube_proxy_config: cfg.kube_proxy_config.clone().or(from_api),
-            ..Inputs::default()
-        },
+        inputs: node_inputs,
         backend,
         cfg: cfg.clone(),
         reporter,

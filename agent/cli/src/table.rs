@@ -7,67 +7,13 @@ use ipvsmig_engine::inventory::{
     FamilyFacts, Inventory, LocalDetector, NoEndpointVerdict, NodePortAddresses, ServicePort,
     SourceKind, TrafficPolicy,
 };
-use serde::Serialize;
 
-use crate::commands::Verdict;
+use ipvsmig_engine::report::Verdict;
 
 mod fleet;
 pub use fleet::fleet;
 
-/// Counts for the summary line and the audit document.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    /// Service ports (all families).
-    pub service_ports: usize,
-    /// Namespaces.
-    pub namespaces: usize,
-    /// Endpoints (sum over service ports).
-    pub endpoints: usize,
-    /// Service ports with no endpoints (REJECT).
-    pub without_endpoints: usize,
-    /// KUBE-* rules.
-    pub kube_rules: usize,
-    /// Warnings.
-    pub warnings: usize,
-    /// Service ports per namespace.
-    pub per_namespace: BTreeMap<String, NamespaceCount>,
-}
-
-/// Per-namespace counts.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NamespaceCount {
-    /// Service ports.
-    pub service_ports: usize,
-    /// Endpoints.
-    pub endpoints: usize,
-}
-
-impl Summary {
-    /// Summarizes an inventory.
-    pub fn of(inv: &Inventory) -> Summary {
-        let mut per_namespace: BTreeMap<String, NamespaceCount> = BTreeMap::new();
-        for sp in &inv.service_ports {
-            let c = per_namespace.entry(sp.name.namespace.clone()).or_default();
-            c.service_ports += 1;
-            c.endpoints += sp.endpoints.len();
-        }
-        Summary {
-            service_ports: inv.service_ports.len(),
-            namespaces: per_namespace.len(),
-            endpoints: inv.service_ports.iter().map(|s| s.endpoints.len()).sum(),
-            without_endpoints: inv
-                .service_ports
-                .iter()
-                .filter(|s| s.has_no_endpoints())
-                .count(),
-            kube_rules: inv.families.iter().map(|f| f.kube_rules).sum(),
-            warnings: inv.warnings.len(),
-            per_namespace,
-        }
-    }
-}
+pub use ipvsmig_engine::report::Summary;
 
 fn family_line(out: &mut String, f: &FamilyFacts) {
     let src = match &f.source {

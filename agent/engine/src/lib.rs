@@ -9,6 +9,7 @@ pub mod drift;
 pub mod inventory;
 pub mod plan;
 pub mod preflight;
+pub mod report;
 pub mod rollback;
 pub mod rollout;
 pub mod rules;

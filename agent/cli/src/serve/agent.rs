@@ -483,6 +483,15 @@ impl Agent {
         }
         let keep = now - self.s.cfg.thresholds.window - SERIES_SLACK;
         for (ns, (total, rejected)) in &self.counts {
+            // The report's last hour (in memory; docs/report.md).
+            self.app.report.record(
+                ns,
+                ipvsmig_engine::report::Sample {
+                    at: now as u64,
+                    total: *total,
+                    rejected: *rejected,
+                },
+            );
             for (series, v) in [
                 (&mut self.series.total, *total),
                 (&mut self.series.rejected, *rejected),

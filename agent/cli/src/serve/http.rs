@@ -1,11 +1,12 @@
 //! The daemon's HTTP surface (docs/serve.md): `/healthz` and `/readyz` describe the agent
 //! process (alive; its state loaded), never the node's migration verdict — a not-ready node
 //! must not stall the DaemonSet rollout (DESIGN.md). `/metrics`, `/api/v1/status` (the journal,
-//! read-only) and the Alertmanager webhook `/api/v1/alerts`, which needs the bearer token and
-//! hands rollback triggers to the reconcile loop over a channel; it is rate-limited
-//! (ratelimit.rs: 429 + Retry-After). It is the only route that changes state, and the only
-//! one behind the token: the others are read-only and open for scraping. Handlers never block the
-//! runtime: the journal is read on the blocking pool.
+//! read-only), the readiness report `/` (HTML) and `/api/v1/report` (JSON; report.rs) and the
+//! Alertmanager webhook `/api/v1/alerts`, which needs the bearer token and hands rollback
+//! triggers to the reconcile loop over a channel; it is rate-limited (ratelimit.rs: 429 +
+//! Retry-After). It is the only route that changes state, and the only one behind the token:
+//! the others are read-only and open for scraping. Handlers never block the runtime: the
+//! journal is read, and the report computed, on the blocking pool.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,8 @@ pub struct App {
     triggers: mpsc::Sender<Trigger>,
     ready: AtomicBool,
     limiter: Mutex<Limiter>,
+    /// The readiness report: its source, cached audit and rejection history.
+    pub report: super::report::ReportState,
 }
 
 impl App {
@@ -70,6 +73,13 @@ impl App {
                 super::ratelimit::DEFAULT_BURST,
                 std::time::Instant::now(),
             )),
+            report: super::report::ReportState::new(
+                super::report::Source::Node {
+                    inputs: Box::default(),
+                    backend: crate::cli::BackendArg::Auto,
+                },
+                super::report::MIN_TTL,
+            ),
         }
     }
 
@@ -77,6 +87,12 @@ impl App {
     /// authorized and unauthorized callers each.
     pub fn with_rate_limit(mut self, rate: f64, burst: u32) -> App {
         self.limiter = Mutex::new(Limiter::new(rate, burst, std::time::Instant::now()));
+        self
+    }
+
+    /// The same app with this report state (what it audits, how long an audit is reused).
+    pub fn with_report(mut self, report: super::report::ReportState) -> App {
+        self.report = report;
         self
     }
 
@@ -132,6 +148,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", post(webhook))
+        .route("/", get(report_html))
+        .route("/api/v1/report", get(report_json))
         .with_state(app)
 }
 
@@ -183,6 +201,46 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     match app.status().await {
         Ok(doc) => axum::Json(doc).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+/// The report's parts: the (cached) audit and the migration section read now.
+async fn report(app: &Arc<App>, html: bool) -> Result<super::report::Rendered, String> {
+    let status = app.status().await?;
+    let audit = app.report.audit(&status).await?;
+    let migration = app
+        .report
+        .migration(&app.node, &status, crate::migrate::unix_now());
+    super::report::render(audit, migration, html).await
+}
+
+async fn report_json(State(app): State<Arc<App>>) -> Response {
+    match report(&app, false).await {
+        Ok(super::report::Rendered::Json(body)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Ok(super::report::Rendered::Html(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+async fn report_html(State(app): State<Arc<App>>) -> Response {
+    match report(&app, true).await {
+        Ok(super::report::Rendered::Html(page)) => axum::response::Html(page).into_response(),
+        Ok(super::report::Rendered::Json(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::response::Html(format!(
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ipvs-migrate report unavailable</title></head><body><h1>The readiness report is not available</h1><p>{}</p></body></html>\n",
+                crate::html::esc(&e)
+            )),
+        )
+            .into_response(),
     }
 }
 

@@ -66,7 +66,12 @@ impl Fixture {
             token.map(str::to_owned),
             tx,
         )
-        .with_rate_limit(rate, burst);
+        .with_rate_limit(rate, burst)
+        // The report audits the bundled snapshot here, never this machine.
+        .with_report(super::report::ReportState::new(
+            super::report::Source::Demo,
+            std::time::Duration::from_secs(60),
+        ));
         (Arc::new(app), rx)
     }
 

@@ -6,7 +6,14 @@ use super::*;
 
 /// The read-only routes: open without a token. Add `/` and `/api/v1/report` here when the
 /// router serves them.
-const READ_ONLY: &[&str] = &["/healthz", "/readyz", "/metrics", "/api/v1/status"];
+const READ_ONLY: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/status",
+    "/",
+    "/api/v1/report",
+];
 /// The routes that change state: the Alertmanager webhook (rollback triggers).
 const STATE_CHANGING: &[&str] = &["/api/v1/alerts"];
 
