@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipvsmig_clustergen::{Shape, generate, render};
-use ipvsmig_engine::inventory::{DumpInput, IpFamily, SourceKind, inventory};
+use ipvsmig_engine::inventory::{DumpInput, IpFamily, SourceKind, inventory_of_bytes};
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("inventory");
@@ -20,7 +20,7 @@ fn parse(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                let inv = inventory(vec![DumpInput {
+                let inv = inventory_of_bytes(vec![DumpInput {
                     name: "bench".into(),
                     family: IpFamily::IPv4,
                     source: SourceKind::File {
