@@ -1,7 +1,9 @@
 //! Inventory parse benchmark (issue 2): a 20,000-service × 5-endpoint dump in kube-proxy's
 //! large-cluster layout (~340k rules, ~35 MB), parsed and resolved including chain-hash
-//! verification of every service and endpoint chain. Run: `cargo bench -p ipvsmig-tests --bench inventory`.
-//! Results and the RSS measurement: docs/benchmarks.md.
+//! verification of every service and endpoint chain. The dump is in memory, so it is read in
+//! place (`inventory_of_bytes`), as `plan --verify` reads it; files and pipes stream.
+//! Run: `cargo bench -p ipvsmig-tests --bench inventory`. Results and the RSS measurement:
+//! docs/benchmarks.md.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
