@@ -1,13 +1,15 @@
 //! Inventory parse benchmark (issue 2): a 20,000-service × 5-endpoint dump in kube-proxy's
 //! large-cluster layout (~340k rules, ~35 MB), parsed and resolved including chain-hash
-//! verification of every service and endpoint chain. Run: `cargo bench -p ipvsmig-tests --bench inventory`.
-//! Results and the RSS measurement: docs/benchmarks.md.
+//! verification of every service and endpoint chain. The dump is in memory, so it is read in
+//! place (`inventory_of_bytes`), as `plan --verify` reads it; files and pipes stream.
+//! Run: `cargo bench -p ipvsmig-tests --bench inventory`. Results and the RSS measurement:
+//! docs/benchmarks.md.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipvsmig_clustergen::{Shape, generate, render};
-use ipvsmig_engine::inventory::{DumpInput, IpFamily, SourceKind, inventory};
+use ipvsmig_engine::inventory::{DumpInput, IpFamily, SourceKind, inventory_of_bytes};
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("inventory");
@@ -20,7 +22,7 @@ fn parse(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                let inv = inventory(vec![DumpInput {
+                let inv = inventory_of_bytes(vec![DumpInput {
                     name: "bench".into(),
                     family: IpFamily::IPv4,
                     source: SourceKind::File {

@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use ipvsmig_engine::inventory::{Backend, DumpInput, Inventory, IpFamily, SourceKind, read_family};
+use ipvsmig_engine::inventory::{
+    Backend, DumpInput, Inventory, IpFamily, SourceKind, read_family, read_family_bytes,
+};
 use ipvsmig_host::iptables::{SaveTools, detect_backend, read_live};
 
 use crate::cli::{BackendArg, Inputs};
@@ -106,19 +108,14 @@ fn open(path: &Path) -> Result<Box<dyn Read>, CliError> {
     }
 }
 
-fn empty() -> Inventory {
-    Inventory {
-        families: Vec::new(),
-        service_ports: Vec::new(),
-        warnings: Vec::new(),
-    }
+fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError> {
+    inv.add_family(read_family(input)?);
+    Ok(())
 }
 
-fn add(inv: &mut Inventory, input: DumpInput<impl Read>) -> Result<(), CliError> {
-    let (facts, ports, warnings) = read_family(input)?;
-    inv.families.push(facts);
-    inv.service_ports.extend(ports);
-    inv.warnings.extend(warnings);
+/// As [`add`] for a dump already in memory: its lines are borrowed, not copied again.
+fn add_bytes(inv: &mut Inventory, input: DumpInput<&[u8]>) -> Result<(), CliError> {
+    inv.add_family(read_family_bytes(input)?);
     Ok(())
 }
 
@@ -163,9 +160,9 @@ pub fn dump_texts(inputs: &Inputs) -> Result<Vec<DumpText>, CliError> {
 
 /// The inventory of dumps already in memory.
 pub fn inventory_of(dumps: &[DumpText]) -> Result<Inventory, CliError> {
-    let mut inv = empty();
+    let mut inv = Inventory::default();
     for d in dumps {
-        add(
+        add_bytes(
             &mut inv,
             DumpInput {
                 name: d.name.clone(),
@@ -194,7 +191,7 @@ fn both_stdin(inputs: &Inputs) -> Result<(), CliError> {
 
 /// The bundled demo snapshot.
 pub fn demo_inventory() -> Result<Inventory, CliError> {
-    let mut inv = empty();
+    let mut inv = Inventory::default();
     for (name, family, bytes) in [
         (
             "demo/node-snapshot/iptables-save.txt (bundled)",
@@ -207,7 +204,7 @@ pub fn demo_inventory() -> Result<Inventory, CliError> {
             DEMO_IPV6,
         ),
     ] {
-        add(
+        add_bytes(
             &mut inv,
             DumpInput {
                 name: name.into(),
@@ -223,7 +220,7 @@ pub fn demo_inventory() -> Result<Inventory, CliError> {
 
 /// Reads the inventory the inputs describe.
 pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliError> {
-    let mut inv = empty();
+    let mut inv = Inventory::default();
     if inputs.has_files() {
         both_stdin(inputs)?;
         for (path, family) in [
@@ -255,10 +252,7 @@ pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliE
     let tools4 = SaveTools::discover(IpFamily::IPv4);
     let choice = detect_backend(&tools4, IpFamily::IPv4, forced)?;
     tracing::info!(backend = ?choice.backend, reason = %choice.reason, "reading live IPv4 rules");
-    let (f, p, w) = read_live(&tools4, IpFamily::IPv4, &choice)?;
-    inv.families.push(f);
-    inv.service_ports.extend(p);
-    inv.warnings.extend(w);
+    inv.add_family(read_live(&tools4, IpFamily::IPv4, &choice)?);
     let tools6 = SaveTools::discover(IpFamily::IPv6);
     if tools6.legacy.is_some() || tools6.nft.is_some() {
         match detect_backend(&tools6, IpFamily::IPv6, forced) {
@@ -266,11 +260,9 @@ pub fn inventory(inputs: &Inputs, backend: BackendArg) -> Result<Inventory, CliE
                 if c6.legacy_kube_chains.unwrap_or(0) + c6.nft_kube_chains.unwrap_or(0) > 0
                     || forced.is_some() =>
             {
-                let (f, p, w) = read_live(&tools6, IpFamily::IPv6, &c6)?;
-                if f.kube_chains > 0 {
-                    inv.families.push(f);
-                    inv.service_ports.extend(p);
-                    inv.warnings.extend(w);
+                let read = read_live(&tools6, IpFamily::IPv6, &c6)?;
+                if read.0.kube_chains > 0 {
+                    inv.add_family(read);
                 }
             }
             Ok(_) => {}

@@ -85,10 +85,11 @@ pub struct DumpInput<R> {
 /// Tables the inventory reads; others (raw, security) are passed over.
 pub const TABLES: [&str; 3] = ["nat", "filter", "mangle"];
 
+/// One family's facts, service ports and warnings.
+pub type FamilyRead = (FamilyFacts, Vec<ServicePort>, Vec<Warning>);
+
 /// Reads one family's dump into its facts, service ports and warnings.
-pub fn read_family<R: Read>(
-    input: DumpInput<R>,
-) -> Result<(FamilyFacts, Vec<ServicePort>, Vec<Warning>), InventoryError> {
+pub fn read_family<R: Read>(input: DumpInput<R>) -> Result<FamilyRead, InventoryError> {
     let mut collector = facts::Collector::new(&input.name, input.family);
     save::read_dump_text(&input.name, input.reader, &TABLES, |event, text, line| {
         collector.event(event, text, line)
@@ -96,36 +97,58 @@ pub fn read_family<R: Read>(
     resolve::resolve(collector, input.source)
 }
 
+/// As [`read_family`] for a dump already in memory: its lines are borrowed, not copied
+/// (same result, same errors).
+pub fn read_family_bytes(input: DumpInput<&[u8]>) -> Result<FamilyRead, InventoryError> {
+    let mut collector = facts::Collector::new(&input.name, input.family);
+    save::read_dump_bytes(&input.name, input.reader, &TABLES, |event, text, line| {
+        collector.event(event, text, line)
+    })?;
+    resolve::resolve(collector, input.source)
+}
+
 /// Reads dumps (typically one IPv4 and optionally one IPv6) into one inventory.
 pub fn inventory<R: Read>(inputs: Vec<DumpInput<R>>) -> Result<Inventory, InventoryError> {
-    let mut inv = Inventory {
-        families: Vec::new(),
-        service_ports: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut inv = Inventory::default();
     for input in inputs {
-        let (facts, ports, warnings) = read_family(input)?;
-        inv.families.push(facts);
-        // The first family's vectors are taken as they are: copying 20k service ports of a
-        // few hundred bytes each costs more than a millisecond.
-        if inv.service_ports.is_empty() {
-            inv.service_ports = ports;
-        } else {
-            inv.service_ports.extend(ports);
-        }
-        if inv.warnings.is_empty() {
-            inv.warnings = warnings;
-        } else {
-            inv.warnings.extend(warnings);
-        }
+        inv.add_family(read_family(input)?);
     }
     inv.normalize();
     Ok(inv)
 }
 
+/// As [`inventory`] for dumps already in memory ([`read_family_bytes`]).
+pub fn inventory_of_bytes(inputs: Vec<DumpInput<&[u8]>>) -> Result<Inventory, InventoryError> {
+    let mut inv = Inventory::default();
+    for input in inputs {
+        inv.add_family(read_family_bytes(input)?);
+    }
+    inv.normalize();
+    Ok(inv)
+}
+
+impl Inventory {
+    /// Adds one family's result (call [`Inventory::normalize`] after the last).
+    pub fn add_family(&mut self, (facts, ports, warnings): FamilyRead) {
+        self.families.push(facts);
+        // The first family's vectors are taken as they are: copying 20k service ports of a
+        // few hundred bytes each costs more than a millisecond.
+        if self.service_ports.is_empty() {
+            self.service_ports = ports;
+        } else {
+            self.service_ports.extend(ports);
+        }
+        if self.warnings.is_empty() {
+            self.warnings = warnings;
+        } else {
+            self.warnings.extend(warnings);
+        }
+    }
+}
+
 /// Convenience: inventory of one in-memory IPv4 dump.
 pub fn inventory_from_str(name: &str, text: &str) -> Result<Inventory, InventoryError> {
-    inventory(vec![DumpInput {
+    inventory_of_bytes(vec![DumpInput {
         name: name.to_owned(),
         family: IpFamily::IPv4,
         source: SourceKind::File {

@@ -11,8 +11,10 @@
 //! chain) goes to the index ([`index`]).
 
 mod index;
+mod rules;
 
 use self::index::{Index, Probe};
+pub use self::rules::RuleStore;
 use super::facts::{ChainFacts, HKind, Hash, PlacedFact};
 
 /// Index of a chain in the table; stable for the life of the table, also across `-X`.
@@ -30,8 +32,8 @@ pub struct ChainTable {
     /// chain's kind and hash are read back from its key.
     keys: Vec<u128>,
     slots: Vec<ChainFacts>,
-    /// The rules of chains that have a list (see [`ChainFacts::rules`]).
-    rule_lists: Vec<Vec<PlacedFact>>,
+    /// The rules of chains that have any (see [`ChainFacts::rules`]).
+    rules: RuleStore,
     /// `keys[..indexed]` are in `index`; the rest are declarations not yet indexed.
     indexed: usize,
     /// Recently used (key, id) pairs, a ring.
@@ -197,37 +199,18 @@ impl ChainTable {
         let Some(slot) = self.slots.get_mut(id as usize) else {
             return;
         };
-        if slot.rules == 0 {
-            // Room for a masquerade rule and seven endpoints without a reallocation.
-            self.rule_lists.push(Vec::with_capacity(8));
-            slot.rules = self.rule_lists.len() as u32;
-        }
-        if let Some(list) = self.rule_lists.get_mut(slot.rules as usize - 1) {
-            list.push(fact);
-        }
+        self.rules.push(&mut slot.rules, fact);
     }
 
-    /// Takes a chain's rules out, to walk them while the table changes ([`Self::put_facts`]
-    /// puts them back).
-    pub fn take_facts(&mut self, id: ChainId) -> Vec<PlacedFact> {
-        self.list_mut(id).map(std::mem::take).unwrap_or_default()
+    /// Takes the rules of every chain out, to walk them while the chains' slots change
+    /// ([`Self::put_rules`] puts them back).
+    pub fn take_rules(&mut self) -> RuleStore {
+        std::mem::take(&mut self.rules)
     }
 
-    /// Puts back the rules [`Self::take_facts`] took.
-    pub fn put_facts(&mut self, id: ChainId, facts: Vec<PlacedFact>) {
-        if let Some(list) = self.list_mut(id) {
-            *list = facts;
-        }
-    }
-
-    fn list_mut(&mut self, id: ChainId) -> Option<&mut Vec<PlacedFact>> {
-        let i = (self.slots.get(id as usize)?.rules as usize).checked_sub(1)?;
-        self.rule_lists.get_mut(i)
-    }
-
-    fn list_of(&self, slot: &ChainFacts) -> Option<&[PlacedFact]> {
-        let i = (slot.rules as usize).checked_sub(1)?;
-        self.rule_lists.get(i).map(Vec::as_slice)
+    /// Puts back the rules [`Self::take_rules`] took.
+    pub fn put_rules(&mut self, rules: RuleStore) {
+        self.rules = rules;
     }
 
     /// Kind and hash of a chain by id.
@@ -257,7 +240,7 @@ impl ChainTable {
             .filter(move |(_, s)| s.declared && keep(s))
             .map(|(&k, s)| {
                 let (kind, h) = unkey(k);
-                (kind, h, s, self.list_of(s).unwrap_or(&[]))
+                (kind, h, s, self.rules.of(s))
             })
     }
 }

@@ -1214,8 +1214,7 @@ pub(super) fn hashed_fact(
 
     let probability = match r.probability {
         Some(p) => Some(quantize_probability(
-            p.parse::<f64>()
-                .ok()
+            super::num::probability(p)
                 .filter(|p| (0.0..=1.0).contains(p))
                 .ok_or("bad --probability")?,
         )),

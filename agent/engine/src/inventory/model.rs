@@ -476,7 +476,7 @@ pub struct Warning {
 }
 
 /// Everything the inventory found on a node (or in dumps).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inventory {
     /// Per-family facts (one entry per dump read).

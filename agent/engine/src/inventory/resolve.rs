@@ -13,7 +13,7 @@ use std::hash::{Hash as _, Hasher};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::InventoryError;
-use super::chains::ChainId;
+use super::chains::{ChainId, RuleStore};
 use super::facts::{
     Collector, Cond, EntryKind, EntryTarget, Fact, FilterFact, FilterWhere, HKind, Hash,
     format_endpoint, probability_of_quantum,
@@ -37,7 +37,7 @@ struct Builder {
     internal_target: Option<HKind>,
     legacy_masq: bool,
     /// Chains the service's entries jump to, with the entry's line.
-    roots: Vec<(ChainId, u32)>,
+    roots: Roots,
     internal_verdict: Option<NoEndpointVerdict>,
     external_verdict: Option<NoEndpointVerdict>,
     hc_port: Option<u16>,
@@ -46,6 +46,32 @@ struct Builder {
     nat_node_port: bool,
     /// The previous builder whose key has the same hash (see [`Builders`]).
     same_hash: Option<usize>,
+}
+
+/// The chains a service's entries jump to, with each entry's line, in that order. Nearly
+/// every service has one or two entries (ClusterIP, NodePort), kept inline: a vector per
+/// service was 20,000 allocations at 20k services.
+#[derive(Default)]
+struct Roots {
+    inline: [(ChainId, u32); 2],
+    len: usize,
+    more: Vec<(ChainId, u32)>,
+}
+
+impl Roots {
+    fn push(&mut self, root: (ChainId, u32)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = root;
+                self.len += 1;
+            }
+            None => self.more.push(root),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ChainId, u32)> + '_ {
+        self.inline.iter().take(self.len).chain(&self.more).copied()
+    }
 }
 
 struct Ctx<'c> {
@@ -305,12 +331,15 @@ pub fn resolve(
         stack: Vec::new(),
         seen: Vec::new(),
     };
+    // The chains' rules are only read from here on, while their slots change.
+    let rules = ctx.c.chains.take_rules();
     let mut ports = Vec::with_capacity(builders.list.len());
     for b in builders.list {
-        if let Some(sp) = build_port(&mut ctx, b) {
+        if let Some(sp) = build_port(&mut ctx, &rules, b) {
             ports.push(sp);
         }
     }
+    ctx.c.chains.put_rules(rules);
     // Jumps are checked against declarations here, where they are followed, rather than
     // looked up once more while streaming (a random access per jump at 100k endpoints).
     if let Some((line, chain)) = ctx.undeclared.take() {
@@ -440,7 +469,7 @@ struct Walk {
     mismatches: Vec<String>,
 }
 
-fn build_port(ctx: &mut Ctx<'_>, mut b: Builder) -> Option<ServicePort> {
+fn build_port(ctx: &mut Ctx<'_>, rules: &RuleStore, mut b: Builder) -> Option<ServicePort> {
     let proto = b.proto?;
     let Some(name) = b.name.take() else {
         ctx.c.warn_in(
@@ -487,7 +516,7 @@ fn build_port(ctx: &mut Ctx<'_>, mut b: Builder) -> Option<ServicePort> {
         let mut stack = std::mem::take(&mut ctx.stack);
         let mut seen = std::mem::take(&mut ctx.seen);
         stack.clear();
-        stack.extend_from_slice(&b.roots);
+        stack.extend(b.roots.iter());
         seen.clear();
         while let Some((id, from_line)) = stack.pop() {
             if seen.contains(&id) {
@@ -513,9 +542,8 @@ fn build_port(ctx: &mut Ctx<'_>, mut b: Builder) -> Option<ServicePort> {
                 continue;
             };
             chain.referenced = true;
-            let facts = ctx.c.chains.take_facts(id);
-            walk_chain(ctx, &b, k, &hh, &facts, &mut w, &mut stack);
-            ctx.c.chains.put_facts(id, facts);
+            let facts = rules.of(chain);
+            walk_chain(ctx, &b, k, &hh, facts, &mut w, &mut stack);
         }
         (ctx.stack, ctx.seen) = (stack, seen);
     }

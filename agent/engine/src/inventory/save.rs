@@ -4,11 +4,17 @@
 //! nothing about kube-proxy. It borrows from the input and never allocates per line, so a
 //! 36 MB dump is split in a few milliseconds. Errors name the line.
 
+mod tokens;
+mod window;
+
 use std::io::Read;
 
 use memchr::memchr;
 
+use self::window::{Borrowed, Copied, Window};
 use super::InventoryError;
+
+pub use self::tokens::{Token, tokenize, unescape};
 
 /// Longest line accepted. iptables-restore itself reads rules into a fixed buffer; kube-proxy's
 /// longest lines are a few hundred bytes. Anything this long is not an iptables dump.
@@ -63,14 +69,37 @@ pub fn read_dump<R: Read>(
 /// `None` for other events and for rules after an invalid byte.
 pub fn read_dump_text<R: Read>(
     source: &str,
-    mut input: R,
+    input: R,
+    keep: &[&str],
+    visit: impl FnMut(Event<'_>, Option<&str>, u32) -> Result<(), InventoryError>,
+) -> Result<u64, InventoryError> {
+    read_lines(source, Copied::new(input, BUFFER), keep, visit)
+}
+
+/// As [`read_dump_text`] for a dump already in memory: the lines are borrowed from `input`
+/// instead of copied out of it, with the same events, texts, line numbers and errors.
+pub fn read_dump_bytes(
+    source: &str,
+    input: &[u8],
+    keep: &[&str],
+    visit: impl FnMut(Event<'_>, Option<&str>, u32) -> Result<(), InventoryError>,
+) -> Result<u64, InventoryError> {
+    read_lines(source, Borrowed::new(input), keep, visit)
+}
+
+/// Bytes read at a time. Small enough that a chunk stays in the core's L2 cache while it is
+/// split, checked and parsed.
+const CHUNK: usize = 1 << 18;
+
+/// Room of the window: a chunk and the longest line that may straddle its end.
+const BUFFER: usize = CHUNK + MAX_LINE + 1;
+
+fn read_lines(
+    source: &str,
+    mut window: impl Window,
     keep: &[&str],
     mut visit: impl FnMut(Event<'_>, Option<&str>, u32) -> Result<(), InventoryError>,
 ) -> Result<u64, InventoryError> {
-    // Small enough that a chunk stays in the core's L2 cache while it is split, checked and
-    // parsed after being copied in.
-    const CHUNK: usize = 1 << 18;
-    let mut buf: Vec<u8> = vec![0; CHUNK + MAX_LINE + 1];
     let mut filled = 0usize;
     let mut eof = false;
     let mut state = ReaderState {
@@ -80,32 +109,22 @@ pub fn read_dump_text<R: Read>(
     };
     let mut total: u64 = 0;
     loop {
-        if !eof && filled < buf.len() {
-            let n = loop {
-                match input.read(&mut buf[filled..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(InventoryError::Io {
-                            input: source.to_owned(),
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            };
+        if !eof && filled < BUFFER {
+            let n = window.fill(source, filled, BUFFER)?;
             if n == 0 {
                 eof = true;
             }
             filled += n;
             total += n as u64;
         }
+        let buf = window.bytes(filled);
         // The chunk's complete lines are checked as UTF-8 once (a dump is ASCII), so names
         // and values are sliced out as text without a check each. Lines past an invalid
         // byte are checked one by one, as before.
         let complete = if eof {
             filled
         } else {
-            memchr::memrchr(b'\n', &buf[..filled]).map_or(0, |i| i + 1)
+            memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1)
         };
         let text = match std::str::from_utf8(&buf[..complete]) {
             Ok(t) => t,
@@ -132,14 +151,14 @@ pub fn read_dump_text<R: Read>(
             }
             break;
         }
-        if pos == 0 && filled == buf.len() {
+        if pos == 0 && filled == BUFFER {
             return Err(InventoryError::malformed(
                 source,
                 state.line_no + 1,
                 format!("line is longer than {MAX_LINE} bytes; this is not an iptables-save dump"),
             ));
         }
-        buf.copy_within(pos..filled, 0);
+        window.consume(pos, filled);
         filled -= pos;
         if filled > MAX_LINE {
             return Err(InventoryError::malformed(
@@ -411,232 +430,5 @@ fn ascii<'a>(source: &str, line_no: u32, b: &'a [u8]) -> Result<&'a str, Invento
     })
 }
 
-/// One token of a rule: its bytes with surrounding quotes removed. `escaped` tells the caller
-/// that backslash escapes remain to be undone (see [`unescape`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token<'a> {
-    /// Raw bytes (quotes stripped when the whole token was quoted).
-    pub raw: &'a [u8],
-    /// The token contained quotes or backslashes beyond a simple `"…"` wrapper.
-    pub escaped: bool,
-}
-
-/// Splits a rule's text the way iptables-restore does: spaces separate tokens, `"…"` groups,
-/// and inside quotes a backslash escapes the next byte (xtables_save_string quotes any value
-/// with a byte outside `[A-Za-z0-9_-]` and escapes `"`, `\` and `'`).
-pub fn tokenize<'a>(rest: &'a [u8], out: &mut Vec<Token<'a>>) -> Result<(), &'static str> {
-    out.clear();
-    let mut i = 0usize;
-    let n = rest.len();
-    while i < n {
-        while i < n && rest[i] == b' ' {
-            i += 1;
-        }
-        if i >= n {
-            break;
-        }
-        if rest[i] == b'"' {
-            // Common case: a wholly quoted token.
-            let start = i + 1;
-            let mut j = start;
-            let mut escaped = false;
-            loop {
-                if j >= n {
-                    return Err("unterminated quote");
-                }
-                match rest[j] {
-                    b'\\' => {
-                        escaped = true;
-                        j += 2;
-                    }
-                    b'"' => break,
-                    _ => j += 1,
-                }
-            }
-            if j > n {
-                return Err("unterminated quote");
-            }
-            let end = j;
-            j += 1;
-            if j < n && rest[j] != b' ' {
-                // Quote followed by more text: treat the whole run as one escaped token.
-                let tok_start = i;
-                let tok_end = scan_mixed(rest, i)?;
-                out.push(Token {
-                    raw: &rest[tok_start..tok_end],
-                    escaped: true,
-                });
-                i = tok_end;
-                continue;
-            }
-            // With escapes inside, keep the quotes so `unescape` sees where quoting starts.
-            let raw = if escaped {
-                &rest[i..j]
-            } else {
-                &rest[start..end]
-            };
-            out.push(Token { raw, escaped });
-            i = j;
-        } else {
-            let start = i;
-            while i < n && rest[i] != b' ' && rest[i] != b'"' {
-                i += 1;
-            }
-            if i < n && rest[i] == b'"' {
-                let tok_end = scan_mixed(rest, start)?;
-                out.push(Token {
-                    raw: &rest[start..tok_end],
-                    escaped: true,
-                });
-                i = tok_end;
-                continue;
-            }
-            out.push(Token {
-                raw: &rest[start..i],
-                escaped: false,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Scans a token mixing quoted and unquoted parts; returns its end.
-fn scan_mixed(rest: &[u8], mut i: usize) -> Result<usize, &'static str> {
-    let mut quoted = false;
-    while i < rest.len() {
-        match rest[i] {
-            b'"' => quoted = !quoted,
-            b'\\' if quoted => i += 1,
-            b' ' if !quoted => return Ok(i),
-            _ => {}
-        }
-        i += 1;
-    }
-    if quoted {
-        Err("unterminated quote")
-    } else {
-        Ok(rest.len())
-    }
-}
-
-/// Undoes quoting of an `escaped` token: removes quote characters and backslash escapes.
-pub fn unescape(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut quoted = false;
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'"' => quoted = !quoted,
-            b'\\' if quoted && i + 1 < raw.len() => {
-                out.push(raw[i + 1]);
-                i += 1;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn toks(s: &str) -> Vec<String> {
-        let mut v = Vec::new();
-        tokenize(s.as_bytes(), &mut v).unwrap();
-        v.iter()
-            .map(|t| {
-                let b = if t.escaped {
-                    unescape(t.raw)
-                } else {
-                    t.raw.to_vec()
-                };
-                String::from_utf8(b).unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn quoted_comment_is_one_token() {
-        assert_eq!(
-            toks(r#"-m comment --comment "ns1/svc1:p80 cluster IP" -j X"#),
-            [
-                "-m",
-                "comment",
-                "--comment",
-                "ns1/svc1:p80 cluster IP",
-                "-j",
-                "X"
-            ]
-        );
-    }
-
-    #[test]
-    fn escapes_inside_quotes_are_undone() {
-        assert_eq!(
-            toks(r#"--comment "a \"b\" \\ c""#),
-            ["--comment", r#"a "b" \ c"#]
-        );
-    }
-
-    #[test]
-    fn runs_of_spaces_separate_tokens() {
-        // iptables-save prints `--nfacct-name  NAME` with two spaces.
-        assert_eq!(
-            toks("-m nfacct --nfacct-name  localhost_nps_accepted_pkts"),
-            [
-                "-m",
-                "nfacct",
-                "--nfacct-name",
-                "localhost_nps_accepted_pkts"
-            ]
-        );
-    }
-
-    #[test]
-    fn unterminated_quote_is_an_error() {
-        let mut v = Vec::new();
-        assert!(tokenize(br#"--comment "abc"#, &mut v).is_err());
-    }
-
-    fn events(input: &str) -> Result<Vec<String>, InventoryError> {
-        let mut v = Vec::new();
-        read_dump("f", input.as_bytes(), &["nat"], |e, line| {
-            v.push(format!("{line}:{e:?}"));
-            Ok(())
-        })?;
-        Ok(v)
-    }
-
-    #[test]
-    fn missing_commit_is_a_truncation_error() {
-        let e = events("*nat\n:KUBE-SERVICES - [0:0]\n").unwrap_err();
-        assert!(
-            matches!(e, InventoryError::Truncated { line: 1, .. }),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn counters_prefix_is_stripped() {
-        let v = events("*nat\n:A - [0:0]\n[5:300] -A A -j B\nCOMMIT\n").unwrap();
-        assert_eq!(v[2], r#"3:Rule { chain: "A", rest: [45, 106, 32, 66] }"#);
-    }
-
-    #[test]
-    fn other_tables_are_checked_but_not_reported() {
-        let v = events(
-            "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CT --notrack\nCOMMIT\n*nat\nCOMMIT\n",
-        )
-        .unwrap();
-        assert_eq!(v, ["5:Table { name: \"nat\" }", "6:Commit"]);
-    }
-
-    #[test]
-    fn lines_longer_than_the_limit_are_rejected_with_their_number() {
-        let long = format!("*nat\n-A X {}\nCOMMIT\n", "a".repeat(MAX_LINE + 10));
-        let e = events(&long).unwrap_err();
-        assert!(e.to_string().starts_with("f:2: "), "{e}");
-    }
-}
+mod tests;

@@ -26,6 +26,7 @@ use super::facts::{
     ChainClass, Cond, Fact, HKind, classify, parse_endpoint, parse_host, quantize_probability,
 };
 use super::model::Protocol;
+use super::num;
 
 /// What a hot rule says, before its target is looked up in the chain table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,9 +116,9 @@ fn exact(kind: HKind, rest: &str) -> Option<Hot<'_>> {
             // `-m P -p P` or `-p P -m P`, then the DNAT target.
             let b = rest.as_bytes();
             let first = b.get(..3)?;
-            let other: &[u8; 4] = match first {
-                b"-m " => b" -p ",
-                b"-p " => b" -m ",
+            let other = match first {
+                b"-m " => " -p ",
+                b"-p " => " -m ",
                 _ => return None,
             };
             let (proto, plen) = match b.get(3..7)? {
@@ -127,7 +128,7 @@ fn exact(kind: HKind, rest: &str) -> Option<Hot<'_>> {
                 _ => return None,
             };
             let after = rest.get(3 + plen..)?;
-            let after = after.strip_prefix(std::str::from_utf8(other).ok()?)?;
+            let after = after.strip_prefix(other)?;
             let after = after.strip_prefix(proto.as_str())?;
             let ep = after.strip_prefix(DNAT)?;
             let (ip, port) = parse_endpoint(ep).filter(|_| word(ep))?;
@@ -140,10 +141,7 @@ fn exact(kind: HKind, rest: &str) -> Option<Hot<'_>> {
                     let r = rest.strip_prefix(STATISTIC)?;
                     let sp = r.bytes().position(|b| b == b' ')?;
                     let (p, t) = (r.get(..sp)?, r.get(sp..)?.strip_prefix(" -j ")?);
-                    let p = p
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|p| (0.0..=1.0).contains(p) && word(t))?;
+                    let p = num::probability(p).filter(|p| (0.0..=1.0).contains(p) && word(t))?;
                     (Some(quantize_probability(p)), t)
                 }
             };
@@ -202,11 +200,7 @@ fn by_words(kind: HKind, rest: &str) -> Option<Hot<'_>> {
                     w.is(b"--mode")?;
                     w.is(b"random")?;
                     w.is(b"--probability")?;
-                    let p = w
-                        .text()?
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|p| (0.0..=1.0).contains(p))?;
+                    let p = num::probability(w.text()?).filter(|p| (0.0..=1.0).contains(p))?;
                     w.is(b"-j")?;
                     Some(quantize_probability(p))
                 }
