@@ -8,7 +8,7 @@
 //! Must not: be used outside tests (it is behind the `testing` feature), or answer anything
 //! by itself — every answer is written by the test, from the API reference.
 //!
-//! ```ignore
+//! ```text
 //! let (api, mut server) = testing::mock_api();
 //! let task = tokio::spawn(async move {
 //!     server.expect("GET", "/api/v1/namespaces/kube-system/configmaps/kube-proxy", &[])
