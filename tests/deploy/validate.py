@@ -250,7 +250,12 @@ def check_wiring():
     config = args[args.index("--config") + 1]
     file_in_volume(config, "configMap", "name", cm["metadata"]["name"], "serve.yaml")
     file_in_volume(serve["tokenFile"], "secret", "secretName", "ipvs-migrate-webhook-token", "token")
-    file_in_volume(serve["kubeProxyConfig"], "configMap", "name", "kube-proxy", "config.conf")
+    # kube-proxy's configuration comes through the API (kubernetes.kubeProxyConfigMap), never a
+    # required volume: a distribution naming its ConfigMap otherwise would leave the pod waiting.
+    if "kubeProxyConfig" in serve:
+        file_in_volume(serve["kubeProxyConfig"], "configMap", "name", "kube-proxy", "config.conf")
+    elif not (serve.get("kubernetes") or {}).get("enabled"):
+        errors.append("serve.yaml has neither kubeProxyConfig nor kubernetes.enabled: no kube-proxy configuration")
     if "listen" in serve:
         errors.append("serve.yaml sets listen: the DaemonSet's --listen overrides it (daemonset.yaml)")
     listen = args[args.index("--listen") + 1]

@@ -144,6 +144,13 @@ pub fn drift_finding(
 
 /// `fleet status`: exit 0, or 1 when a node is flagged (two kube-proxies).
 pub fn fleet_status(args: &ApiArgs, output: Format) -> Result<ExitCode, CliError> {
+    // A usage error is one before anything is asked of the API server.
+    if output == Format::Html {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "fleet status has no html output: use -o table or -o json",
+        ));
+    }
     let status = with_api(args, |api| async move {
         ipvsmig_kube::fleet::read_fleet(&api)
             .await
@@ -151,14 +158,9 @@ pub fn fleet_status(args: &ApiArgs, output: Format) -> Result<ExitCode, CliError
     })?;
     match output {
         Format::Json => crate::commands::print_json(&status)?,
-        Format::Table => {
+        // Html was refused above.
+        Format::Table | Format::Html => {
             crate::commands::write_out(&crate::table::fleet(&status, SystemTime::now()))?
-        }
-        Format::Html => {
-            return Err(CliError::new(
-                ExitCode::Usage,
-                "fleet status has no html output: use -o table or -o json",
-            ));
         }
     }
     Ok(if status.flagged().next().is_some() {

@@ -567,36 +567,49 @@ pub fn status(state_dir: &Path, host_root: &Path) -> Result<StatusDoc, CliError>
 
 /// `status`.
 pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError> {
+    if output == Format::Html {
+        return Err(CliError::new(
+            ExitCode::Usage,
+            "status has no html output: use -o table or -o json (the report with the migration is serve's `/`)",
+        ));
+    }
     let doc = status(state_dir, Path::new("/"))?;
+    // Written at once at the end: a closed pipe (`| head`) is not a panic.
+    let mut out = String::new();
+    macro_rules! outln {
+        ($o:ident, $($arg:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!($o, $($arg)*);
+        }};
+    }
     let (owned, boot_changed) = (&doc.owned, doc.boot_changed);
     match output {
-        Format::Json => {
-            let s = serde_json::to_string_pretty(&doc)
-                .map_err(|e| CliError::new(ExitCode::OperationFailed, e.to_string()))?;
-            println!("{s}");
-        }
+        Format::Json => crate::commands::print_json(&doc)?,
         _ if owned.finalized => {
-            println!("{}", crate::finalize::STATUS_FINALIZED);
+            outln!(out, "{}", crate::finalize::STATUS_FINALIZED);
             if let Some(f) = &doc.last_failure {
-                println!(
+                outln!(
+                    out,
                     "The last finalize stopped ({f}): run `ipvs-migrate finalize` again to finish removing kube-proxy's iptables-mode leftovers."
                 );
             }
         }
         _ => {
             if owned.is_empty() && owned.namespaces.is_empty() {
-                println!(
+                outln!(
+                    out,
                     "Nothing migrated on this node (state: {}).",
                     state_dir.display()
                 );
             } else {
                 let (adm, probing) = owned.admission();
-                println!("State directory: {}", state_dir.display());
-                println!("Migrated namespaces: {}", owned.namespaces.join(", "));
+                outln!(out, "State directory: {}", state_dir.display());
+                outln!(out, "Migrated namespaces: {}", owned.namespaces.join(", "));
                 if !owned.exclude.is_empty() {
-                    println!("Excluded services: {}", owned.exclude.join(", "));
+                    outln!(out, "Excluded services: {}", owned.exclude.join(", "));
                 }
-                println!(
+                outln!(
+                    out,
                     "Admission: {} key(s) admitted for all traffic, {} probing; {}",
                     adm.len(),
                     probing.len(),
@@ -606,7 +619,8 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                         "watched (entries expire unless refreshed)"
                     }
                 );
-                println!(
+                outln!(
+                    out,
                     "Owned: {} virtual server(s), {} address(es) on kube-ipvs0{}, {} ipset(s), rules for {}",
                     owned.services.len(),
                     owned.addresses.len(),
@@ -624,13 +638,15 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                         .join(", ")
                 );
                 if boot_changed {
-                    println!(
+                    outln!(
+                        out,
                         "The node rebooted since: the kernel objects above are gone; the next apply or rollback reconciles."
                     );
                 }
             }
             if let Some(c) = &owned.cutover {
-                println!(
+                outln!(
+                    out,
                     "Cutover: wave {} of {} ({}), phase {} for {}{}",
                     c.wave + 1,
                     c.waves.len(),
@@ -647,11 +663,16 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                     }
                 );
                 if !c.allowed.is_empty() {
-                    println!("  blockers allowed with --allow: {}", c.allowed.join(", "));
+                    outln!(
+                        out,
+                        "  blockers allowed with --allow: {}",
+                        c.allowed.join(", ")
+                    );
                 }
             }
             for r in owned.rollbacks.iter().rev().take(5) {
-                println!(
+                outln!(
+                    out,
                     "Rollback {} ago: {} — {} [{}]",
                     ago(r.at),
                     r.namespaces.join(","),
@@ -660,15 +681,17 @@ pub fn status_cmd(state_dir: &Path, output: Format) -> Result<ExitCode, CliError
                 );
             }
             if doc.interrupted {
-                println!(
+                outln!(
+                    out,
                     "The last run was interrupted or failed: the next apply or rollback re-reads the kernel first."
                 );
             }
             if let Some(f) = &doc.last_failure {
-                println!("Last failure: {f}");
+                outln!(out, "Last failure: {f}");
             }
         }
     }
+    crate::commands::write_out(&out)?;
     Ok(ExitCode::Ok)
 }
 

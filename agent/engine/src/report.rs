@@ -183,6 +183,21 @@ impl Audit {
                 "the plan's equivalence check needs the rules as text: audit the node with `--iptables-save FILE` (`iptables-save > FILE`) for a full verdict".to_owned(),
             ),
         }
+        // Without node addresses the plan has no NodePort virtual servers and the check traced
+        // none (verify.rs notes it): say so next to the verdict, not only in the notes.
+        let node_ports = inventory
+            .service_ports
+            .iter()
+            .filter(|sp| sp.node_port.is_some())
+            .count();
+        let untraced = verification
+            .as_ref()
+            .is_some_and(|v| v.notes.iter().any(|n| n.starts_with("no node addresses")));
+        if node_ports > 0 && untraced {
+            reasons.push(format!(
+                "{node_ports} service port(s) have a NodePort, but no node address was given (`--node-ip`): their NodePort virtual servers were neither planned nor traced"
+            ));
+        }
         if !inventory.warnings.is_empty() {
             reasons.push(format!(
                 "{} KUBE-* rules or chains were not understood (see warnings)",

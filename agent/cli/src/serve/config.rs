@@ -737,10 +737,9 @@ mod tests {
             c.token_file.as_deref(),
             Some(Path::new("/etc/ipvs-migrate/token/token"))
         );
-        assert_eq!(
-            c.kube_proxy_config.as_deref(),
-            Some(Path::new("/etc/kube-proxy/config.conf"))
-        );
+        // kube-proxy's configuration comes through the API (no volume that a distribution
+        // with another ConfigMap name would leave the pod waiting for).
+        assert_eq!(c.kube_proxy_config, None);
         assert_eq!(c.thresholds, Thresholds::default());
         assert!(
             c.rollout.enabled,

@@ -136,3 +136,27 @@ async fn nothing_changes_when_the_original_daemonset_is_missing() {
         "{err}"
     );
 }
+
+#[test]
+fn the_finalize_role_may_read_kube_proxys_configmap_finalize_reads_first() {
+    // `finalize --apply-switch` without --kube-proxy-config reads the ConfigMap
+    // (configmap.rs) before it sends the switch, with the same credentials.
+    let grants = Grants::of_cluster_role(
+        include_str!("../../../../deploy/rbac.yaml"),
+        "ipvs-migrate-finalize",
+    )
+    .expect("rbac");
+    for name in ["kube-proxy", "kube-proxy-config"] {
+        let c = Call::new("get", "", "configmaps")
+            .in_namespace("kube-system")
+            .named(name);
+        assert!(
+            grants.allows(&c),
+            "ipvs-migrate-finalize does not allow {c}"
+        );
+    }
+    let other = Call::new("get", "", "configmaps")
+        .in_namespace("kube-system")
+        .named("coredns");
+    assert!(!grants.allows(&other), "{other} must stay denied");
+}

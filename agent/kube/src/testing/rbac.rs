@@ -127,7 +127,8 @@ mod tests {
         let grants = grants();
         // (verb, group, resource, namespace, name, allowed)
         let cases = [
-            ("get", "", "nodes", "", "n1", true),
+            // The agent patches its Node; it never reads one by name.
+            ("get", "", "nodes", "", "n1", false),
             ("patch", "", "nodes", "", "n1", true),
             ("update", "", "nodes", "", "n1", false),
             ("list", "", "services", "", "", true),
