@@ -75,6 +75,14 @@ pub fn audit_with(
                 "--demo reads the bundled snapshot; drop --iptables-save/--ip6tables-save/--host-root",
             ));
         }
+        // A live cluster's ConfigMap or Services compared with the bundled snapshot would
+        // mean nothing.
+        if i.api.enabled() {
+            return Err(CliError::new(
+                ExitCode::Usage,
+                "--demo reads the bundled snapshot; drop --kubeconfig/--kube-api",
+            ));
+        }
         let mut facts = inputs::demo_node_facts();
         if let Some(v) = &i.kubernetes_version {
             facts.kube_proxy_image_version = Some(inputs::kubernetes_version(v)?);

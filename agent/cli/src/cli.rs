@@ -372,7 +372,10 @@ pub enum Command {
     /// the admission hooks, probes the migrated VIPs and rolls a namespace back on a rejection
     /// alert), the local socket `apply`/`rollback`/`cutover`/`finalize` hand requests to, and HTTP: health
     /// and readiness (of the agent, never the node's verdict), Prometheus metrics, the status
-    /// as JSON, and the Alertmanager webhook (bearer token).
+    /// as JSON, the readiness report (`/` as HTML, `/api/v1/report` as JSON; docs/report.md), and
+    /// the Alertmanager webhook (bearer token). With `kubernetes.enabled` it reports its phase on
+    /// the Node and in Events; with `rollout.enabled` it follows IPVSMigration objects
+    /// (docs/kubernetes.md, docs/rollout.md).
     Serve {
         /// Listen address (overrides the config's `listen`; default 127.0.0.1:9964).
         #[arg(long, value_name = "ADDR")]
