@@ -396,26 +396,11 @@ fn equivalence(o: &mut String, a: &Audit) {
     o.push_str("</section>\n");
 }
 
-/// Unix seconds as `YYYY-MM-DD hh:mm:ss UTC` (the proleptic Gregorian calendar; days to civil
-/// date as in H. Hinnant's "chrono-compatible low-level date algorithms").
+/// Unix seconds as `YYYY-MM-DD hh:mm:ss UTC`: the engine's `metav1.Time` form
+/// (`rollout::time::format_time`, one calendar conversion in the project) made readable.
 pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let t = ipvsmig_engine::rollout::time::format_time(secs);
+    format!("{} UTC", t.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 #[cfg(test)]
